@@ -1,0 +1,25 @@
+# The README's two commands: `make demo` and `make test`. Each does all set-up first (a .venv with the package).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test demo clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "refinenet_tf needs Python 3.10 or newer; run with PYTHON=/path/to/python3.10+")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest
+
+demo: install
+	$(BIN)/refinenet-tf demo --output checkpoints/demo
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

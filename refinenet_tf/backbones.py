@@ -1,0 +1,157 @@
+"""Backbones: which ``keras.applications`` model, which layers are tapped, which preprocessing it needs.
+
+Taps are keyed by stride, as keras-hub names pyramid levels: ``"P2"`` is 2**2 = 4 times smaller than the
+input, ``"P5"`` 32 times. For keras' ResNets they are the outputs of the four residual stages, the features
+the RefineNet paper refines (the slim code's ``end_points['pool2'..'pool5']``).
+
+Other backbones plug in with :func:`register_backbone`, e.g. a tiny one for tests::
+
+    register_backbone("tiny", BackboneSpec(builder=my_builder, taps={"P2": "s4", ...}, preprocessing="tf"))
+"""
+
+import dataclasses
+import os
+from typing import Callable, Mapping
+
+import tf_keras as keras
+
+__all__ = ["BACKBONES", "BackboneSpec", "PYRAMID_LEVELS", "build_backbone", "get_backbone_spec",
+           "list_backbones", "register_backbone"]
+
+#: Pyramid levels a RefineNet decoder reads, finest first.
+PYRAMID_LEVELS = ("P2", "P3", "P4", "P5")
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one backbone.
+
+    Attributes:
+        builder: ``builder(weights=..., input_shape=...)`` returning a ``keras.Model`` (a
+            ``keras.applications`` constructor with ``include_top=False`` bound fits).
+        taps: pyramid level (``"P2"``..``"P5"``) -> name of the layer whose output is that level.
+        preprocessing: the ``ImagePreprocessing`` mode the backbone's weights expect.
+        weights_source: where ``weights="imagenet"`` comes from, for the docs.
+    """
+
+    builder: Callable[..., keras.Model]
+    taps: Mapping[str, str]
+    preprocessing: str = "caffe"
+    weights_source: str = ""
+
+
+def _application(constructor):
+    def build(weights=None, input_shape=(None, None, 3)):
+        return constructor(include_top=False, weights=weights, input_shape=input_shape)
+    return build
+
+
+def _resnet_taps(blocks_per_stage):
+    return {level: f"conv{stage}_block{blocks}_out"
+            for level, stage, blocks in zip(PYRAMID_LEVELS, (2, 3, 4, 5), blocks_per_stage)}
+
+
+_KERAS_RESNET_WEIGHTS = ("keras.applications ImageNet weights (converted from the original Caffe ResNets of "
+                         "He et al.), downloaded by keras on first use")
+
+#: The registry of backbones known by name.
+BACKBONES = {
+    "resnet50": BackboneSpec(_application(keras.applications.ResNet50), _resnet_taps((3, 4, 6, 3)),
+                             "caffe", _KERAS_RESNET_WEIGHTS),
+    "resnet101": BackboneSpec(_application(keras.applications.ResNet101), _resnet_taps((3, 4, 23, 3)),
+                              "caffe", _KERAS_RESNET_WEIGHTS),
+    "resnet152": BackboneSpec(_application(keras.applications.ResNet152), _resnet_taps((3, 8, 36, 3)),
+                              "caffe", _KERAS_RESNET_WEIGHTS),
+}
+
+
+def register_backbone(name, spec, overwrite=False):
+    """Adds ``spec`` (a :class:`BackboneSpec`) to :data:`BACKBONES` under ``name``."""
+    if not isinstance(spec, BackboneSpec):
+        raise TypeError(f"register_backbone({name!r}, ...) needs a BackboneSpec, got {type(spec).__name__}.")
+    missing = set(PYRAMID_LEVELS) - set(spec.taps)
+    if missing:
+        raise ValueError(f"Backbone {name!r}: taps lacks levels {sorted(missing)}; give a layer for each of "
+                         f"{PYRAMID_LEVELS}.")
+    if name in BACKBONES and not overwrite:
+        raise ValueError(f"Backbone {name!r} is already registered; pass overwrite=True to replace it.")
+    BACKBONES[name] = spec
+
+
+def list_backbones():
+    """Names of the registered backbones."""
+    return sorted(BACKBONES)
+
+
+def get_backbone_spec(name):
+    """The :class:`BackboneSpec` registered under ``name``, with a clear error for unknown names."""
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise ValueError(f"Unknown backbone {name!r}; use one of {list_backbones()} "
+                         "or add yours with refinenet_tf.backbones.register_backbone.") from None
+
+
+def _check_weights(weights):
+    if weights is None or weights == "imagenet":
+        return
+    if not isinstance(weights, (str, os.PathLike)):
+        raise ValueError(f"backbone_weights={weights!r}: use None, 'imagenet' or the path of a weights file.")
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(f"backbone_weights={os.fspath(weights)!r}: no such file; give the path of a "
+                                "keras weights file (.h5) for this backbone, 'imagenet' or None.")
+
+
+def _with_slim_arg_scope(model, weight_decay, batch_norm_momentum):
+    """Rebuilds ``model`` with slim's ``resnet_arg_scope``: L2 on conv kernels and its BatchNorm decay.
+
+    Keras applications take no regularizer, so the config is edited and the weights copied over.
+    """
+    config = model.get_config()
+    for layer in config["layers"]:
+        if layer["class_name"] in ("Conv2D", "DepthwiseConv2D") and weight_decay:
+            key = "depthwise_regularizer" if layer["class_name"] == "DepthwiseConv2D" else "kernel_regularizer"
+            layer["config"][key] = keras.regularizers.serialize(keras.regularizers.L2(weight_decay / 2.0))
+        if layer["class_name"] == "BatchNormalization" and batch_norm_momentum is not None:
+            layer["config"]["momentum"] = batch_norm_momentum
+    rebuilt = keras.Model.from_config(config)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
+def build_backbone(name="resnet101", weights=None, input_shape=(None, None, 3), weight_decay=None,
+                   batch_norm_momentum=None, trainable=True):
+    """Builds a backbone whose outputs are its pyramid levels ``[P2, P3, P4, P5]``.
+
+    The model expects inputs already preprocessed for it (see ``BackboneSpec.preprocessing``).
+
+    Args:
+        name: a registered backbone name (see :func:`list_backbones`).
+        weights: ``None`` (random), ``"imagenet"`` (downloaded by keras) or the path of a weights file.
+        input_shape: ``(height, width, 3)``; ``None`` for any size.
+        weight_decay: slim-style L2 scale on every conv kernel (``scale * sum(w**2) / 2``), or ``None``.
+        batch_norm_momentum: if given, the momentum of every BatchNormalization layer.
+        trainable: ``False`` freezes the backbone (its BatchNorm layers then run in inference mode).
+
+    Returns:
+        A ``keras.Model`` named ``name`` with four outputs, strides 4, 8, 16 and 32.
+
+    Example:
+        >>> backbone = build_backbone("resnet50", weights=None)
+        >>> [tuple(o.shape[1:]) for o in backbone(tf.zeros([1, 64, 96, 3]))]
+        [(16, 24, 256), (8, 12, 512), (4, 6, 1024), (2, 3, 2048)]
+    """
+    spec = get_backbone_spec(name)
+    _check_weights(weights)
+    if weights is not None and not isinstance(weights, str):
+        weights = os.fspath(weights)
+    full = spec.builder(weights=weights, input_shape=tuple(input_shape))
+    if weight_decay or batch_norm_momentum is not None:
+        full = _with_slim_arg_scope(full, weight_decay, batch_norm_momentum)
+    missing = [layer for layer in spec.taps.values() if layer not in {l.name for l in full.layers}]
+    if missing:
+        raise ValueError(f"Backbone {name!r} has no layers named {missing}; fix its taps.")
+    outputs = [full.get_layer(spec.taps[level]).output for level in PYRAMID_LEVELS]
+    backbone = keras.Model(full.inputs, outputs, name=name)
+    backbone.trainable = trainable
+    return backbone

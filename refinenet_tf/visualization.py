@@ -1,0 +1,126 @@
+"""Palettes, colourised label maps, overlays and atomic PNG writing.
+
+Shared by the CLI, the notebooks and (later) TensorBoard images, so that every picture of a segmentation
+uses the same colours.
+"""
+
+import os
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["VOC_CLASSES", "colorize", "overlay", "save_image_png", "save_label_png", "voc_palette"]
+
+#: The 21 PASCAL VOC 2012 classes, in label order; 255 marks "ignore" (object boundaries).
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+
+
+def voc_palette(num_colors=256):
+    """The PASCAL VOC colour map (the devkit's bit-interleaving scheme) as a ``[num_colors, 3]`` uint8 array.
+
+    Example:
+        >>> voc_palette()[:3].tolist()
+        [[0, 0, 0], [128, 0, 0], [0, 128, 0]]
+        >>> voc_palette()[255].tolist()
+        [224, 224, 192]
+    """
+    palette = np.zeros((num_colors, 3), np.uint8)
+    for index in range(num_colors):
+        value, red, green, blue = index, 0, 0, 0
+        for shift in range(7, -1, -1):
+            red |= (value & 1) << shift
+            green |= ((value >> 1) & 1) << shift
+            blue |= ((value >> 2) & 1) << shift
+            value >>= 3
+        palette[index] = (red, green, blue)
+    return palette
+
+
+def _check_labels(labels):
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be a 2-D [height, width] array of class indices, got shape {labels.shape}.")
+    if labels.size and (labels.min() < 0 or labels.max() > 255):
+        raise ValueError(f"labels must lie in [0, 255] to be stored in a palette PNG, got "
+                         f"[{labels.min()}, {labels.max()}].")
+    return labels.astype(np.uint8)
+
+
+def colorize(labels, palette=None):
+    """Maps a ``[H, W]`` label map to a ``[H, W, 3]`` uint8 RGB image through ``palette`` (VOC by default)."""
+    palette = voc_palette() if palette is None else np.asarray(palette, np.uint8)
+    return palette[_check_labels(labels)]
+
+
+def overlay(image, labels, alpha=0.5, palette=None, ignore_background=True):
+    """Blends the colourised ``labels`` over an RGB ``image`` of the same height and width.
+
+    Args:
+        image: ``[H, W, 3]`` RGB, values in [0, 255].
+        labels: ``[H, W]`` class indices.
+        alpha: opacity of the label colours.
+        palette: colours (VOC by default).
+        ignore_background: leave pixels of class 0 untouched.
+
+    Returns:
+        ``[H, W, 3]`` uint8.
+    """
+    image = np.asarray(image)
+    labels = _check_labels(labels)
+    if image.shape[:2] != labels.shape:
+        raise ValueError(f"overlay: image is {image.shape[:2]} but labels are {labels.shape}; they must match.")
+    colors = colorize(labels, palette).astype(np.float32)
+    blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colors
+    if ignore_background:
+        blended = np.where((labels == 0)[..., None], image.astype(np.float32), blended)
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+def _save_atomically(pil_image, path):
+    """Writes ``pil_image`` as PNG to ``path`` through a temporary file in the same folder, then renames it."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"Cannot write {path!r}: folder {folder!r} does not exist; create it first.")
+    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            pil_image.save(stream, format="PNG")
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+    return path
+
+
+def save_label_png(path, labels, palette=None):
+    """Saves a ``[H, W]`` label map as an 8-bit palette PNG (the VOC ``SegmentationClass`` format).
+
+    The file holds the class indices themselves; viewers show them in the palette's colours. The write is
+    atomic: an interrupted call never leaves a partial file under ``path``.
+
+    Example:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "mask.png")
+        >>> _ = save_label_png(path, np.array([[0, 1], [15, 255]]))
+        >>> Image.open(path).mode, np.array(Image.open(path)).tolist()
+        ('P', [[0, 1], [15, 255]])
+    """
+    labels = _check_labels(labels)
+    palette = voc_palette() if palette is None else np.asarray(palette, np.uint8)
+    image = Image.fromarray(labels)  # mode "L"; putpalette turns it into "P" keeping the indices
+    image.putpalette(palette.reshape(-1).tolist())
+    return _save_atomically(image, path)
+
+
+def save_image_png(path, image):
+    """Saves a ``[H, W, 3]`` RGB image (values in [0, 255]) as PNG, atomically."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"save_image_png needs a [height, width, 3] RGB array, got shape {image.shape}.")
+    return _save_atomically(Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)), path)

@@ -1,0 +1,44 @@
+"""The README's Python examples run as written, each in a fresh interpreter, and its CLI section is current."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from refinenet_tf import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+
+
+def test_the_readme_has_examples():
+    assert len(PYTHON_BLOCKS) >= 4
+
+
+@pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
+def test_readme_python_block_runs(index, tmp_path):
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    environment.pop("TF_USE_LEGACY_KERAS", None)
+    result = subprocess.run([sys.executable, "-c", PYTHON_BLOCKS[index]], cwd=tmp_path, env=environment,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"README block {index} failed:\n{PYTHON_BLOCKS[index]}\n{result.stderr[-3000:]}"
+    # Each `print(...)  # expected` comment in the block is checked against what it printed.
+    expected = [c.strip() for c in re.findall(r"^print\(.*\)\s+#\s*(.*)$", PYTHON_BLOCKS[index], flags=re.M)]
+    printed = [line.strip() for line in result.stdout.splitlines()]
+    for value in expected:
+        value = value.split(":")[0] if value.startswith("(") and "):" in value else value
+        assert any(line.startswith(value) for line in printed), (value, printed)
+
+
+def test_readme_lists_every_cli_subcommand_and_option():
+    parser = cli.build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    for name, subparser in subparsers.items():
+        assert f"refinenet-tf {name}" in README, f"README's CLI section lacks `refinenet-tf {name}`"
+        for action in subparser._actions:
+            for option in action.option_strings:
+                if option.startswith("--") and option != "--help":
+                    assert option in README, f"README's CLI section lacks {option} of `refinenet-tf {name}`"
