@@ -10,7 +10,7 @@ Example:
 from refinenet_tf import backbones, layers, models, saving
 from refinenet_tf.layers import (ChainedResidualPooling, ConvBNReLU, ImagePreprocessing, MultiResolutionFusion,
                                  RefineBlock, ResidualConvUnit, ResizeToMatch)
-from refinenet_tf.models import RefineNet
+from refinenet_tf.models import LightWeightRefineNet, RefineNet
 from refinenet_tf.saving import load_model
 
 __version__ = "0.1.0"
@@ -19,6 +19,7 @@ __all__ = [
     "ChainedResidualPooling",
     "ConvBNReLU",
     "ImagePreprocessing",
+    "LightWeightRefineNet",
     "MultiResolutionFusion",
     "RefineBlock",
     "RefineNet",

@@ -2,7 +2,9 @@
 
 Taps are keyed by stride, as keras-hub names pyramid levels: ``"P2"`` is 2**2 = 4 times smaller than the
 input, ``"P5"`` 32 times. For keras' ResNets they are the outputs of the four residual stages, the features
-the RefineNet paper refines (the slim code's ``end_points['pool2'..'pool5']``).
+the RefineNet paper refines (the slim code's ``end_points['pool2'..'pool5']``). MobileNetV2 has two stages
+at strides 16 and 32 each; the earlier one is ``"P4a"`` / ``"P5a"``, so it offers the six levels that the
+official Light-Weight RefineNet fuses, and ``P2``..``P5`` for the other decoders.
 
 Other backbones plug in with :func:`register_backbone`, e.g. a tiny one for tests::
 
@@ -29,7 +31,8 @@ class BackboneSpec:
     Attributes:
         builder: ``builder(weights=..., input_shape=...)`` returning a ``keras.Model`` (a
             ``keras.applications`` constructor with ``include_top=False`` bound fits).
-        taps: pyramid level (``"P2"``..``"P5"``) -> name of the layer whose output is that level.
+        taps: pyramid level (``"P2"``..``"P5"``, and any extra levels) -> name of the layer whose output is that
+            level, finest first.
         preprocessing: the ``ImagePreprocessing`` mode the backbone's weights expect.
         weights_source: where ``weights="imagenet"`` comes from, for the docs.
     """
@@ -62,6 +65,12 @@ BACKBONES = {
                               "caffe", _KERAS_RESNET_WEIGHTS),
     "resnet152": BackboneSpec(_application(keras.applications.ResNet152), _resnet_taps((3, 8, 36, 3)),
                               "caffe", _KERAS_RESNET_WEIGHTS),
+    # The ends of the stages with 24, 32, 64, 96, 160 and 320 channels (the official LW-RefineNet's l3..l8).
+    "mobilenetv2": BackboneSpec(
+        _application(keras.applications.MobileNetV2),
+        {"P2": "block_2_add", "P3": "block_5_add", "P4a": "block_9_add", "P4": "block_12_add",
+         "P5a": "block_15_add", "P5": "block_16_project_BN"},
+        "tf", "keras.applications MobileNetV2 (alpha 1.0) ImageNet weights, downloaded by keras on first use"),
 }
 
 
@@ -120,8 +129,8 @@ def _with_slim_arg_scope(model, weight_decay, batch_norm_momentum):
 
 
 def build_backbone(name="resnet101", weights=None, input_shape=(None, None, 3), weight_decay=None,
-                   batch_norm_momentum=None, trainable=True):
-    """Builds a backbone whose outputs are its pyramid levels ``[P2, P3, P4, P5]``.
+                   batch_norm_momentum=None, trainable=True, levels=PYRAMID_LEVELS):
+    """Builds a backbone whose outputs are its pyramid levels, by default ``[P2, P3, P4, P5]``.
 
     The model expects inputs already preprocessed for it (see ``BackboneSpec.preprocessing``).
 
@@ -132,9 +141,10 @@ def build_backbone(name="resnet101", weights=None, input_shape=(None, None, 3), 
         weight_decay: slim-style L2 scale on every conv kernel (``scale * sum(w**2) / 2``), or ``None``.
         batch_norm_momentum: if given, the momentum of every BatchNormalization layer.
         trainable: ``False`` freezes the backbone (its BatchNorm layers then run in inference mode).
+        levels: the levels to output, in this order (keys of the spec's ``taps``).
 
     Returns:
-        A ``keras.Model`` named ``name`` with four outputs, strides 4, 8, 16 and 32.
+        A ``keras.Model`` named ``name`` with one output per level (by default strides 4, 8, 16 and 32).
 
     Example:
         >>> backbone = build_backbone("resnet50", weights=None)
@@ -142,6 +152,9 @@ def build_backbone(name="resnet101", weights=None, input_shape=(None, None, 3), 
         [(16, 24, 256), (8, 12, 512), (4, 6, 1024), (2, 3, 2048)]
     """
     spec = get_backbone_spec(name)
+    unknown = [level for level in levels if level not in spec.taps]
+    if unknown:
+        raise ValueError(f"Backbone {name!r} has no levels {unknown}; it offers {list(spec.taps)}.")
     _check_weights(weights)
     if weights is not None and not isinstance(weights, str):
         weights = os.fspath(weights)
@@ -151,7 +164,7 @@ def build_backbone(name="resnet101", weights=None, input_shape=(None, None, 3), 
     missing = [layer for layer in spec.taps.values() if layer not in {l.name for l in full.layers}]
     if missing:
         raise ValueError(f"Backbone {name!r} has no layers named {missing}; fix its taps.")
-    outputs = [full.get_layer(spec.taps[level]).output for level in PYRAMID_LEVELS]
+    outputs = [full.get_layer(spec.taps[level]).output for level in levels]
     backbone = keras.Model(full.inputs, outputs, name=name)
     backbone.trainable = trainable
     return backbone

@@ -18,6 +18,50 @@ def _demo(args):
     return 0
 
 
+def _size(text):
+    try:
+        height, width = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HEIGHTxWIDTH, e.g. 512x512") from None
+    if height < 32 or width < 32:
+        raise argparse.ArgumentTypeError(f"{text!r}: both sides must be >= 32")
+    return height, width
+
+
+def _flops(args):
+    import tf_keras as keras
+
+    from refinenet_tf import models, profiling
+
+    names = args.models or models.list_models()
+    unknown = [name for name in names if name not in models.PRESETS]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; use names from {models.list_models()}")
+    sizes = [tuple(size) for size in args.size]
+    size_names = [f"{h}x{w}" for h, w in sizes]
+    print(f"FLOPs counted by the TensorFlow profiler on the inference graph, batch 1, {args.num_classes} classes; "
+          "GMACs = GFLOPs / 2 (a multiply-add is 2 FLOPs). Published figures: see each preset's source.")
+    header = (["model", "variant", "backbone", "parameters (M)", "trainable (M)", "published (M)"]
+              + [f"GFLOPs {s}" for s in size_names] + [f"GMACs {s}" for s in size_names]
+              + ["published VOC12 test mIoU"])
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for name in names:
+        preset = models.get(name)
+        model = preset.build(num_classes=args.num_classes, backbone_weights=None)
+        report = profiling.model_report(model, sizes)
+        published = preset.published
+        row = [name, preset.variant, preset.backbone, f"{report['parameters'] / 1e6:.2f}",
+               f"{report['trainable_parameters'] / 1e6:.2f}", str(published.get("parameters_millions", "-"))]
+        row += [f"{report['gflops'][s]:.1f}" for s in size_names]
+        row += [f"{report['gflops'][s] / 2:.1f}" for s in size_names]
+        row += [str(published.get("voc2012_test_miou", "-"))]
+        print("| " + " | ".join(row) + " |", flush=True)
+        del model
+        keras.backend.clear_session()
+    return 0
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -49,6 +93,17 @@ def build_parser():
     demo.add_argument("--width", type=_positive_int, default=500, help="image width (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the generated scene (default: %(default)s)")
     demo.set_defaults(run=_demo)
+
+    flops = commands.add_parser("flops", help="parameters and FLOPs of the model presets (TF profiler)",
+                                description="Build each preset with random weights and print a table of its "
+                                "parameters and FLOPs (TensorFlow profiler on the inference graph) next to the "
+                                "published figures.")
+    flops.add_argument("models", nargs="*", metavar="MODEL", help="presets (default: all; see "
+                       "refinenet_tf.models.list_models())")
+    flops.add_argument("--size", type=_size, action="append", metavar="HxW",
+                       help="input size, repeatable (default: 512x512 and 625x468)")
+    flops.add_argument("--num-classes", type=_positive_int, default=21, help="classes (default: %(default)s)")
+    flops.set_defaults(run=_flops)
     return parser
 
 
@@ -56,6 +111,8 @@ def main(argv=None):
     """Runs ``refinenet-tf`` with ``argv`` (default: ``sys.argv[1:]``) and returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "command", None) == "flops" and not args.size:
+        args.size = [(512, 512), (625, 468)]
     try:
         return args.run(args)
     except (ValueError, OSError) as error:

@@ -41,8 +41,10 @@ _register = keras.saving.register_keras_serializable(package="refinenet_tf")
 
 #: Bilinear resize semantics. ``"bilinear_tf1"`` is TF1's ``tf.image.resize_bilinear`` with its defaults
 #: (``align_corners=False, half_pixel_centers=False``), which the slim code's ``unpool`` calls; ``"bilinear"``
-#: is TF2's ``tf.image.resize`` (half-pixel centres, symmetric under flips).
-INTERPOLATIONS = ("bilinear_tf1", "bilinear")
+#: is TF2's ``tf.image.resize`` (half-pixel centres, symmetric under flips; PyTorch's ``align_corners=False``);
+#: ``"bilinear_align_corners"`` maps corner pixels onto corner pixels (PyTorch's ``align_corners=True``, used by
+#: the official Light-Weight RefineNet).
+INTERPOLATIONS = ("bilinear_tf1", "bilinear", "bilinear_align_corners")
 
 #: ``mode`` of :class:`ImagePreprocessing`, as in ``keras.applications.imagenet_utils.preprocess_input``.
 PREPROCESSING_MODES = ("caffe", "tf", "torch")
@@ -65,10 +67,13 @@ def resize_bilinear(images, size, interpolation="bilinear_tf1"):
         [0.0, 0.5, 1.0, 1.0]
         >>> resize_bilinear(x, [4, 4], "bilinear")[0, :, :, 0].numpy().tolist()[0]
         [0.0, 0.25, 0.75, 1.0]
+        >>> resize_bilinear(x, [4, 4], "bilinear_align_corners")[0, 0, :, 0].numpy().round(4).tolist()
+        [0.0, 0.3333, 0.6667, 1.0]
     """
-    if interpolation == "bilinear_tf1":
+    if interpolation in ("bilinear_tf1", "bilinear_align_corners"):
         resized = tf.raw_ops.ResizeBilinear(
-            images=images, size=tf.cast(size, tf.int32), align_corners=False, half_pixel_centers=False)
+            images=images, size=tf.cast(size, tf.int32), align_corners=interpolation == "bilinear_align_corners",
+            half_pixel_centers=False)
     elif interpolation == "bilinear":
         resized = tf.image.resize(images, size, method="bilinear")
     else:
@@ -89,7 +94,7 @@ def _check_positive_int(name, value):
 class _SlimScopedLayer(keras.layers.Layer):
     """Base of the decoder blocks: holds the arguments of the slim ``arg_scope`` shared by all their convs."""
 
-    def __init__(self, features=256, kernel_size=3, use_batch_norm=True, activation="relu",
+    def __init__(self, features=256, kernel_size=3, use_batch_norm=True, activation="relu", use_bias=None,
                  weight_decay=1e-5, batch_norm_momentum=0.997, batch_norm_epsilon=1e-5, **kwargs):
         super().__init__(**kwargs)
         _check_positive_int("features", features)
@@ -100,6 +105,7 @@ class _SlimScopedLayer(keras.layers.Layer):
         self.kernel_size = kernel_size
         self.use_batch_norm = use_batch_norm
         self.activation = activation
+        self.use_bias = use_bias
         self.weight_decay = weight_decay
         self.batch_norm_momentum = batch_norm_momentum
         self.batch_norm_epsilon = batch_norm_epsilon
@@ -111,6 +117,7 @@ class _SlimScopedLayer(keras.layers.Layer):
             kernel_size=kernel_size or self.kernel_size,
             use_batch_norm=self.use_batch_norm,
             activation=self.activation,
+            use_bias=self.use_bias,
             weight_decay=self.weight_decay,
             batch_norm_momentum=self.batch_norm_momentum,
             batch_norm_epsilon=self.batch_norm_epsilon,
@@ -134,6 +141,7 @@ class _SlimScopedLayer(keras.layers.Layer):
             kernel_size=self.kernel_size,
             use_batch_norm=self.use_batch_norm,
             activation=self.activation,
+            use_bias=self.use_bias,
             weight_decay=self.weight_decay,
             batch_norm_momentum=self.batch_norm_momentum,
             batch_norm_epsilon=self.batch_norm_epsilon,
@@ -224,11 +232,13 @@ class ResidualConvUnit(_SlimScopedLayer):
 
     Mirrors the slim ``ResidualConvUnit(inputs, features=256, kernel_size=3)``. With the default arguments each
     ``conv`` is a :class:`ConvBNReLU`, exactly as the slim ``arg_scope`` makes it. The input must already have
-    ``features`` channels.
+    ``features`` channels. The paper's RCU is ``use_batch_norm=False, activation=None, use_bias=[True, False]``.
 
     Args:
         features: channels of both convolutions (and of the input).
         kernel_size: their kernel size.
+        use_bias: ``None`` (a bias where there is no BatchNorm), a bool for both convolutions, or a pair
+            ``[conv1, conv2]`` (the official RefineNet biases only the first).
         use_batch_norm, activation, weight_decay, batch_norm_momentum, batch_norm_epsilon: the arg-scope
             arguments of its convolutions (see :class:`ConvBNReLU`).
 
@@ -237,11 +247,19 @@ class ResidualConvUnit(_SlimScopedLayer):
         TensorShape([1, 8, 8, 16])
     """
 
+    def __init__(self, features=256, kernel_size=3, use_bias=None, **kwargs):
+        if isinstance(use_bias, (list, tuple)):
+            if len(use_bias) != 2:
+                raise ValueError(f"use_bias must be None, a bool or a pair [conv1, conv2], got {use_bias!r}.")
+            use_bias = list(use_bias)
+        super().__init__(features=features, kernel_size=kernel_size, use_bias=use_bias, **kwargs)
+
     def build(self, input_shape):
         input_shape = tf.TensorShape(input_shape)
         self._check_channels(input_shape, "its input")
-        self.conv1 = self._conv("conv1")
-        self.conv2 = self._conv("conv2")
+        biases = self.use_bias if isinstance(self.use_bias, list) else [self.use_bias] * 2
+        self.conv1 = self._conv("conv1", use_bias=biases[0])
+        self.conv2 = self._conv("conv2", use_bias=biases[1])
         self.conv1.build(input_shape)
         self.conv2.build(input_shape)
         super().build(input_shape)

@@ -36,21 +36,27 @@ def max_pool_same(x, size=5):
     return np.max(np.stack(windows), axis=0)
 
 
-def _bilinear_axis(in_size, out_size, half_pixel):
-    scale = in_size / out_size
+def _bilinear_axis(in_size, out_size, mode):
     positions = np.arange(out_size, dtype=np.float64)
-    source = (positions + 0.5) * scale - 0.5 if half_pixel else positions * scale
+    if mode == "align_corners":
+        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+        source = positions * scale
+    elif mode == "half_pixel":
+        source = (positions + 0.5) * (in_size / out_size) - 0.5
+    else:  # TF1 default: align_corners=False, half_pixel_centers=False
+        source = positions * (in_size / out_size)
     floor = np.floor(source)
     lower = np.clip(floor, 0, in_size - 1).astype(int)
-    upper = np.clip(floor + 1, 0, in_size - 1).astype(int) if not half_pixel else \
-        np.clip(np.ceil(source), 0, in_size - 1).astype(int)
+    upper = np.clip(np.ceil(source) if mode == "half_pixel" else floor + 1, 0, in_size - 1).astype(int)
     return lower, upper, source - floor
 
 
-def resize_bilinear(x, out_h, out_w, half_pixel=False):
-    """TF1 ``resize_bilinear`` (``half_pixel=False``: align_corners=False, half_pixel_centers=False) or TF2's."""
-    top, bottom, y_lerp = _bilinear_axis(x.shape[1], out_h, half_pixel)
-    left, right, x_lerp = _bilinear_axis(x.shape[2], out_w, half_pixel)
+def resize_bilinear(x, out_h, out_w, half_pixel=False, mode=None):
+    """Bilinear resize; ``mode``: ``"tf1"`` (TF1 ``resize_bilinear`` defaults), ``"half_pixel"`` (TF2,
+    PyTorch ``align_corners=False``) or ``"align_corners"`` (PyTorch ``align_corners=True``)."""
+    mode = mode or ("half_pixel" if half_pixel else "tf1")
+    top, bottom, y_lerp = _bilinear_axis(x.shape[1], out_h, mode)
+    left, right, x_lerp = _bilinear_axis(x.shape[2], out_w, mode)
     y_lerp = y_lerp[None, :, None, None]
     x_lerp = x_lerp[None, None, :, None]
     top_left, top_right = x[:, top][:, :, left], x[:, top][:, :, right]

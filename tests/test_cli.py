@@ -38,3 +38,26 @@ def test_version(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--version"])
     assert capsys.readouterr().out.startswith("refinenet_tf ")
+
+
+def test_flops_prints_a_table_row_per_model(capsys):
+    assert cli.main(["flops", "lw_mobilenetv2", "--size", "64x64", "--num-classes", "21"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.startswith("| model"))
+    row = next(line for line in lines if line.startswith("| lw_mobilenetv2"))
+    cells = dict(zip([c.strip() for c in header.strip("|").split("|")], [c.strip() for c in row.strip("|").split("|")]))
+    assert cells["trainable (M)"] == "3.28" and cells["published (M)"] == "3.3"
+    assert float(cells["GFLOPs 64x64"]) == pytest.approx(2 * float(cells["GMACs 64x64"]), abs=0.11)
+    assert 0.1 < float(cells["GFLOPs 64x64"]) < 1.0  # 17.6 GFLOPs at 512x512 scaled by (64/512)**2 = 0.28
+    assert cells["published VOC12 test mIoU"] == "79.2"
+
+
+def test_flops_unknown_model_fails_with_one_line(capsys):
+    assert cli.main(["flops", "lw_vgg", "--size", "64x64"]) == 2
+    assert "lw_vgg" in capsys.readouterr().err
+
+
+def test_flops_bad_size_is_a_usage_error():
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["flops", "--size", "64"])
+    assert exit_info.value.code == 2

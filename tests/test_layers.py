@@ -23,6 +23,13 @@ B, F = 2, 8  # batch and decoder width of the small tensors used throughout
     (layers.MultiResolutionFusion, {"features": F}, [[(B, 7, 9, F), (B, 7, 9, F)]], (B, 7, 9, F)),
     (layers.MultiResolutionFusion, {"features": F, "interpolation": "bilinear"},
      [[(B, 4, 5, F), (B, 4, 5, F)], [(B, 7, 9, F), (B, 7, 9, F)]], (B, 7, 9, F)),
+    # Light-Weight form: one tensor per path, 1x1 convs from other widths, three paths.
+    (layers.MultiResolutionFusion, {"features": F, "kernel_size": 1, "interpolation": "bilinear_align_corners",
+                                    "use_batch_norm": False, "activation": None, "use_bias": False},
+     [(B, 2, 3, 12), (B, 4, 5, 6), (B, 4, 5, 4)], (B, 4, 5, F)),
+    # Paper RCU: no BatchNorm, bias on the first conv only.
+    (layers.ResidualConvUnit, {"features": F, "use_batch_norm": False, "activation": None,
+                               "use_bias": [True, False]}, (B, 7, 9, F), (B, 7, 9, F)),
     (layers.RefineBlock, {"features": F}, (B, 7, 9, F), (B, 7, 9, F)),
     (layers.RefineBlock, {"features": F, "rcus_per_input": 1, "crp_stages": 4, "crp_chained": True},
      [(B, 4, 5, F), (B, 7, 9, F)], (B, 7, 9, F)),
@@ -135,12 +142,13 @@ def test_refine_block_parameter_count():
     assert block.count_params() == 16 * conv
 
 
-@pytest.mark.parametrize("interpolation, half_pixel", [("bilinear_tf1", False), ("bilinear", True)])
+@pytest.mark.parametrize("interpolation, mode", [
+    ("bilinear_tf1", "tf1"), ("bilinear", "half_pixel"), ("bilinear_align_corners", "align_corners")])
 @pytest.mark.parametrize("out_size", [(8, 10), (9, 13), (3, 4)])
-def test_resize_bilinear_semantics(interpolation, half_pixel, out_size):
+def test_resize_bilinear_semantics(interpolation, mode, out_size):
     x = _random((1, 4, 5, 2), 14)
     np.testing.assert_allclose(layers.resize_bilinear(tf.constant(x), out_size, interpolation),
-                               ref.resize_bilinear(x, *out_size, half_pixel=half_pixel), rtol=1e-5, atol=1e-5)
+                               ref.resize_bilinear(x, *out_size, mode=mode), rtol=1e-5, atol=1e-5)
 
 
 def test_resize_to_double_size_is_the_slim_unpool():
@@ -183,3 +191,30 @@ def test_blocks_run_under_mixed_precision(policy):
 def test_bad_arguments_fail_clearly(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_paper_rcu_matches_reference_with_bias_on_the_first_conv_only():
+    x = _random((B, 6, 7, F), 17)
+    layer = _built(layers.ResidualConvUnit(features=F, use_batch_norm=False, activation=None,
+                                           use_bias=[True, False]), x)
+    assert layer.conv1.conv.use_bias and not layer.conv2.conv.use_bias
+    assert layer.count_params() == (9 * F * F + F) + 9 * F * F
+    np.testing.assert_allclose(layer(x, training=False), ref.ResidualConvUnit(x, *ref.rcu_params(layer)),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_light_weight_fusion_matches_reference():
+    # Three paths as in the MobileNetV2 Light-Weight RefineNet: coarse decoder output + two same-size skips.
+    coarse, skip_a, skip_b = _random((1, 3, 4, 12), 18), _random((1, 5, 7, 6), 19), _random((1, 5, 7, 4), 20)
+    layer = _built(layers.MultiResolutionFusion(F, 1, interpolation="bilinear_align_corners",
+                                                use_batch_norm=False, activation=None, use_bias=False),
+                   [coarse, skip_a, skip_b])
+    convs = [ref.conv_params(path[0]) for path in layer.path_convs]
+    expected = sum(ref.resize_bilinear(ref.slim_conv2d(x, p), 5, 7, mode="align_corners")
+                   for x, p in zip((coarse, skip_a, skip_b), convs))
+    np.testing.assert_allclose(layer([coarse, skip_a, skip_b], training=False), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_residual_conv_unit_rejects_a_bias_list_of_the_wrong_length():
+    with pytest.raises(ValueError, match="pair"):
+        layers.ResidualConvUnit(features=F, use_bias=[True])

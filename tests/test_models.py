@@ -11,7 +11,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 import refinenet_tf
-from refinenet_tf import backbones, layers
+from refinenet_tf import backbones, layers, models
 
 
 def test_slim_resnet101_parameter_count_is_pinned():
@@ -144,7 +144,8 @@ def test_preprocessing_is_the_backbones_own(tiny_backbone):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"num_classes": 0}, "num_classes"),
-    ({"variant": "unknown"}, "Unknown variant 'unknown'.*slim"),
+    ({"variant": "unknown"}, "Unknown variant 'unknown'.*light_weight.*paper.*slim"),
+    ({"dropout": 1.0}, "dropout"),
     ({"backbone": "vgg16"}, "Unknown backbone"),
     ({"input_shape": (64, 64, 1)}, "input_shape"),
     ({"interpolation": "area"}, "interpolation"),
@@ -179,3 +180,125 @@ def test_load_model_bad_paths(tmp_path):
         refinenet_tf.load_model(str(not_zip))
     with pytest.raises(ValueError, match="no saved_model.pb"):
         refinenet_tf.load_model(str(tmp_path))
+
+
+# --- variants: the paper's RefineNet and Light-Weight RefineNet ------------------------------------------------
+
+# Trainable parameters of the keras backbones (Keras' ResNets have conv biases that PyTorch's lack, 52,672 on
+# ResNet-101; MobileNetV2 is tapped up to block 16, without the final 1x1 conv to 1280).
+BACKBONE_TRAINABLE = {"resnet50": 23_534_592, "resnet101": 42_552_832, "resnet152": 58_219_520,
+                      "mobilenetv2": 1_811_712}
+
+# Paper decoder, 21 classes. conv3x3 a->b without bias: 9ab. RCU(c) = 9cc + c (first conv biased) + 9cc.
+#   P5: reduce 9*2048*512 + 2 RCU(512) + CRP 4 x 9*512*512 + 3 RCU(512)           = 34,032,128
+#   P4: reduce 9*1024*256 + 2 RCU(256) + fusion (9*512*256 + 9*256*256) + CRP 4 x 9*256*256 + 3 RCU(256)
+#                                                                                  = 11,797,760 + 1,179,648
+#   P3: reduce 9*512*256, same blocks (fusion 9*256*256 + 9*256*256)               = 10,618,112
+#   P2: reduce 9*256*256, same                                                     =  9,438,464
+#   classifier 3x3 256->21 with bias: 9*256*21 + 21                               =     48,405
+PAPER_DECODER = 75_552_277
+# Light-Weight decoder (all 1x1, no bias): P5 reduce 2048*512 + CRP 4*512*512; P4 reduce 1024*256 + fusion
+# (512*256 + 256*256) + CRP 4*256*256; P3 reduce 512*256 + fusion 2*256*256 + CRP; P2 reduce 256*256 + fusion
+# + CRP; classifier 48,405.
+LIGHT_WEIGHT_DECODER = 3_849_493
+# MobileNetV2 form: fusion convs 320,160 -> 256 (top), 256,96,64 -> 256, 256,32 -> 256, 256,24 -> 256;
+# four CRPs of 4 x 256*256; classifier 48,405.
+LIGHT_WEIGHT_MOBILENET_DECODER = 1_471_765
+
+
+@pytest.mark.parametrize("preset, decoder, tolerance", [
+    ("refinenet_resnet101", PAPER_DECODER, 0.01),
+    ("lw_resnet50", LIGHT_WEIGHT_DECODER, 0.02),
+    ("lw_resnet101", LIGHT_WEIGHT_DECODER, 0.02),
+    ("lw_resnet152", LIGHT_WEIGHT_DECODER, 0.02),
+    ("lw_mobilenetv2", LIGHT_WEIGHT_MOBILENET_DECODER, 0.02),
+])
+def test_parameter_counts_are_pinned_and_match_the_published_sizes(preset, decoder, tolerance):
+    spec = models.get(preset)
+    model = spec.build(num_classes=21, backbone_weights=None)
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert trainable == BACKBONE_TRAINABLE[spec.backbone] + decoder
+    published = spec.published["parameters_millions"] * 1e6
+    assert abs(trainable - published) / published <= tolerance, (trainable, published)
+
+
+def test_paper_variant_structure():
+    model = refinenet_tf.RefineNet(num_classes=21, backbone="resnet50", backbone_weights=None, variant="paper")
+    decoder = [layer for layer in model.layers if layer.name not in ("images", "preprocessing", "resnet50")]
+    assert not any("batch_norm" in w.name or "gamma" in w.name for layer in decoder for w in layer.weights)
+    assert [l.name for l in model.layers if isinstance(l, keras.layers.Dropout)] == [
+        "dropout_p5", "dropout_p4", "dropout_classifier"]
+    pooling = model.get_layer("pooling_p3")
+    assert (pooling.stages, pooling.chained, pooling.kernel_size) == (4, True, 3)
+    assert model.get_layer("reduce_p5").filters == 512 and model.get_layer("reduce_p4").filters == 256
+    assert model.get_layer("classifier").kernel_size == 3 and model.get_layer("classifier").conv.use_bias
+    assert model.get_layer("fusion_p4").interpolation == "bilinear"
+
+
+def test_light_weight_variant_structure():
+    model = refinenet_tf.LightWeightRefineNet(num_classes=21, backbone="resnet50", backbone_weights=None)
+    assert not [l for l in model.layers if isinstance(l, (layers.ResidualConvUnit, layers.RefineBlock))]
+    convs = [l for l in model.layers if isinstance(l, layers.ConvBNReLU) and l.name != "classifier"]
+    assert convs and all(l.kernel_size == 1 for l in convs)
+    assert all(l.kernel_size == 1 and l.stages == 4 and l.chained for l in model.layers
+               if isinstance(l, layers.ChainedResidualPooling))
+    assert model.get_layer("classifier").kernel_size == 3
+    assert model.get_layer("fusion_p2").interpolation == "bilinear_align_corners"
+
+
+def test_light_weight_mobilenetv2_fuses_six_levels():
+    model = refinenet_tf.LightWeightRefineNet(num_classes=21, backbone="mobilenetv2", backbone_weights=None)
+    assert len(model.get_layer("mobilenetv2").outputs) == 6
+    fusion_widths = {name: [conv.conv.kernel.shape[2] for conv in model.get_layer(name).convs]
+                     for name in ("fusion_p5", "fusion_p4", "fusion_p3", "fusion_p2")}
+    assert fusion_widths == {"fusion_p5": [320, 160], "fusion_p4": [256, 96, 64], "fusion_p3": [256, 32],
+                             "fusion_p2": [256, 24]}
+
+
+@pytest.mark.parametrize("variant, backbone", [("paper", "resnet50"), ("light_weight", "resnet50"),
+                                               ("light_weight", "mobilenetv2"), ("slim", "mobilenetv2")])
+@pytest.mark.parametrize("size", [(33, 47), (625, 468)])
+def test_variants_take_odd_sizes(variant, backbone, size):
+    if size == (625, 468) and variant == "paper":
+        size = (125, 94)  # the paper decoder at 625x468 costs ~10 s on 2 cores; the odd-size logic is the same
+    model = refinenet_tf.RefineNet(num_classes=4, backbone=backbone, backbone_weights=None, variant=variant)
+    assert tuple(model(tf.zeros((1,) + size + (3,))).shape) == (1,) + size + (4,)
+
+
+@pytest.mark.parametrize("variant", ["paper", "light_weight"])
+def test_variant_keras_round_trip(tiny_backbone, tmp_path, variant):
+    model = refinenet_tf.RefineNet(num_classes=3, backbone=tiny_backbone, backbone_weights=None, variant=variant,
+                                   decoder_features=8)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    images = np.random.default_rng(6).uniform(0, 255, (1, 45, 51, 3)).astype(np.float32)
+    restored = refinenet_tf.load_model(path)
+    np.testing.assert_array_equal(restored.predict(images, verbose=0), model.predict(images, verbose=0))
+    assert restored.get_config() == model.get_config()
+
+
+def test_light_weight_mobilenetv2_round_trips_through_saved_model(tmp_path):
+    model = refinenet_tf.LightWeightRefineNet(num_classes=5, backbone="mobilenetv2", backbone_weights=None)
+    images = np.random.default_rng(7).uniform(0, 255, (1, 65, 97, 3)).astype(np.float32)
+    model.save(str(tmp_path / "saved"), save_format="tf")
+    np.testing.assert_allclose(refinenet_tf.load_model(str(tmp_path / "saved")).predict(images, verbose=0),
+                               model.predict(images, verbose=0), atol=1e-5)
+
+
+def test_presets_carry_their_source_and_build():
+    assert models.list_models() == sorted(models.PRESETS)
+    for name in models.list_models():
+        preset = models.get(name)
+        assert preset.source and preset.variant in models.VARIANTS
+        assert preset.backbone in backbones.list_backbones()
+    assert models.get("lw_mobilenetv2").published == {"parameters_millions": 3.3, "voc2012_test_miou": 79.2,
+                                                      "gflops_512": 9.3}
+    with pytest.raises(ValueError, match="Unknown model 'lw_vgg'.*lw_resnet50"):
+        models.get("lw_vgg")
+    model = models.build("lw_resnet50", num_classes=7, backbone_weights=None)
+    assert model.name == "lw_resnet50" and model.output_shape[-1] == 7
+
+
+def test_light_weight_refinenet_rejects_a_variant():
+    with pytest.raises(TypeError, match="variant"):
+        refinenet_tf.LightWeightRefineNet(variant="slim")
