@@ -62,6 +62,39 @@ def _flops(args):
     return 0
 
 
+def _check_data(args):
+    from refinenet_tf import data
+
+    report = data.check_dataset(args.spec, args.split, num_classes=args.num_classes, ignore_value=args.ignore_value)
+    for problem in report.problems:
+        print(problem)
+    pixels = ", ".join(f"{value}: {count:,}" for value, count in report.class_pixels.items())
+    print(f"{report.source}: {report.examples} examples, {len(report.problems)} problem(s); pixels per mask "
+          f"value: {pixels or '-'}")
+    return 0 if report.ok else 1
+
+
+def _data_benchmark(args):
+    import time
+
+    from refinenet_tf import data
+
+    dataset = data.make_dataset(args.spec, args.split, batch_size=args.batch_size, training=True,
+                                crop_size=args.crop_size, color=args.color, repeat=True, seed=0)
+    iterator = iter(dataset)
+    for _ in range(args.warmup):
+        next(iterator)
+    start = time.perf_counter()
+    for _ in range(args.batches):
+        next(iterator)
+    seconds = time.perf_counter() - start
+    images = args.batches * args.batch_size
+    print(f"| source | crop | batch | colour | images/s |\n|---|---|---|---|---|\n"
+          f"| {args.spec} ({args.split}) | {args.crop_size} | {args.batch_size} | {args.color} | "
+          f"{images / seconds:.1f} |")
+    return 0
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -104,6 +137,30 @@ def build_parser():
                        help="input size, repeatable (default: 512x512 and 625x468)")
     flops.add_argument("--num-classes", type=_positive_int, default=21, help="classes (default: %(default)s)")
     flops.set_defaults(run=_flops)
+
+    spec_help = "data spec: voc:PATH, voc_aug:PATH, folder:IMAGES:MASKS[?options] or tfds:NAME[:DATA_DIR]"
+    check = commands.add_parser("check-data", help="scan a dataset and report every bad file",
+                                description="Read every image and mask of a dataset and report every problem "
+                                "(unreadable files, size mismatches, mask values out of range, ...); exit status 1 "
+                                "if there is any.")
+    check.add_argument("spec", metavar="SPEC", help=spec_help)
+    check.add_argument("--split", default="train", help="split (default: %(default)s)")
+    check.add_argument("--num-classes", type=_positive_int, help="classes (default: the source's; VOC: 21)")
+    check.add_argument("--ignore-value", type=int, help="mask value to ignore (default: the source's; 255)")
+    check.set_defaults(run=_check_data)
+
+    bench = commands.add_parser("data-benchmark", help="images/s of the training input pipeline",
+                                description="Time the training pipeline (decode, random scale, crop, flip) and "
+                                "print images per second.")
+    bench.add_argument("spec", metavar="SPEC", help=spec_help)
+    bench.add_argument("--split", default="train", help="split (default: %(default)s)")
+    bench.add_argument("--crop-size", type=_positive_int, default=512, help="crop side (default: %(default)s)")
+    bench.add_argument("--batch-size", type=_positive_int, default=8, help="batch size (default: %(default)s)")
+    bench.add_argument("--batches", type=_positive_int, default=30, help="timed batches (default: %(default)s)")
+    bench.add_argument("--warmup", type=int, default=3, help="untimed batches first (default: %(default)s)")
+    bench.add_argument("--color", action=argparse.BooleanOptionalAction, default=False,
+                       help="colour distortion (default: off)")
+    bench.set_defaults(run=_data_benchmark)
     return parser
 
 

@@ -22,7 +22,11 @@ def test_the_readme_has_examples():
 def test_readme_python_block_runs(index, tmp_path):
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     environment.pop("TF_USE_LEGACY_KERAS", None)
-    result = subprocess.run([sys.executable, "-c", PYTHON_BLOCKS[index]], cwd=tmp_path, env=environment,
+    # Run where the README's relative paths hold: a fresh folder beside ../shared, like the checkout.
+    (tmp_path / "shared").symlink_to(os.path.join(ROOT, "..", "shared"))
+    workdir = tmp_path / "checkout"
+    workdir.mkdir()
+    result = subprocess.run([sys.executable, "-c", PYTHON_BLOCKS[index]], cwd=workdir, env=environment,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"README block {index} failed:\n{PYTHON_BLOCKS[index]}\n{result.stderr[-3000:]}"
     # Each `print(...)  # expected` comment in the block is checked against what it printed.
