@@ -1,7 +1,8 @@
 """The ``refinenet-tf`` command line: one entry point with subcommands.
 
 Every subcommand is a function of parsed arguments; :func:`main` takes ``argv`` so tests call it directly.
-Bad input ends with one line naming the argument or file and the fix, and exit status 2.
+Bad input ends with one error line naming the argument or file and the fix, and exit status 2 (argparse
+prints its usage line before errors in the arguments themselves).
 """
 
 import argparse

@@ -22,6 +22,8 @@ doubles the size, which fails when the input is not a multiple of 32; here the c
 exact size of the tensor it is added to (identical to ``unpool`` whenever that size is twice as large).
 """
 
+import operator
+
 import tensorflow as tf
 import tf_keras as keras
 
@@ -78,7 +80,36 @@ def resize_bilinear(images, size, interpolation="bilinear_tf1"):
         resized = tf.image.resize(images, size, method="bilinear")
     else:
         raise ValueError(f"interpolation={interpolation!r} is not supported; use one of {INTERPOLATIONS}.")
+    if not isinstance(size, tf.Tensor):
+        resized = tf.ensure_shape(resized, [images.shape[0], size[0], size[1], images.shape[-1]])
     return tf.cast(resized, images.dtype)
+
+
+def _build_sublayer(layer, input_shape):
+    """Builds ``layer`` inside its own name scope, so that its weights get unique names (``block/conv1/kernel``)."""
+    with tf.name_scope(layer.name):
+        layer.build(input_shape)
+
+
+def _spatial_size(tensor):
+    """``[height, width]`` of an NHWC tensor: static ints when known (keeps static shapes), else a tensor."""
+    static = tensor.shape[1:3]
+    if static.is_fully_defined():
+        return static.as_list()
+    return tf.shape(tensor)[1:3]
+
+
+def _check_activation(activation):
+    if activation is not None and not isinstance(activation, str):
+        raise ValueError(f"activation must be the name of a Keras activation (e.g. 'relu') or None, got "
+                         f"{activation!r}; names keep the layer serializable.")
+
+
+def _check_weight_decay(weight_decay):
+    if weight_decay is None:
+        return
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
+        raise ValueError(f"weight_decay must be a number >= 0 or None, got {weight_decay!r}.")
 
 
 def _check_choice(name, value, choices):
@@ -87,8 +118,13 @@ def _check_choice(name, value, choices):
 
 
 def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    try:
+        valid = not isinstance(value, bool) and operator.index(value) >= 1
+    except TypeError:
+        valid = False
+    if not valid:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return operator.index(value)
 
 
 class _SlimScopedLayer(keras.layers.Layer):
@@ -97,10 +133,10 @@ class _SlimScopedLayer(keras.layers.Layer):
     def __init__(self, features=256, kernel_size=3, use_batch_norm=True, activation="relu", use_bias=None,
                  weight_decay=1e-5, batch_norm_momentum=0.997, batch_norm_epsilon=1e-5, **kwargs):
         super().__init__(**kwargs)
-        _check_positive_int("features", features)
-        _check_positive_int("kernel_size", kernel_size)
-        if weight_decay is not None and weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0 or None, got {weight_decay!r}.")
+        features = _check_positive_int("features", features)
+        kernel_size = _check_positive_int("kernel_size", kernel_size)
+        _check_weight_decay(weight_decay)
+        _check_activation(activation)
         self.features = features
         self.kernel_size = kernel_size
         self.use_batch_norm = use_batch_norm
@@ -173,8 +209,10 @@ class ConvBNReLU(keras.layers.Layer):
     def __init__(self, filters, kernel_size=3, use_batch_norm=True, activation="relu", use_bias=None,
                  weight_decay=1e-5, batch_norm_momentum=0.997, batch_norm_epsilon=1e-5, **kwargs):
         super().__init__(**kwargs)
-        _check_positive_int("filters", filters)
-        _check_positive_int("kernel_size", kernel_size)
+        filters = _check_positive_int("filters", filters)
+        kernel_size = _check_positive_int("kernel_size", kernel_size)
+        _check_weight_decay(weight_decay)
+        _check_activation(activation)
         self.filters = filters
         self.kernel_size = kernel_size
         self.use_batch_norm = use_batch_norm
@@ -195,9 +233,9 @@ class ConvBNReLU(keras.layers.Layer):
                                  if activation else None)
 
     def build(self, input_shape):
-        self.conv.build(input_shape)
+        _build_sublayer(self.conv, input_shape)
         if self.batch_norm is not None:
-            self.batch_norm.build(self.conv.compute_output_shape(input_shape))
+            _build_sublayer(self.batch_norm, self.conv.compute_output_shape(input_shape))
         super().build(input_shape)
 
     def call(self, inputs, training=None):
@@ -260,8 +298,8 @@ class ResidualConvUnit(_SlimScopedLayer):
         biases = self.use_bias if isinstance(self.use_bias, list) else [self.use_bias] * 2
         self.conv1 = self._conv("conv1", use_bias=biases[0])
         self.conv2 = self._conv("conv2", use_bias=biases[1])
-        self.conv1.build(input_shape)
-        self.conv2.build(input_shape)
+        _build_sublayer(self.conv1, input_shape)
+        _build_sublayer(self.conv2, input_shape)
         super().build(input_shape)
 
     def call(self, inputs, training=None):
@@ -303,10 +341,8 @@ class ChainedResidualPooling(_SlimScopedLayer):
 
     def __init__(self, features=256, kernel_size=3, stages=2, pool_size=5, chained=False, **kwargs):
         super().__init__(features=features, kernel_size=kernel_size, **kwargs)
-        _check_positive_int("stages", stages)
-        _check_positive_int("pool_size", pool_size)
-        self.stages = stages
-        self.pool_size = pool_size
+        self.stages = _check_positive_int("stages", stages)
+        self.pool_size = _check_positive_int("pool_size", pool_size)
         self.chained = chained
 
     def build(self, input_shape):
@@ -316,7 +352,7 @@ class ChainedResidualPooling(_SlimScopedLayer):
                                               dtype=self.dtype_policy, name="pool")
         self.stage_convs = [self._conv(f"conv{i + 1}") for i in range(self.stages)]
         for conv in self.stage_convs:
-            conv.build(input_shape)
+            _build_sublayer(conv, input_shape)
         super().build(input_shape)
 
     def call(self, inputs, training=None):
@@ -387,7 +423,7 @@ class MultiResolutionFusion(_SlimScopedLayer):
         for i, path in enumerate(paths):
             for j, shape in enumerate(path):
                 conv = self._conv(f"path{i + 1}_conv{j + 1}")
-                conv.build(tf.TensorShape(shape))
+                _build_sublayer(conv, tf.TensorShape(shape))
                 self.convs.append(conv)
         super().build(input_shape)
 
@@ -405,7 +441,7 @@ class MultiResolutionFusion(_SlimScopedLayer):
         if [len(path) for path in paths] != self._path_lengths:
             raise ValueError(f"{self.name} was built for paths of sizes {self._path_lengths}, "
                              f"got {[len(p) for p in paths]}; call it the same way every time.")
-        target_size = tf.shape(paths[-1][0])[1:3]
+        target_size = _spatial_size(paths[-1][0])
         fused = None
         for i, (path, convs) in enumerate(zip(paths, self.path_convs)):
             path_sum = None
@@ -459,17 +495,15 @@ class RefineBlock(_SlimScopedLayer):
     def __init__(self, features=256, kernel_size=3, rcus_per_input=2, crp_stages=2, crp_chained=False,
                  interpolation="bilinear_tf1", **kwargs):
         super().__init__(features=features, kernel_size=kernel_size, **kwargs)
-        _check_positive_int("rcus_per_input", rcus_per_input)
-        _check_positive_int("crp_stages", crp_stages)
         _check_choice("interpolation", interpolation, INTERPOLATIONS)
-        self.rcus_per_input = rcus_per_input
-        self.crp_stages = crp_stages
+        self.rcus_per_input = _check_positive_int("rcus_per_input", rcus_per_input)
+        self.crp_stages = _check_positive_int("crp_stages", crp_stages)
         self.crp_chained = crp_chained
         self.interpolation = interpolation
 
     def _scope(self):
         return dict(features=self.features, kernel_size=self.kernel_size, use_batch_norm=self.use_batch_norm,
-                    activation=self.activation, weight_decay=self.weight_decay,
+                    activation=self.activation, use_bias=self.use_bias, weight_decay=self.weight_decay,
                     batch_norm_momentum=self.batch_norm_momentum, batch_norm_epsilon=self.batch_norm_epsilon,
                     dtype=self.dtype_policy)
 
@@ -490,7 +524,7 @@ class RefineBlock(_SlimScopedLayer):
         scope = self._scope()
         self.low_rcus = [ResidualConvUnit(name=f"low_rcu{i + 1}", **scope) for i in range(self.rcus_per_input)]
         for rcu in self.low_rcus:
-            rcu.build(low_shape)
+            _build_sublayer(rcu, low_shape)
         self.high_rcus = []
         paths = [[low_shape] * self.rcus_per_input]
         if high_shape is not None:
@@ -499,15 +533,15 @@ class RefineBlock(_SlimScopedLayer):
             self.high_rcus = [ResidualConvUnit(name=f"high_rcu{i + 1}", **scope)
                               for i in range(self.rcus_per_input)]
             for rcu in self.high_rcus:
-                rcu.build(high_shape)
+                _build_sublayer(rcu, high_shape)
             paths = [[high_shape] * self.rcus_per_input] + paths
         self.fusion = MultiResolutionFusion(interpolation=self.interpolation, name="fusion", **scope)
-        self.fusion.build(paths)
+        _build_sublayer(self.fusion, paths)
         self.pooling = ChainedResidualPooling(stages=self.crp_stages, chained=self.crp_chained,
                                               name="pooling", **scope)
-        self.pooling.build(low_shape)
+        _build_sublayer(self.pooling, low_shape)
         self.output_rcu = ResidualConvUnit(name="output_rcu", **scope)
-        self.output_rcu.build(low_shape)
+        _build_sublayer(self.output_rcu, low_shape)
         super().build(input_shape)
 
     def call(self, inputs, training=None):
@@ -586,7 +620,7 @@ class ResizeToMatch(keras.layers.Layer):
         TensorShape([1, 33, 47, 5])
     """
 
-    def __init__(self, interpolation="bilinear_tf1", **kwargs):
+    def __init__(self, interpolation="bilinear", **kwargs):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         _check_choice("interpolation", interpolation, INTERPOLATIONS)
@@ -595,7 +629,7 @@ class ResizeToMatch(keras.layers.Layer):
     def call(self, inputs):
         tensor, reference = inputs
         tensor = tf.cast(tensor, self.compute_dtype)
-        return resize_bilinear(tensor, tf.shape(reference)[1:3], self.interpolation)
+        return resize_bilinear(tensor, _spatial_size(reference), self.interpolation)
 
     def compute_output_shape(self, input_shape):
         tensor_shape, reference_shape = (tf.TensorShape(s) for s in input_shape)

@@ -21,6 +21,7 @@ Three decoders share the layers of :mod:`refinenet_tf.layers`; ``VARIANTS`` maps
 """
 
 import dataclasses
+import operator
 from typing import Callable, Mapping, Optional
 
 import tf_keras as keras
@@ -134,7 +135,7 @@ class Variant:
 VARIANTS = {
     "slim": Variant(_slim_decoder, backbones_lib.PYRAMID_LEVELS, "bilinear_tf1", 1e-5, 0.997,
                     "the reference blog's TF-slim RefineNet (model(), RefineBlock, ...)"),
-    "paper": Variant(_paper_decoder, backbones_lib.PYRAMID_LEVELS, "bilinear", None, None,
+    "paper": Variant(_paper_decoder, backbones_lib.PYRAMID_LEVELS, "bilinear_align_corners", None, None,
                      "RefineNet, Lin et al., CVPR 2017: the official release's 4-cascaded RefineNet"),
     "light_weight": Variant(_light_weight_decoder, "all", "bilinear_align_corners", None, None,
                             "Light-Weight RefineNet, Nekrasov et al., BMVC 2018: the official release"),
@@ -159,16 +160,19 @@ def RefineNet(num_classes=21, backbone="resnet101", backbone_weights="imagenet",
         input_shape: ``(height, width, 3)``; ``(None, None, 3)`` takes any size.
         variant: the decoder, a key of :data:`VARIANTS`: ``"slim"`` (the reference TF-slim code), ``"paper"``
             (the official RefineNet) or ``"light_weight"`` (Light-Weight RefineNet).
-        upsample_logits: resize the logits (computed at 1/4 of the input) to the input size, so that
-            ``model.fit`` works with full-resolution masks. ``False`` returns them at 1/4.
+        upsample_logits: resize the logits (computed at 1/4 of the input) bilinearly to the input size
+            (half-pixel centres, whatever ``interpolation`` says, so that the result is not shifted), so
+            that ``model.fit`` works with full-resolution masks. ``False`` returns them at 1/4.
         freeze_backbone: make the backbone untrainable (its BatchNorm layers then use their moving statistics).
-        decoder_features: width of the decoder (256; the paper and Light-Weight top path has twice as many).
+            A frozen backbone gets no L2 penalty, also if it is unfrozen later: build it unfrozen for that.
+        decoder_features: width of the decoder (256; the paper and Light-Weight ResNet decoders double it on
+            the P5 path).
         weight_decay: L2 scale in slim's convention (``scale * sum(w**2) / 2``) on every conv kernel, backbone
             included; ``"default"`` takes the variant's (1e-5 for slim, none for the others, whose recipes
             decay weights in the optimizer); ``None`` or 0 turns it off.
-        interpolation: ``"bilinear_tf1"``, ``"bilinear"`` or ``"bilinear_align_corners"`` for every resize;
-            ``None`` takes the variant's (slim: TF1 ``resize_bilinear``; paper: PyTorch's default
-            ``align_corners=False`` = ``"bilinear"``; Light-Weight: ``align_corners=True``).
+        interpolation: ``"bilinear_tf1"``, ``"bilinear"`` or ``"bilinear_align_corners"`` for the decoder's
+            resizes; ``None`` takes the variant's (slim: TF1 ``resize_bilinear``, what its ``unpool`` calls;
+            paper and Light-Weight: ``align_corners=True``, as their official PyTorch code).
         logits_relu: keep the ReLU that the slim code applies to its logits (slim only).
         dropout: dropout rate of the paper and Light-Weight variants (0.5 as released; 0 or None: off).
         name: the model's name (default ``refinenet_<variant>_<backbone>``).
@@ -182,16 +186,23 @@ def RefineNet(num_classes=21, backbone="resnet101", backbone_weights="imagenet",
         >>> model(tf.zeros([1, 33, 47, 3])).shape
         TensorShape([1, 33, 47, 5])
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+    try:
+        valid = not isinstance(num_classes, bool) and operator.index(num_classes) >= 1
+    except TypeError:
+        valid = False
+    if not valid:
         raise ValueError(f"num_classes must be a positive integer (21 for PASCAL VOC), got {num_classes!r}.")
+    num_classes = operator.index(num_classes)
     if variant not in VARIANTS:
         raise ValueError(f"Unknown variant {variant!r}; use one of {sorted(VARIANTS)}.")
     spec_variant = VARIANTS[variant]
     interpolation = interpolation or spec_variant.interpolation
     if interpolation not in layers.INTERPOLATIONS:
         raise ValueError(f"interpolation={interpolation!r} is not supported; use one of {layers.INTERPOLATIONS}.")
-    if weight_decay == "default":
+    if isinstance(weight_decay, str) and weight_decay == "default":
         weight_decay = spec_variant.weight_decay
+    elif weight_decay is not None and (isinstance(weight_decay, (str, bool)) or not weight_decay >= 0):
+        raise ValueError(f"weight_decay must be 'default', None or a number >= 0, got {weight_decay!r}.")
     if dropout is not None and not 0 <= dropout < 1:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}.")
     input_shape = tuple(input_shape)
@@ -213,7 +224,7 @@ def RefineNet(num_classes=21, backbone="resnet101", backbone_weights="imagenet",
                                   weight_decay=weight_decay, interpolation=interpolation,
                                   logits_relu=logits_relu, dropout=dropout)
     if upsample_logits:
-        logits = layers.ResizeToMatch(interpolation=interpolation, dtype="float32", name="upsample_logits")(
+        logits = layers.ResizeToMatch(interpolation="bilinear", dtype="float32", name="upsample_logits")(
             [logits, images])
     return keras.Model(images, logits, name=name or f"refinenet_{variant}_{backbone}")
 

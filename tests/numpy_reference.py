@@ -124,20 +124,30 @@ def RefineBlock(high_inputs, low_inputs, params, half_pixel=False):
 
 # --- reading the weights of refinenet_tf layers into the dicts above ------------------------------------------
 
-def conv_params(layer):
-    """The weights of a ``ConvBNReLU`` as a dict for :func:`slim_conv2d`."""
-    params = {"kernel": layer.conv.kernel.numpy().astype(np.float64), "relu": layer.activation == "relu"}
-    if layer.conv.use_bias:
+def conv_params(layer, kind="slim", bias=False):
+    """The weights of a ``ConvBNReLU`` as a dict for :func:`slim_conv2d`.
+
+    What the conv computes is decided here, from the reference, never read from the layer: ``kind="slim"`` is
+    ``slim.conv2d`` under the arg_scope (no bias, BatchNorm, ReLU); ``"logits"`` the slim classifier (bias,
+    ReLU, no BatchNorm); ``"plain"`` a bare convolution (the paper / Light-Weight decoders) with ``bias``.
+    The layer must agree, or the assertion names the difference.
+    """
+    expected = {"slim": (False, True, True), "logits": (True, False, True), "plain": (bias, False, False)}[kind]
+    has_bias, has_batch_norm, relu = expected
+    actual = (layer.conv.use_bias, layer.batch_norm is not None, layer.activation == "relu")
+    assert actual == expected, f"{layer.name}: (bias, BatchNorm, ReLU) is {actual}, the reference says {expected}"
+    params = {"kernel": layer.conv.kernel.numpy().astype(np.float64), "relu": relu}
+    if has_bias:
         params["bias"] = layer.conv.bias.numpy()
-    if layer.batch_norm is not None:
+    if has_batch_norm:
         bn = layer.batch_norm
         params.update(gamma=bn.gamma.numpy(), beta=bn.beta.numpy(), mean=bn.moving_mean.numpy(),
                       variance=bn.moving_variance.numpy(), epsilon=bn.epsilon)
     return params
 
 
-def rcu_params(layer):
-    return conv_params(layer.conv1), conv_params(layer.conv2)
+def rcu_params(layer, kind="slim", biases=(False, False)):
+    return conv_params(layer.conv1, kind, biases[0]), conv_params(layer.conv2, kind, biases[1])
 
 
 def refine_block_params(layer):

@@ -1,5 +1,7 @@
 """The blog's blocks: layer contract, NumPy reference of the slim math, dtype policies, errors."""
 
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -92,8 +94,8 @@ def test_chained_residual_pooling_matches_slim_both_pools_read_relu_input():
 def test_chained_residual_pooling_chained_four_stages_matches_reference():
     x = _random((1, 5, 9, F), 5)
     layer = _built(layers.ChainedResidualPooling(features=F, kernel_size=1, stages=4, chained=True,
-                                                 use_batch_norm=False, activation=None), x)
-    params = [ref.conv_params(c) for c in layer.stage_convs]
+                                                 use_batch_norm=False, activation=None, use_bias=False), x)
+    params = [ref.conv_params(c, "plain") for c in layer.stage_convs]
     np.testing.assert_allclose(layer(x, training=False), ref.ChainedResidualPooling(x, params, chained=True),
                                rtol=1e-4, atol=1e-4)
 
@@ -172,11 +174,24 @@ def test_blocks_run_under_mixed_precision(policy):
     keras.mixed_precision.set_global_policy(policy)
     compute_dtype = keras.mixed_precision.global_policy().compute_dtype
     high, low = tf.zeros([1, 3, 4, F]), tf.zeros([1, 5, 7, F])
+    rng = np.random.default_rng(21)
+    high, low = tf.constant(rng.normal(size=(1, 3, 4, F)), tf.float32), tf.constant(rng.normal(size=(1, 5, 7, F)),
+                                                                                       tf.float32)
     for interpolation in layers.INTERPOLATIONS:
         block = layers.RefineBlock(features=F, interpolation=interpolation)
-        out = block([high, low])
+        out = block([high, low], training=False)
         assert out.dtype == compute_dtype
         assert all(w.dtype == tf.float32 for w in block.weights), "variables stay float32"
+        # The same weights in float32 give the same result, to the half-precision rounding.
+        keras.mixed_precision.set_global_policy("float32")
+        reference = layers.RefineBlock(features=F, interpolation=interpolation)
+        reference([high, low])
+        reference.set_weights(block.get_weights())
+        expected = reference([high, low], training=False).numpy()
+        keras.mixed_precision.set_global_policy(policy)
+        tolerance = 0.05 if policy == "mixed_bfloat16" else 0.01
+        np.testing.assert_allclose(tf.cast(out, tf.float32), expected, rtol=tolerance,
+                                   atol=tolerance * np.abs(expected).max())
 
 
 @pytest.mark.parametrize("make, message", [
@@ -186,6 +201,8 @@ def test_blocks_run_under_mixed_precision(policy):
     (lambda: layers.ChainedResidualPooling(stages=0), "stages"),
     (lambda: layers.ConvBNReLU(filters=2.5), "filters"),
     (lambda: layers.ImagePreprocessing("bgr"), "mode"),
+    (lambda: layers.ConvBNReLU(F, weight_decay=-1e-5), "weight_decay"),
+    (lambda: layers.ConvBNReLU(F, activation=tf.nn.relu), "activation"),
     (lambda: layers.RefineBlock(features=F)([tf.zeros([1, 2, 2, F])] * 3), "list of 3"),
 ])
 def test_bad_arguments_fail_clearly(make, message):
@@ -199,7 +216,8 @@ def test_paper_rcu_matches_reference_with_bias_on_the_first_conv_only():
                                            use_bias=[True, False]), x)
     assert layer.conv1.conv.use_bias and not layer.conv2.conv.use_bias
     assert layer.count_params() == (9 * F * F + F) + 9 * F * F
-    np.testing.assert_allclose(layer(x, training=False), ref.ResidualConvUnit(x, *ref.rcu_params(layer)),
+    np.testing.assert_allclose(layer(x, training=False),
+                               ref.ResidualConvUnit(x, *ref.rcu_params(layer, "plain", (True, False))),
                                rtol=1e-4, atol=1e-4)
 
 
@@ -209,7 +227,7 @@ def test_light_weight_fusion_matches_reference():
     layer = _built(layers.MultiResolutionFusion(F, 1, interpolation="bilinear_align_corners",
                                                 use_batch_norm=False, activation=None, use_bias=False),
                    [coarse, skip_a, skip_b])
-    convs = [ref.conv_params(path[0]) for path in layer.path_convs]
+    convs = [ref.conv_params(path[0], "plain") for path in layer.path_convs]
     expected = sum(ref.resize_bilinear(ref.slim_conv2d(x, p), 5, 7, mode="align_corners")
                    for x, p in zip((coarse, skip_a, skip_b), convs))
     np.testing.assert_allclose(layer([coarse, skip_a, skip_b], training=False), expected, rtol=1e-4, atol=1e-4)
@@ -218,3 +236,25 @@ def test_light_weight_fusion_matches_reference():
 def test_residual_conv_unit_rejects_a_bias_list_of_the_wrong_length():
     with pytest.raises(ValueError, match="pair"):
         layers.ResidualConvUnit(features=F, use_bias=[True])
+
+
+def test_every_weight_has_a_unique_name_and_legacy_h5_saving_works(tmp_path):
+    high, low = keras.Input((None, None, F)), keras.Input((None, None, F))
+    model = keras.Model([high, low], layers.RefineBlock(features=F, name="refine")([high, low]))
+    names = [w.name for w in model.weights]
+    assert len(names) == len(set(names)), [n for n in names if names.count(n) > 1][:5]
+    assert "refine/low_rcu1/conv1/conv/kernel:0" in names
+    model.save_weights(str(tmp_path / "weights.h5"))
+    model.load_weights(str(tmp_path / "weights.h5"))
+
+
+def test_numpy_integer_arguments_are_accepted_and_serialize():
+    layer = layers.ChainedResidualPooling(features=np.int64(F), stages=np.int64(3))
+    assert json.dumps(layer.get_config()) and layer.stages == 3 and type(layer.features) is int
+
+
+def test_refine_block_passes_use_bias_to_its_convs():
+    block = layers.RefineBlock(features=F, use_batch_norm=False, activation=None, use_bias=True)
+    block(tf.zeros([1, 4, 4, F]))
+    assert all(conv.conv.use_bias for rcu in block.low_rcus for conv in (rcu.conv1, rcu.conv2))
+    assert all(conv.conv.use_bias for conv in block.pooling.stage_convs)

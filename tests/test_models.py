@@ -40,7 +40,7 @@ def test_builds_on_each_resnet_and_takes_odd_sizes(backbone):
         assert tuple(model(tf.zeros([1, height, width, 3])).shape) == (1, height, width, 5)
 
 
-def test_logits_at_quarter_resolution_without_upsampling(tiny_backbone):
+def test_logits_at_quarter_resolution_without_upsampling():
     model = refinenet_tf.RefineNet(num_classes=4, backbone="resnet50", backbone_weights=None,
                                    upsample_logits=False)
     assert tuple(model(tf.zeros([1, 33, 47, 3])).shape) == (1, math.ceil(33 / 4), math.ceil(47 / 4), 4)
@@ -136,7 +136,7 @@ def test_imagenet_weights_are_asked_of_keras(monkeypatch):
     assert calls == ["imagenet"]
 
 
-def test_preprocessing_is_the_backbones_own(tiny_backbone):
+def test_preprocessing_is_the_backbones_own():
     model = refinenet_tf.RefineNet(num_classes=2, backbone="resnet50", backbone_weights=None)
     assert model.get_layer("preprocessing").mode == "caffe"
     assert isinstance(model.get_layer("upsample_logits"), layers.ResizeToMatch)
@@ -146,6 +146,9 @@ def test_preprocessing_is_the_backbones_own(tiny_backbone):
     ({"num_classes": 0}, "num_classes"),
     ({"variant": "unknown"}, "Unknown variant 'unknown'.*light_weight.*paper.*slim"),
     ({"dropout": 1.0}, "dropout"),
+    ({"weight_decay": "defualt"}, "weight_decay"),
+    ({"weight_decay": -1.0}, "weight_decay"),
+    ({"num_classes": True}, "num_classes"),
     ({"backbone": "vgg16"}, "Unknown backbone"),
     ({"input_shape": (64, 64, 1)}, "input_shape"),
     ({"interpolation": "area"}, "interpolation"),
@@ -232,7 +235,7 @@ def test_paper_variant_structure():
     assert (pooling.stages, pooling.chained, pooling.kernel_size) == (4, True, 3)
     assert model.get_layer("reduce_p5").filters == 512 and model.get_layer("reduce_p4").filters == 256
     assert model.get_layer("classifier").kernel_size == 3 and model.get_layer("classifier").conv.use_bias
-    assert model.get_layer("fusion_p4").interpolation == "bilinear"
+    assert model.get_layer("fusion_p4").interpolation == "bilinear_align_corners"
 
 
 def test_light_weight_variant_structure():
@@ -302,3 +305,35 @@ def test_presets_carry_their_source_and_build():
 def test_light_weight_refinenet_rejects_a_variant():
     with pytest.raises(TypeError, match="variant"):
         refinenet_tf.LightWeightRefineNet(variant="slim")
+
+
+def test_whole_slim_model_matches_the_numpy_reference(tiny_backbone):
+    from tests import numpy_reference as ref
+
+    model = refinenet_tf.RefineNet(num_classes=3, backbone=tiny_backbone, backbone_weights=None, decoder_features=8)
+    ref.randomize_weights(model, seed=3)
+    images = np.random.default_rng(8).uniform(0, 255, (1, 45, 51, 3)).astype(np.float32)
+    preprocessed = model.get_layer("preprocessing")(images)
+    features = dict(zip(backbones.PYRAMID_LEVELS, [f.numpy().astype(np.float64) for f in
+                                                   model.get_layer(tiny_backbone)(preprocessed, training=False)]))
+    decoded = None
+    for level in ("P5", "P4", "P3", "P2"):  # the slim model(): h[i] = conv1x1(f[i]); g[i] = RefineBlock(g[i-1], h[i])
+        reduced = ref.slim_conv2d(features[level], ref.conv_params(model.get_layer(f"reduce_{level.lower()}")))
+        decoded = ref.RefineBlock(decoded, reduced, ref.refine_block_params(model.get_layer(f"refine_{level.lower()}")))
+    logits = ref.slim_conv2d(decoded, ref.conv_params(model.get_layer("classifier"), "logits"))
+    expected = ref.resize_bilinear(logits, 45, 51, mode="half_pixel")
+    actual = model(images, training=False).numpy()
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("upsample_logits, shape", [(True, (None, 64, 96, 3)), (False, (None, 16, 24, 3))])
+def test_fixed_input_shape_gives_static_output_shapes(tiny_backbone, upsample_logits, shape):
+    model = refinenet_tf.RefineNet(num_classes=3, backbone=tiny_backbone, backbone_weights=None, decoder_features=8,
+                                   input_shape=(64, 96, 3), upsample_logits=upsample_logits)
+    assert model.output_shape == shape
+
+
+def test_numpy_integer_num_classes_is_accepted(tiny_backbone):
+    model = refinenet_tf.RefineNet(num_classes=np.int64(4), backbone=tiny_backbone, backbone_weights=None,
+                                   decoder_features=8)
+    assert model.output_shape[-1] == 4
