@@ -15,7 +15,24 @@ __all__ = ["build_parser", "main"]
 def _demo(args):
     from refinenet_tf import demo
 
-    demo.run_demo(args.output, backbone=args.backbone, height=args.height, width=args.width, seed=args.seed)
+    demo.run_demo(args.output, epochs=args.epochs, num_train=args.num_train, num_val=args.num_val, seed=args.seed)
+    return 0
+
+
+def _train(args):
+    from refinenet_tf import training
+
+    weights = None if args.backbone_weights in ("none", "None") else args.backbone_weights
+    config = training.TrainConfig(
+        recipe=args.preset, data=args.data, val_data=args.val_data, train_split=args.train_split,
+        val_split=args.val_split, num_classes=args.num_classes, run_dir=args.run_dir, epochs=args.epochs,
+        batch_size=args.batch_size, crop_size=args.crop_size, learning_rate=args.lr,
+        steps_per_epoch=args.steps_per_epoch, backbone_weights=weights, strategy=args.strategy,
+        jit_compile="auto" if args.jit is None else args.jit, mixed_precision=args.mixed_precision,
+        image_every=args.image_every, init_from=args.init_from, resume=args.resume, seed=args.seed)
+    _, history = training.train(config)
+    final = {key: round(values[-1], 4) for key, values in history.history.items()}
+    print(f"trained {len(history.epoch)} epoch(s) into {args.run_dir}: {final}")
     return 0
 
 
@@ -115,18 +132,52 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"refinenet_tf {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="segment a generated image with the slim RefineNet (no downloads)",
-                               description="Build the slim RefineNet (random weights, nothing downloaded), "
-                               "segment a generated scene and write input.png, prediction.png (VOC palette) "
-                               "and overlay.png.")
+    demo = commands.add_parser("demo", help="train a small RefineNet on a generated dataset (no downloads)",
+                               description="Generate a synthetic VOC-layout dataset of shapes, train Light-Weight "
+                               "RefineNet-MobileNetV2 from scratch on the CPU, evaluate it on held-out scenes, "
+                               "keep the checkpoint and write prediction overlays.")
     demo.add_argument("--output", default=os.path.join("checkpoints", "demo"),
-                      help="folder for the PNGs (default: %(default)s)")
-    demo.add_argument("--backbone", default="resnet101", choices=backbones.list_backbones(),
-                      help="backbone (default: %(default)s)")
-    demo.add_argument("--height", type=_positive_int, default=375, help="image height (default: %(default)s)")
-    demo.add_argument("--width", type=_positive_int, default=500, help="image width (default: %(default)s)")
-    demo.add_argument("--seed", type=int, default=0, help="seed of the generated scene (default: %(default)s)")
+                      help="folder for the data, the run and the PNGs (default: %(default)s)")
+    demo.add_argument("--epochs", type=_positive_int, default=None, help="epochs (default: the demo recipe's)")
+    demo.add_argument("--num-train", type=_positive_int, default=400, help="training scenes (default: %(default)s)")
+    demo.add_argument("--num-val", type=_positive_int, default=100, help="held-out scenes (default: %(default)s)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the data and the run (default: %(default)s)")
     demo.set_defaults(run=_demo)
+
+    from refinenet_tf import training
+
+    train = commands.add_parser("train", help="train a model with a recipe (model.fit)",
+                                description="Train with a recipe's model and optimizer; the run folder gets the "
+                                "resolved config, best and last weights, a BackupAndRestore backup (an "
+                                "interrupted run resumes), TensorBoard logs and a CSV log.")
+    train.add_argument("--preset", required=True, choices=training.list_recipes(), help="training recipe")
+    train.add_argument("--data", required=True, metavar="SPEC", help="training data spec (see check-data)")
+    train.add_argument("--val-data", metavar="SPEC", help="validation data spec (best weights by its mean IoU)")
+    train.add_argument("--train-split", default="train", help="split of --data (default: %(default)s)")
+    train.add_argument("--val-split", default="val", help="split of --val-data (default: %(default)s)")
+    train.add_argument("--num-classes", type=_positive_int, help="classes (default: the data's; VOC: 21)")
+    train.add_argument("--run-dir", default=os.path.join("checkpoints", "run"),
+                       help="run folder (default: %(default)s)")
+    train.add_argument("--epochs", type=_positive_int, help="epochs (default: the recipe's)")
+    train.add_argument("--batch-size", type=_positive_int, help="per-replica batch size (default: the recipe's)")
+    train.add_argument("--crop-size", type=_positive_int, help="training crop side (default: the recipe's)")
+    train.add_argument("--lr", type=float, help="backbone learning rate (default: the recipe's)")
+    train.add_argument("--steps-per-epoch", type=_positive_int, help="default: one pass over the data")
+    train.add_argument("--backbone-weights", default="imagenet",
+                       help="imagenet (downloaded by keras), none, or a weights file (default: %(default)s)")
+    train.add_argument("--strategy", default="default", choices=["default", "mirrored", "multiworker", "tpu"],
+                       help="tf.distribute strategy (default: %(default)s)")
+    train.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
+                       help="XLA (default: on with a GPU, off on CPU)")
+    train.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=False,
+                       help="mixed_float16 on GPU, mixed_bfloat16 on CPU (default: off)")
+    train.add_argument("--image-every", type=int, default=1,
+                       help="TensorBoard prediction images every N epochs, 0: never (default: %(default)s)")
+    train.add_argument("--init-from", metavar="WEIGHTS", help="start from these weights (.weights.h5)")
+    train.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                       help="continue an interrupted run in --run-dir (default: on)")
+    train.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
+    train.set_defaults(run=_train)
 
     flops = commands.add_parser("flops", help="parameters and FLOPs of the model presets (TF profiler)",
                                 description="Build each preset with random weights and print a table of its "

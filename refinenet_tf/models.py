@@ -35,9 +35,10 @@ __all__ = ["PRESETS", "VARIANTS", "LightWeightRefineNet", "ModelPreset", "Refine
 _COARSE_TO_FINE = ("P5", "P4", "P3", "P2")
 
 
-def _slim_decoder(features, *, num_classes, decoder_features, weight_decay, interpolation, logits_relu, **_):
+def _slim_decoder(features, *, num_classes, decoder_features, weight_decay, interpolation, logits_relu,
+                  batch_norm_momentum=0.997, **_):
     """The reference code's decoder: slim ``RefineBlock``s on 1x1-reduced features, 1x1 classifier."""
-    scope = dict(weight_decay=weight_decay, batch_norm_momentum=0.997, batch_norm_epsilon=1e-5)
+    scope = dict(weight_decay=weight_decay, batch_norm_momentum=batch_norm_momentum, batch_norm_epsilon=1e-5)
     previous = None
     for level in _COARSE_TO_FINE:
         name = level.lower()
@@ -144,7 +145,8 @@ VARIANTS = {
 
 def RefineNet(num_classes=21, backbone="resnet101", backbone_weights="imagenet", input_shape=(None, None, 3),
               variant="slim", upsample_logits=True, freeze_backbone=False, decoder_features=256,
-              weight_decay="default", interpolation=None, logits_relu=True, dropout=0.5, name=None):
+              weight_decay="default", interpolation=None, logits_relu=True, dropout=0.5,
+              batch_norm_momentum=None, name=None):
     """Builds a RefineNet for semantic segmentation.
 
     The model takes RGB images in [0, 255] (uint8 or float) of any size and applies the backbone's own
@@ -175,6 +177,9 @@ def RefineNet(num_classes=21, backbone="resnet101", backbone_weights="imagenet",
             paper and Light-Weight: ``align_corners=True``, as their official PyTorch code).
         logits_relu: keep the ReLU that the slim code applies to its logits (slim only).
         dropout: dropout rate of the paper and Light-Weight variants (0.5 as released; 0 or None: off).
+        batch_norm_momentum: momentum of every BatchNorm layer, backbone and decoder; ``None`` takes the
+            variant's (slim: 0.997, its ``decay``, everywhere; others: keras' for the backbone, 0.99 for ResNets
+            and 0.999 for MobileNetV2). Lower it (e.g. 0.9) to train from scratch for few steps.
         name: the model's name (default ``refinenet_<variant>_<backbone>``).
 
     Returns:
@@ -216,13 +221,15 @@ def RefineNet(num_classes=21, backbone="resnet101", backbone_weights="imagenet",
     backbone_model = backbones_lib.build_backbone(
         backbone, weights=backbone_weights, input_shape=input_shape,
         weight_decay=None if freeze_backbone else weight_decay,
-        batch_norm_momentum=spec_variant.backbone_batch_norm_momentum, trainable=not freeze_backbone,
+        batch_norm_momentum=(spec_variant.backbone_batch_norm_momentum if batch_norm_momentum is None
+                             else batch_norm_momentum), trainable=not freeze_backbone,
         levels=levels)
     outputs = backbone_model(preprocessed)
     features = dict(zip(levels, outputs if isinstance(outputs, (list, tuple)) else [outputs]))
     logits = spec_variant.decoder(features, num_classes=num_classes, decoder_features=decoder_features,
                                   weight_decay=weight_decay, interpolation=interpolation,
-                                  logits_relu=logits_relu, dropout=dropout)
+                                  logits_relu=logits_relu, dropout=dropout,
+                                  batch_norm_momentum=batch_norm_momentum or 0.997)
     if upsample_logits:
         logits = layers.ResizeToMatch(interpolation="bilinear", dtype="float32", name="upsample_logits")(
             [logits, images])
@@ -264,9 +271,10 @@ class ModelPreset:
     published: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     def build(self, num_classes=21, backbone_weights="imagenet", **kwargs):
-        """Builds the preset's model; ``kwargs`` go to :func:`RefineNet`."""
-        return RefineNet(num_classes=num_classes, backbone=self.backbone, backbone_weights=backbone_weights,
-                         variant=self.variant, name=kwargs.pop("name", self.name), **kwargs)
+        """Builds the preset's model; ``kwargs`` go to :func:`RefineNet` (``backbone=`` swaps the backbone)."""
+        kwargs.setdefault("backbone", self.backbone)
+        return RefineNet(num_classes=num_classes, backbone_weights=backbone_weights, variant=self.variant,
+                         name=kwargs.pop("name", self.name), **kwargs)
 
 
 _SLIM_SOURCE = ("TF-slim RefineNet of the reference blog post (shared/seeds/000_b0082b0ba3f8e4c0.txt); "
@@ -281,6 +289,7 @@ PRESETS = {preset.name: preset for preset in [
     ModelPreset("slim_resnet50", "slim", "resnet50", _SLIM_SOURCE),
     ModelPreset("slim_resnet101", "slim", "resnet101", _SLIM_SOURCE),
     ModelPreset("slim_resnet152", "slim", "resnet152", _SLIM_SOURCE),
+    ModelPreset("slim_mobilenetv2", "slim", "mobilenetv2", _SLIM_SOURCE + "; on keras' MobileNetV2 (P2..P5)"),
     ModelPreset("refinenet_resnet50", "paper", "resnet50", _PAPER_SOURCE),
     ModelPreset("refinenet_resnet101", "paper", "resnet101", _PAPER_SOURCE, {"parameters_millions": 118.05}),
     ModelPreset("refinenet_resnet152", "paper", "resnet152",

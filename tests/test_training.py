@@ -1,0 +1,282 @@
+"""Training: metrics and loss with the ignore label, the recipes' optimizer, fit through the API and the CLI,
+resuming, XLA, bfloat16, and tf.distribute (MirroredStrategy, MultiWorkerMirroredStrategy)."""
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+import refinenet_tf
+from refinenet_tf import cli, training
+from refinenet_tf.data import synthetic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def shapes_spec(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    synthetic.write_shapes_dataset(str(root), num_train=8, num_val=4, height=48, width=48, seed=0)
+    return f"voc:{root}"
+
+
+# --- loss and metrics with the ignore label -----------------------------------------------------------------
+
+def test_loss_ignores_255_pixels():
+    logits = tf.constant([[[[2.0, 0.0], [0.0, 1.0], [5.0, -5.0]]]])  # 1 x 1 x 3 pixels x 2 classes
+    labels = tf.constant([[[0, 1, 255]]])
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255)(labels, logits)
+    expected = np.mean([np.log(1 + np.exp(-2.0)), np.log(1 + np.exp(-1.0))])  # the ignored pixel does not count
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+
+
+def test_mean_iou_and_pixel_accuracy_hand_computed():
+    truth = np.array([[0, 0, 1], [1, 1, 255], [2, 2, 2]])
+    predicted = np.array([[0, 1, 1], [1, 0, 2], [2, 2, 0]])
+    # Valid pixels (8): class 0: tp 1, fp 2 (pred 0 at (1,1),(2,2)), fn 1 -> 1/4; class 1: tp 2, fp 1, fn 1 -> 2/4;
+    # class 2: tp 2, fp 0 (the (1,2) prediction is ignored), fn 1 -> 2/3. Accuracy 5/8.
+    one_hot = tf.one_hot(predicted, 3)
+    mean_iou = keras.metrics.MeanIoU(3, ignore_class=255, sparse_y_pred=False)
+    mean_iou.update_state(truth, one_hot)
+    np.testing.assert_allclose(float(mean_iou.result()), np.mean([1 / 4, 2 / 4, 2 / 3]), rtol=1e-6)
+    accuracy = training.PixelAccuracy(ignore_class=255)
+    accuracy.update_state(truth, one_hot)
+    np.testing.assert_allclose(float(accuracy.result()), 5 / 8, rtol=1e-6)
+
+
+# --- the recipes' optimizer ---------------------------------------------------------------------------------
+
+def test_sgd_with_multipliers_is_a_per_variable_learning_rate_with_coupled_decay():
+    backbone, decoder = tf.Variable([1.0, -2.0], name="backbone_w"), tf.Variable([0.5, 3.0], name="decoder_w")
+    optimizer = training.SGDWithMultipliers(0.1, multiplied_variables=[decoder.name], multiplier=10.0,
+                                            coupled_weight_decay=0.01, momentum=0.9)
+    gradients = [np.array([0.2, 0.4]), np.array([-0.1, 0.3])]
+    expected = {"b": backbone.numpy().copy(), "d": decoder.numpy().copy()}
+    velocity = {"b": np.zeros(2), "d": np.zeros(2)}
+    for _ in range(3):
+        optimizer.apply_gradients(zip([tf.constant(g, tf.float32) for g in gradients], [backbone, decoder]))
+        for key, g, lr in (("b", gradients[0], 0.1), ("d", gradients[1], 1.0)):
+            effective = g + 0.01 * expected[key]
+            velocity[key] = 0.9 * velocity[key] - lr * effective
+            expected[key] = expected[key] + velocity[key]
+    np.testing.assert_allclose(backbone.numpy(), expected["b"], rtol=1e-5)
+    np.testing.assert_allclose(decoder.numpy(), expected["d"], rtol=1e-5)
+    restored = training.SGDWithMultipliers.from_config(json.loads(json.dumps(optimizer.get_config(), default=float)))
+    assert restored.multiplier == 10.0 and restored.multiplied_variables == [decoder.name]
+
+
+def test_recipes_are_data_with_sources():
+    assert set(training.list_recipes()) >= {"slim_resnet101_voc", "refinenet_resnet101_voc", "lw_resnet50_voc",
+                                            "lw_resnet101_voc", "lw_resnet152_voc", "lw_mobilenetv2_voc",
+                                            "demo_shapes"}
+    slim = training.get_recipe("slim_resnet101_voc")
+    assert (slim.optimizer, slim.learning_rate, slim.use_ema, slim.ema_momentum, slim.crop_size) == (
+        "adam", 1e-4, True, 0.997, 512)
+    paper = training.get_recipe("refinenet_resnet101_voc")
+    assert (paper.optimizer, paper.decoder_lr_multiplier, paper.momentum) == ("sgd", 10.0, 0.9)
+    for name in training.list_recipes():
+        recipe = training.get_recipe(name)
+        assert recipe.source and recipe.model in refinenet_tf.models.PRESETS
+    with pytest.raises(ValueError, match="Unknown recipe"):
+        training.get_recipe("nope")
+
+
+def test_compile_uses_decoder_multiplier_and_ema(tiny_backbone):
+    model = refinenet_tf.models.build("lw_resnet50", num_classes=3, backbone_weights=None, backbone=tiny_backbone,
+                                      decoder_features=8)
+    training.compile_model(model, "lw_resnet50_voc", 3)
+    decoder = set(model.optimizer.multiplied_variables)
+    backbone = {v.name for v in model.get_layer(tiny_backbone).trainable_variables}
+    assert decoder and not decoder & backbone and model.optimizer.multiplier == 10.0
+    assert all(not layer.trainable for layer in model.get_layer(tiny_backbone).layers
+               if isinstance(layer, keras.layers.BatchNormalization)), "the LW recipe freezes BatchNorm"
+    slim = refinenet_tf.RefineNet(num_classes=3, backbone=tiny_backbone, backbone_weights=None, decoder_features=8)
+    training.compile_model(slim, "slim_resnet101_voc", 3)
+    assert slim.optimizer.use_ema and slim.optimizer.ema_momentum == 0.997
+
+
+# --- training runs -------------------------------------------------------------------------------------------
+
+def _config(spec, run_dir, tiny_backbone, **overrides):
+    arguments = dict(recipe="demo_shapes", data=spec, val_data=spec, num_classes=4, run_dir=str(run_dir),
+                     epochs=12, batch_size=4, crop_size=32, learning_rate=3e-3, backbone_weights=None,
+                     model_kwargs={"backbone": tiny_backbone, "decoder_features": 16}, verbose=0, seed=0)
+    arguments.update(overrides)
+    return training.TrainConfig(**arguments)
+
+
+def test_a_tiny_model_overfits_through_the_api(shapes_spec, tmp_path, tiny_backbone):
+    model, history = training.train(_config(shapes_spec, tmp_path / "run", tiny_backbone, val_data=None))
+    losses, ious = history.history["loss"], history.history["mean_iou"]
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert ious[-1] > ious[0], ious
+    files = set(os.listdir(tmp_path / "run"))
+    assert {"config.json", "best.weights.h5", "last.weights.h5", "model.keras", "log.csv", "logs"} <= files
+    config = json.load(open(tmp_path / "run" / "config.json"))
+    assert config["num_classes"] == 4 and config["jit_compile"] is False and config["policy"] == "float32"
+    assert not training._has_backup(str(tmp_path / "run" / "backup")), "BackupAndRestore clears it at the end"
+    assert refinenet_tf.load_model(str(tmp_path / "run" / "model.keras")).output_shape[-1] == 4
+
+
+class _Crash(keras.callbacks.Callback):
+    """Stands in for a kill at the end of the first epoch (after BackupAndRestore saved it)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            raise KeyboardInterrupt("killed")
+
+
+class _Record(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.starts = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.starts.append((epoch, int(self.model.optimizer.iterations.numpy())))
+
+
+def test_an_interrupted_run_resumes_at_epoch_2_with_its_optimizer_state(shapes_spec, tmp_path, tiny_backbone):
+    config = _config(shapes_spec, tmp_path / "run", tiny_backbone, epochs=3, steps_per_epoch=2)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config, callbacks=[_Crash()])
+    assert training._has_backup(str(tmp_path / "run" / "backup"))
+    record = _Record()
+    training.train(config, callbacks=[record])
+    assert record.starts[0] == (1, 2), "resumed at the second epoch after the 2 steps of the first"
+    with open(tmp_path / "run" / "log.csv") as stream:
+        assert [row["epoch"] for row in csv.DictReader(stream)] == ["0", "1", "2"]
+    best = json.load(open(tmp_path / "run" / "best.weights.h5.json"))
+    assert best["monitor"] == "val_mean_iou"
+
+
+def test_an_unwritable_run_folder_fails_before_training(shapes_spec, tmp_path, tiny_backbone):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(OSError, match="not writable"):
+        training.train(_config(shapes_spec, blocker / "run", tiny_backbone))
+
+
+@pytest.mark.parametrize("options", [{"jit_compile": True}, {"mixed_precision": True}])
+def test_xla_and_bfloat16_train_and_the_loss_goes_down(shapes_spec, tmp_path, tiny_backbone, options):
+    config = _config(shapes_spec, tmp_path / "run", tiny_backbone, val_data=None, epochs=6, **options)
+    model, history = training.train(config)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    resolved = json.load(open(tmp_path / "run" / "config.json"))
+    if options.get("mixed_precision"):
+        assert resolved["policy"] == "mixed_bfloat16" and model.output.dtype == tf.float32
+    else:
+        assert resolved["jit_compile"] is True
+
+
+def test_cli_train_writes_a_run(shapes_spec, tmp_path, capsys):
+    run_dir = tmp_path / "cli_run"
+    assert cli.main(["train", "--preset", "demo_shapes", "--data", shapes_spec, "--val-data", shapes_spec,
+                     "--num-classes", "4", "--run-dir", str(run_dir), "--epochs", "2", "--batch-size", "2",
+                     "--crop-size", "32", "--steps-per-epoch", "2", "--backbone-weights", "none", "--no-jit"]) == 0
+    assert "trained 2 epoch(s)" in capsys.readouterr().out
+    assert os.path.exists(run_dir / "best.weights.h5") and os.path.exists(run_dir / "model.keras")
+    config = json.load(open(run_dir / "config.json"))
+    assert config["recipe"] == "demo_shapes" and config["epochs"] == 2
+
+
+def test_cli_train_bad_data_is_one_clear_error(tmp_path, capsys):
+    assert cli.main(["train", "--preset", "demo_shapes", "--data", f"voc:{tmp_path}", "--run-dir",
+                     str(tmp_path / "r"), "--backbone-weights", "none"]) == 2
+    assert "no VOC 2012 folder" in capsys.readouterr().err
+
+
+# --- tf.distribute -------------------------------------------------------------------------------------------
+
+_DISTRIBUTED_STEP = textwrap.dedent("""
+    import json, os, sys
+    import numpy as np, tensorflow as tf
+    sys.path.insert(0, {root!r})
+    import tf_keras as keras
+    from tests import conftest  # registers the tiny backbone
+    import refinenet_tf
+    from refinenet_tf import training
+
+    def run(strategy, out):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            model = refinenet_tf.models.build("lw_resnet50", num_classes=3, backbone_weights=None,
+                                              backbone=conftest.TINY_BACKBONE, decoder_features=8, dropout=0)
+            initial = {initial!r}
+            if os.path.exists(initial):  # every run starts from the very same weights
+                model.set_weights(list(np.load(initial, allow_pickle=False).values()))
+            else:
+                np.savez(initial, *model.get_weights())
+            training.freeze_batch_norm(model)  # replicas would otherwise normalise with their own batches
+            recipe = training.Recipe("t", "lw_resnet50", "", optimizer="sgd", learning_rate=0.05)
+            training.compile_model(model, recipe, 3, jit_compile=False)
+        rng = np.random.default_rng(1)
+        images = rng.uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
+        masks = rng.integers(0, 3, (4, 32, 32)).astype(np.int32)
+        history = model.fit(images, masks, batch_size=4, epochs=3, verbose=0, shuffle=False)
+        np.save(out, np.concatenate([w.numpy().ravel() for w in model.trainable_weights]))
+        return history.history["loss"]
+""")
+
+
+def _run_python(script, env=None, timeout=300):
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
+    return subprocess.Popen([sys.executable, "-c", script], env=environment, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_mirrored_strategy_on_two_cpus_matches_one_device(tmp_path):
+    script = _DISTRIBUTED_STEP.format(root=ROOT, initial=str(tmp_path / "initial.npz")) + textwrap.dedent(f"""
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        single = run(tf.distribute.get_strategy(), {str(tmp_path / 'single.npy')!r})
+        mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        assert mirrored.num_replicas_in_sync == 2
+        run(mirrored, {str(tmp_path / 'mirrored.npy')!r})
+        print(json.dumps(single))
+    """)
+    process = _run_python(script)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+    single, mirrored = np.load(tmp_path / "single.npy"), np.load(tmp_path / "mirrored.npy")
+    initial = np.concatenate([w.ravel() for w in np.load(tmp_path / "initial.npz").values()])
+    assert not np.allclose(single[:100], initial[:100]), "training moved the weights"
+    np.testing.assert_allclose(mirrored, single, rtol=1e-4, atol=1e-5)
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_multi_worker_mirrored_strategy_with_two_local_workers(tmp_path):
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    processes = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        script = _DISTRIBUTED_STEP.format(root=ROOT, initial=str(tmp_path / f"initial{index}.npz")) + \
+            textwrap.dedent(f"""
+            strategy = training.make_strategy("multiworker")
+            assert strategy.num_replicas_in_sync == 2
+            losses = run(strategy, {str(tmp_path / f'worker{index}.npy')!r})
+            print(json.dumps(losses))
+        """)
+        processes.append(_run_python(script, env={"TF_CONFIG": tf_config}))
+    outputs = [process.communicate(timeout=300) for process in processes]
+    for process, (_, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, stderr[-3000:]
+    losses = [json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in outputs]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5) and losses[0][-1] < losses[0][0]
+    np.testing.assert_allclose(np.load(tmp_path / "worker0.npy"), np.load(tmp_path / "worker1.npy"), rtol=1e-6)
