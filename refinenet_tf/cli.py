@@ -113,6 +113,25 @@ def _data_benchmark(args):
     return 0
 
 
+def _train_benchmark(args):
+    import os
+    import platform
+
+    from refinenet_tf import benchmarks, models
+
+    unknown = [name for name in args.models if name not in models.PRESETS]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; use names from {models.list_models()}")
+    jit = {"off": (False,), "on": (True,), "both": (False, True)}[args.jit]
+    print(f"Training step on random data, random weights, 21 classes, SGD; {platform.machine()}, "
+          f"{os.cpu_count()} cores; each row in a fresh process (peak RSS is that process's).")
+    print("| model | input | batch | XLA | s/step | images/s | RSS after build (MiB) | peak RSS (MiB) |")
+    print("|---|---|---|---|---|---|---|---|", flush=True)
+    benchmarks.run_training_benchmarks(args.models, args.size, batch_size=args.batch_size, steps=args.steps,
+                                       jit_options=jit, log=lambda line: print(line, flush=True))
+    return 0
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -178,6 +197,19 @@ def build_parser():
                        help="continue an interrupted run in --run-dir (default: on)")
     train.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
     train.set_defaults(run=_train)
+
+    train_bench = commands.add_parser("train-benchmark", help="training images/s and peak memory per step",
+                                      description="Time training steps of model presets on random data (each "
+                                      "configuration in a fresh process) and print images/s and peak memory.")
+    train_bench.add_argument("--models", nargs="+", default=["lw_resnet50", "slim_resnet101"], metavar="MODEL",
+                             help="presets (default: %(default)s)")
+    train_bench.add_argument("--size", type=_positive_int, nargs="+", default=[256, 512],
+                             help="square input sides (default: %(default)s)")
+    train_bench.add_argument("--batch-size", type=_positive_int, default=1, help="batch size (default: 1)")
+    train_bench.add_argument("--steps", type=_positive_int, default=3, help="timed steps (default: 3)")
+    train_bench.add_argument("--jit", choices=["off", "on", "both"], default="both",
+                             help="XLA off, on or both (default: %(default)s)")
+    train_bench.set_defaults(run=_train_benchmark)
 
     flops = commands.add_parser("flops", help="parameters and FLOPs of the model presets (TF profiler)",
                                 description="Build each preset with random weights and print a table of its "

@@ -127,6 +127,11 @@ def _check_positive_int(name, value):
     return operator.index(value)
 
 
+#: The arguments of slim's ``arg_scope`` that every decoder convolution takes (see :class:`ConvBNReLU`).
+_SCOPE_ARGUMENTS = ("use_batch_norm", "activation", "use_bias", "weight_decay", "batch_norm_momentum",
+                    "batch_norm_epsilon")
+
+
 class _SlimScopedLayer(keras.layers.Layer):
     """Base of the decoder blocks: holds the arguments of the slim ``arg_scope`` shared by all their convs."""
 
@@ -172,16 +177,8 @@ class _SlimScopedLayer(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            features=self.features,
-            kernel_size=self.kernel_size,
-            use_batch_norm=self.use_batch_norm,
-            activation=self.activation,
-            use_bias=self.use_bias,
-            weight_decay=self.weight_decay,
-            batch_norm_momentum=self.batch_norm_momentum,
-            batch_norm_epsilon=self.batch_norm_epsilon,
-        )
+        config.update(features=self.features, kernel_size=self.kernel_size)
+        config.update({name: getattr(self, name) for name in _SCOPE_ARGUMENTS})
         return config
 
 
@@ -251,16 +248,8 @@ class ConvBNReLU(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            filters=self.filters,
-            kernel_size=self.kernel_size,
-            use_batch_norm=self.use_batch_norm,
-            activation=self.activation,
-            use_bias=self.use_bias,
-            weight_decay=self.weight_decay,
-            batch_norm_momentum=self.batch_norm_momentum,
-            batch_norm_epsilon=self.batch_norm_epsilon,
-        )
+        config.update(filters=self.filters, kernel_size=self.kernel_size)
+        config.update({name: getattr(self, name) for name in _SCOPE_ARGUMENTS})
         return config
 
 

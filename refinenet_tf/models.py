@@ -57,18 +57,24 @@ def _classifier(x, num_classes, weight_decay, dropout):
                              weight_decay=weight_decay, dtype="float32", name="classifier")(x)
 
 
+def _reduced_skip(features, level, decoder_features, dropout, kernel_size, plain):
+    """The paper / Light-Weight skip path: dropout on P5 and P4, then a reduction (2x wider on P5)."""
+    name = level.lower()
+    width = 2 * decoder_features if level == "P5" else decoder_features
+    skip = features[level]
+    if dropout and level in ("P5", "P4"):
+        skip = keras.layers.Dropout(dropout, name=f"dropout_{name}")(skip)
+    plain = dict(plain, use_bias=False)
+    return name, width, layers.ConvBNReLU(width, kernel_size, name=f"reduce_{name}", **plain)(skip)
+
+
 def _paper_decoder(features, *, num_classes, decoder_features, weight_decay, interpolation, dropout, **_):
     """The official RefineNet (cascaded 4-path RefineNet, the release's ``rf101`` structure)."""
     # Plain convolutions (no BatchNorm, no activation); biases as in the release.
     plain = dict(use_batch_norm=False, activation=None, weight_decay=weight_decay)
     x = None
     for level in _COARSE_TO_FINE:
-        name = level.lower()
-        width = 2 * decoder_features if level == "P5" else decoder_features
-        skip = features[level]
-        if dropout and level in ("P5", "P4"):
-            skip = keras.layers.Dropout(dropout, name=f"dropout_{name}")(skip)
-        skip = layers.ConvBNReLU(width, 3, use_bias=False, name=f"reduce_{name}", **plain)(skip)
+        name, width, skip = _reduced_skip(features, level, decoder_features, dropout, 3, plain)
         for i in range(2):
             skip = layers.ResidualConvUnit(width, 3, use_bias=[True, False], name=f"adapt_{name}_rcu{i + 1}",
                                            **plain)(skip)
@@ -98,12 +104,7 @@ def _light_weight_decoder(features, *, num_classes, decoder_features, weight_dec
                                               name=f"pooling_{name}", **plain)(fused)
         return _classifier(x, num_classes, weight_decay, dropout=None)
     for level in _COARSE_TO_FINE:
-        name = level.lower()
-        width = 2 * decoder_features if level == "P5" else decoder_features
-        skip = features[level]
-        if dropout and level in ("P5", "P4"):
-            skip = keras.layers.Dropout(dropout, name=f"dropout_{name}")(skip)
-        skip = layers.ConvBNReLU(width, 1, name=f"reduce_{name}", **plain)(skip)
+        name, width, skip = _reduced_skip(features, level, decoder_features, dropout, 1, plain)
         fused = skip if x is None else layers.MultiResolutionFusion(
             width, 1, interpolation=interpolation, name=f"fusion_{name}", **plain)([x, skip])
         x = layers.ChainedResidualPooling(width, 1, stages=4, chained=True, name=f"pooling_{name}", **plain)(fused)

@@ -5,10 +5,11 @@ uses the same colours.
 """
 
 import os
-import tempfile
 
 import numpy as np
 from PIL import Image
+
+from refinenet_tf._files import atomic_path
 
 __all__ = ["VOC_CLASSES", "colorize", "overlay", "save_image_png", "save_label_png", "voc_palette"]
 
@@ -83,18 +84,8 @@ def overlay(image, labels, alpha=0.5, palette=None, ignore_background=True):
 def _save_atomically(pil_image, path):
     """Writes ``pil_image`` as PNG to ``path`` through a temporary file in the same folder, then renames it."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"Cannot write {path!r}: folder {folder!r} does not exist; create it first.")
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            pil_image.save(stream, format="PNG")
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    with atomic_path(path, suffix=".png") as temporary:
+        pil_image.save(temporary, format="PNG")
     return path
 
 

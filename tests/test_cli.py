@@ -65,3 +65,16 @@ def test_flops_bad_size_is_a_usage_error():
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["flops", "--size", "64"])
     assert exit_info.value.code == 2
+
+
+def test_train_benchmark_measures_one_configuration():
+    from refinenet_tf import benchmarks
+
+    row = benchmarks.measure_training("lw_mobilenetv2", 64, batch_size=2, steps=1, jit_compile=False)
+    assert row["images_per_second"] > 0 and row["seconds_per_step"] > 0
+    assert row["peak_rss_mib"] >= row["built_rss_mib"] > 0
+
+
+def test_train_benchmark_unknown_model_fails_with_one_line(capsys):
+    assert cli.main(["train-benchmark", "--models", "lw_vgg"]) == 2
+    assert "lw_vgg" in capsys.readouterr().err

@@ -179,12 +179,16 @@ def test_xla_and_bfloat16_train_and_the_loss_goes_down(shapes_spec, tmp_path, ti
 def test_cli_train_writes_a_run(shapes_spec, tmp_path, capsys):
     run_dir = tmp_path / "cli_run"
     assert cli.main(["train", "--preset", "demo_shapes", "--data", shapes_spec, "--val-data", shapes_spec,
-                     "--num-classes", "4", "--run-dir", str(run_dir), "--epochs", "2", "--batch-size", "2",
-                     "--crop-size", "32", "--steps-per-epoch", "2", "--backbone-weights", "none", "--no-jit"]) == 0
-    assert "trained 2 epoch(s)" in capsys.readouterr().out
+                     "--num-classes", "4", "--run-dir", str(run_dir), "--epochs", "6", "--batch-size", "4",
+                     "--crop-size", "32", "--steps-per-epoch", "2", "--backbone-weights", "none", "--no-jit",
+                     "--lr", "3e-3"]) == 0
+    assert "trained 6 epoch(s)" in capsys.readouterr().out
     assert os.path.exists(run_dir / "best.weights.h5") and os.path.exists(run_dir / "model.keras")
     config = json.load(open(run_dir / "config.json"))
-    assert config["recipe"] == "demo_shapes" and config["epochs"] == 2
+    assert config["recipe"] == "demo_shapes" and config["epochs"] == 6 and config["learning_rate"] == 3e-3
+    with open(run_dir / "log.csv") as stream:
+        losses = [float(row["loss"]) for row in csv.DictReader(stream)]
+    assert len(losses) == 6 and losses[-1] < losses[0], losses
 
 
 def test_cli_train_bad_data_is_one_clear_error(tmp_path, capsys):
