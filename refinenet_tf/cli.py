@@ -256,9 +256,25 @@ def main(argv=None):
         args.size = [(512, 512), (625, 468)]
     try:
         return args.run(args)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, FloatingPointError) as error:
         print(f"refinenet-tf {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:  # bad data met inside tf.data: its first line names the file and the fix
+        import tensorflow as tf
+
+        if not isinstance(error, tf.errors.InvalidArgumentError):
+            raise
+        print(f"refinenet-tf {args.command}: error: {_first_line(error.message)}", file=sys.stderr)
+        return 2
+
+
+def _first_line(message):
+    """The line of a TensorFlow error that holds our own message (``DataError: ...``), else its first line."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for line in lines:
+        if "DataError:" in line:
+            return line.split("DataError:", 1)[1].strip()
+    return lines[0] if lines else message
 
 
 if __name__ == "__main__":

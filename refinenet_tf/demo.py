@@ -70,7 +70,7 @@ def run_demo(output_dir=os.path.join("checkpoints", "demo"), epochs=None, num_tr
                                   image_every=max(1, (epochs or recipe.epochs) // 4))
     log(f"Training {recipe.model} ({recipe.source}) for {epochs or recipe.epochs} epochs on the CPU ...")
     train_start = time.perf_counter()
-    model, history = training.train(config, log=log)
+    model, history = training.train(config)
     train_seconds = time.perf_counter() - train_start
     best = os.path.join(run_dir, "best.weights.h5")
     if os.path.exists(best):

@@ -409,6 +409,15 @@ def _write_json_atomically(path, payload):
         json.dump(payload, stream, indent=2, sort_keys=True, default=str)
 
 
+def _count_examples(source):
+    """Examples in a resolved source (file lists, or the prepared TFDS split's size)."""
+    if hasattr(source, "examples"):
+        return len(source.examples)
+    import tensorflow_datasets as tfds
+
+    return tfds.builder(source.name, data_dir=source.data_dir).info.splits[source.split].num_examples
+
+
 def _has_backup(backup_dir):
     """True when ``BackupAndRestore`` left checkpoint files (an unfinished run); it empties them at the end."""
     return any(files for _, _, files in os.walk(backup_dir))
@@ -426,7 +435,7 @@ def _check_run_dir(run_dir):
                       "space before training.") from None
 
 
-def train(config, log=print, callbacks=()):
+def train(config, callbacks=()):
     """Trains a model as ``config`` says; returns ``(model, history)``.
 
     The run folder gets ``config.json`` (the resolved config), ``best.weights.h5`` (best validation mean IoU,
@@ -435,6 +444,14 @@ def train(config, log=print, callbacks=()):
     (``BackupAndRestore``: a run killed mid-way resumes at its last finished epoch when started again with
     the same run folder). ``callbacks`` are added to Keras' own.
     """
+    previous_policy = keras.mixed_precision.global_policy()
+    try:
+        return _train(config, callbacks)
+    finally:  # the trained model keeps its policy; the caller's global policy comes back
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _train(config, callbacks):
     from refinenet_tf import data as data_lib
 
     recipe = get_recipe(config.recipe)
@@ -454,7 +471,7 @@ def train(config, log=print, callbacks=()):
     train_data = data_lib.make_dataset(train_source, batch_size=global_batch, training=True, crop_size=crop_size,
                                        min_scale=recipe.min_scale, max_scale=recipe.max_scale, seed=config.seed,
                                        repeat=True, num_classes=num_classes)
-    steps = config.steps_per_epoch or max(1, len(getattr(train_source, "examples", ())) // global_batch)
+    steps = config.steps_per_epoch or max(1, _count_examples(train_source) // global_batch)
     val_data = None
     if config.val_data:
         val_data = data_lib.make_dataset(config.val_data, config.val_split, batch_size=1, training=False,

@@ -284,3 +284,40 @@ def test_multi_worker_mirrored_strategy_with_two_local_workers(tmp_path):
     losses = [json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in outputs]
     assert losses[0] == pytest.approx(losses[1], rel=1e-5) and losses[0][-1] < losses[0][0]
     np.testing.assert_allclose(np.load(tmp_path / "worker0.npy"), np.load(tmp_path / "worker1.npy"), rtol=1e-6)
+
+
+def test_cli_train_on_a_bad_mask_fails_with_one_line_naming_it(tmp_path, capsys):
+    from PIL import Image
+
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir(), masks.mkdir()
+    for stem, value in (("a", 1), ("b", 9)):  # b's mask holds class 9 of a 3-class dataset
+        Image.fromarray(np.full((40, 40, 3), 120, np.uint8)).save(images / f"{stem}.png")
+        Image.fromarray(np.full((40, 40), value, np.uint8)).save(masks / f"{stem}.png")
+    code = cli.main(["train", "--preset", "demo_shapes", "--data", f"folder:{images}:{masks}?num_classes=3",
+                     "--run-dir", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "1", "--crop-size", "32",
+                     "--backbone-weights", "none"])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and "b.png" in error and "outside [0, 3)" in error, error
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_weights(shapes_spec, tmp_path, tiny_backbone):
+    run_dir = tmp_path / "run"
+
+    class _Poison(keras.callbacks.Callback):
+        """From the second epoch on, make every weight NaN (a diverging run)."""
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if self.model.history.epoch:
+                for weight in self.model.trainable_weights:
+                    weight.assign(tf.fill(weight.shape, np.nan))
+
+    config = _config(shapes_spec, run_dir, tiny_backbone, val_data=None, epochs=3, steps_per_epoch=2)
+    with pytest.raises(FloatingPointError, match="NaN"):
+        training.train(config, callbacks=[_Poison()])
+    assert "nan" in (run_dir / "log.csv").read_text().lower()
+    assert not (run_dir / "model.keras").exists()
+    model = refinenet_tf.models.build("slim_mobilenetv2", num_classes=4, backbone_weights=None,
+                                      backbone=tiny_backbone, decoder_features=16, batch_norm_momentum=0.9)
+    model.load_weights(str(run_dir / "last.weights.h5"))  # the first epoch's, not the NaN one's
+    assert all(np.isfinite(w.numpy()).all() for w in model.weights)
