@@ -14,6 +14,7 @@ import shutil
 import time
 
 import numpy as np
+import tf_keras as keras
 
 from refinenet_tf import training, visualization
 from refinenet_tf.data import pipeline, sources, synthetic
@@ -32,15 +33,18 @@ def _overlay_grid(model, val_source, path, count=6):
     return visualization.save_image_png(path, np.concatenate(tiles, axis=0))
 
 
-def _confusion(model, val_source, num_classes):
-    confusion = np.zeros((num_classes, num_classes), np.int64)
+def _evaluate(model, val_source, num_classes):
+    """Mean IoU, per-class IoU and pixel accuracy on whole held-out images, with Keras' own metrics."""
+    mean_iou = keras.metrics.MeanIoU(num_classes, ignore_class=255, sparse_y_pred=False)
+    per_class = [keras.metrics.IoU(num_classes, [c], ignore_class=255, sparse_y_pred=False)
+                 for c in range(num_classes)]
+    accuracy = training.PixelAccuracy(ignore_class=255)
     for example in pipeline.read_examples(val_source):
-        truth = example["mask"].numpy().astype(np.int64)
-        predicted = model.predict(example["image"].numpy()[None].astype(np.float32), verbose=0)[0].argmax(-1)
-        valid = truth != 255
-        confusion += np.bincount(truth[valid] * num_classes + predicted[valid],
-                                 minlength=num_classes ** 2).reshape(num_classes, num_classes)
-    return confusion
+        logits = model.predict(example["image"].numpy()[None].astype(np.float32), verbose=0)
+        truth = example["mask"].numpy()[None]
+        for metric in [mean_iou, accuracy] + per_class:
+            metric.update_state(truth, logits)
+    return float(mean_iou.result()), [float(m.result()) for m in per_class], float(accuracy.result())
 
 
 def run_demo(output_dir=os.path.join("checkpoints", "demo"), epochs=None, num_train=400, num_val=100, seed=0,
@@ -77,18 +81,13 @@ def run_demo(output_dir=os.path.join("checkpoints", "demo"), epochs=None, num_tr
         model.load_weights(best)
 
     val_source = sources.resolve(spec, "val", num_classes=num_classes)
-    confusion = _confusion(model, val_source, num_classes)
-    intersection = np.diag(confusion).astype(np.float64)
-    union = confusion.sum(0) + confusion.sum(1) - intersection
-    iou = np.where(union > 0, intersection / np.maximum(union, 1), np.nan)
-    mean_iou = float(np.nanmean(iou))
-    accuracy = float(intersection.sum() / max(confusion.sum(), 1))
+    mean_iou, iou, accuracy = _evaluate(model, val_source, num_classes)
     overlay_path = _overlay_grid(model, val_source, os.path.join(output_dir, "overlay.png"))
     total = time.perf_counter() - start
     log(f"Held-out mean IoU {mean_iou:.3f}, pixel accuracy {accuracy:.3f}; per class: "
         + ", ".join(f"{name} {value:.3f}" for name, value in zip(synthetic.SHAPE_CLASSES, iou)))
     log(f"Training took {train_seconds:.0f} s, the whole demo {total:.0f} s. Checkpoint: {run_dir} "
         f"(best.weights.h5, model.keras); overlays (image | truth | prediction): {overlay_path}")
-    return {"mean_iou": mean_iou, "per_class_iou": iou.tolist(), "pixel_accuracy": accuracy,
+    return {"mean_iou": mean_iou, "per_class_iou": iou, "pixel_accuracy": accuracy,
             "train_seconds": train_seconds, "seconds": total, "run_dir": run_dir, "overlay": overlay_path,
             "epochs": len(history.epoch)}

@@ -227,18 +227,9 @@ def _schedule(recipe, learning_rate, steps_per_epoch, epochs):
 
 def freeze_batch_norm(model):
     """Puts every BatchNormalization layer of ``model`` (backbone included) in inference mode, untrained."""
-    for layer in _all_layers(model):
+    for layer in model.submodules:  # every nested layer, inside the backbone and our blocks too
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
-
-
-def _all_layers(layer):
-    yield layer
-    for child in getattr(layer, "layers", []) or []:
-        yield from _all_layers(child)
-    for child in getattr(layer, "_self_tracked_trackables", []):
-        if isinstance(child, keras.layers.Layer) and child is not layer and not isinstance(child, keras.Model):
-            yield from _all_layers(child)
 
 
 def compile_model(model, recipe, num_classes, learning_rate=None, steps_per_epoch=1, epochs=None,

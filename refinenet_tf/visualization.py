@@ -1,7 +1,7 @@
 """Palettes, colourised label maps, overlays and atomic PNG writing.
 
-Shared by the CLI, the notebooks and (later) TensorBoard images, so that every picture of a segmentation
-uses the same colours.
+Shared by the demo, the training run's TensorBoard images and the CLI, so that every picture of a
+segmentation uses the same colours.
 """
 
 import os

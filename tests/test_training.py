@@ -99,6 +99,11 @@ def test_compile_uses_decoder_multiplier_and_ema(tiny_backbone):
     assert all(not layer.trainable for layer in model.get_layer(tiny_backbone).layers
                if isinstance(layer, keras.layers.BatchNormalization)), "the LW recipe freezes BatchNorm"
     slim = refinenet_tf.RefineNet(num_classes=3, backbone=tiny_backbone, backbone_weights=None, decoder_features=8)
+    training.freeze_batch_norm(slim)
+    decoder_norms = [m for m in slim.get_layer("refine_p2").submodules
+                     if isinstance(m, keras.layers.BatchNormalization)]
+    assert decoder_norms and not any(m.trainable for m in decoder_norms), "BatchNorm inside the blocks is frozen"
+    slim = refinenet_tf.RefineNet(num_classes=3, backbone=tiny_backbone, backbone_weights=None, decoder_features=8)
     training.compile_model(slim, "slim_resnet101_voc", 3)
     assert slim.optimizer.use_ema and slim.optimizer.ema_momentum == 0.997
 
@@ -224,7 +229,10 @@ _DISTRIBUTED_STEP = textwrap.dedent("""
         rng = np.random.default_rng(1)
         images = rng.uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
         masks = rng.integers(0, 3, (4, 32, 32)).astype(np.int32)
+        before = np.concatenate([w.numpy().ravel() for w in model.trainable_weights])
         history = model.fit(images, masks, batch_size=4, epochs=3, verbose=0, shuffle=False)
+        after = np.concatenate([w.numpy().ravel() for w in model.trainable_weights])
+        assert np.abs(after - before).max() > 1e-4, "training did not move the weights"
         np.save(out, np.concatenate([w.numpy().ravel() for w in model.trainable_weights]))
         return history.history["loss"]
 """)
@@ -250,8 +258,7 @@ def test_mirrored_strategy_on_two_cpus_matches_one_device(tmp_path):
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr[-3000:]
     single, mirrored = np.load(tmp_path / "single.npy"), np.load(tmp_path / "mirrored.npy")
-    initial = np.concatenate([w.ravel() for w in np.load(tmp_path / "initial.npz").values()])
-    assert not np.allclose(single[:100], initial[:100]), "training moved the weights"
+    assert single.size == mirrored.size and np.isfinite(single).all()
     np.testing.assert_allclose(mirrored, single, rtol=1e-4, atol=1e-5)
 
 
