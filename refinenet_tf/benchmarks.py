@@ -1,7 +1,7 @@
-"""Benchmarks that measure (never assert): training throughput and memory per configuration.
+"""Benchmarks that measure (never assert): training throughput, inference latency and memory.
 
 Each configuration runs in a fresh Python process, so that its peak resident memory is its own.
-``refinenet-tf train-benchmark`` prints the table.
+``refinenet-tf train-benchmark`` and ``refinenet-tf inference-benchmark`` print the tables.
 """
 
 import json
@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-__all__ = ["measure_training", "run_training_benchmarks"]
+__all__ = ["measure_training", "run_inference_benchmark", "run_training_benchmarks"]
 
 
 def _rss_mib():
@@ -74,3 +74,108 @@ def run_training_benchmarks(model_names, sizes, batch_size=1, steps=3, jit_optio
                     f"{row['seconds_per_step']:.2f} | {row['images_per_second']:.2f} | {row['built_rss_mib']:.0f} | "
                     f"{row['peak_rss_mib']:.0f} |")
     return rows
+
+
+# The timed loop of the inference benchmark, run in a fresh process per format. It imports only what the format
+# needs: the SavedModel, TFLite and ONNX rows never import refinenet_tf (as in a serving process).
+_INFERENCE_TIMING = r"""
+import json, os, resource, sys, time
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+import numpy as np
+fmt, path, size, runs, warmup = json.loads(sys.argv[1])
+image = np.random.default_rng(0).integers(0, 256, (1, size, size, 3)).astype(np.uint8)
+if fmt == "keras":
+    import tensorflow as tf
+    from refinenet_tf import inference, saving
+    run = inference._segment_function(saving.load_model(path, compile=False), (1.0,), False, None)
+    call = lambda: run(tf.constant(image)).numpy()
+elif fmt == "saved_model":
+    import tensorflow as tf
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    call = lambda: serve(images=tf.constant(image))["probabilities"].numpy()
+elif fmt.startswith("tflite"):
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+        Interpreter = tf.lite.Interpreter
+    runner = Interpreter(model_path=path, num_threads=os.cpu_count()).get_signature_runner("serving_default")
+    call = lambda: runner(images=image)["probabilities"]
+elif fmt == "onnx":
+    import onnxruntime
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    call = lambda: session.run(["probabilities"], {"images": image})[0]
+start = time.perf_counter()
+call()
+first = time.perf_counter() - start
+for _ in range(warmup):
+    call()
+times = []
+for _ in range(runs):
+    start = time.perf_counter()
+    call()
+    times.append(time.perf_counter() - start)
+print(json.dumps({"median_ms": 1000 * float(np.median(times)), "min_ms": 1000 * min(times),
+                  "first_ms": 1000 * first, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "file_mib": sum(os.path.getsize(os.path.join(folder, name)) for folder, _, names in os.walk(path)
+                                  for name in names) / 2**20 if os.path.isdir(path) else os.path.getsize(path) / 2**20}))
+"""
+
+
+def run_inference_benchmark(model_name="lw_resnet50", size=512, runs=10, warmup=2, formats=None, workdir=None,
+                            log=print):
+    """Latency of one model served four ways: in-process Keras, SavedModel, TFLite (float32, float16, int8) and,
+    when ``tf2onnx`` and ``onnxruntime`` are installed, ONNX Runtime.
+
+    All formats compute the same thing: uint8 ``[1, size, size, 3]`` -> labels and probabilities at the input
+    size (random weights, 21 classes). The model is exported once into ``workdir`` (a temporary folder by
+    default); each format is then timed in a fresh process: the first call, then the median over ``runs`` calls
+    after ``warmup`` more. Returns the rows.
+    """
+    import shutil
+    import tempfile
+
+    from refinenet_tf import export, models
+
+    formats = list(formats or ["keras", "saved_model", "tflite_float32", "tflite_float16", "tflite_int8", "onnx"])
+    folder = workdir or tempfile.mkdtemp(prefix="refinenet_tf-bench-")
+    try:
+        model = models.build(model_name, num_classes=21, backbone_weights=None)
+        paths = {}
+        for fmt in formats:
+            start = time.perf_counter()
+            if fmt == "keras":
+                paths[fmt] = os.path.join(folder, "model.keras")
+                model.save(paths[fmt])
+            elif fmt == "saved_model":
+                paths[fmt] = export.export_saved_model(model, os.path.join(folder, "saved_model"), overwrite=True)
+            elif fmt.startswith("tflite_"):
+                paths[fmt] = export.export_tflite(model, os.path.join(folder, f"{fmt}.tflite"),
+                                                  quantization=fmt.split("_", 1)[1], input_size=(size, size),
+                                                  overwrite=True)
+            elif fmt == "onnx":
+                try:
+                    paths[fmt] = export.export_onnx(model, os.path.join(folder, "model.onnx"), overwrite=True)
+                except ImportError as error:
+                    log(f"(onnx skipped: {error})")
+                    continue
+            else:
+                raise ValueError(f"unknown format {fmt!r}")
+            log(f"(exported {fmt} in {time.perf_counter() - start:.1f} s)")
+        rows, reference = [], None
+        for fmt, path in paths.items():
+            result = subprocess.run([sys.executable, "-c", _INFERENCE_TIMING, json.dumps([fmt, path, size, runs,
+                                                                                         warmup])],
+                                    capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+            if result.returncode != 0:
+                raise RuntimeError(f"inference benchmark of {fmt} failed:\n{result.stderr[-2000:]}")
+            row = dict(json.loads(result.stdout.strip().splitlines()[-1]), format=fmt, model=model_name, size=size)
+            reference = reference or row["median_ms"]
+            row["vs_keras"] = row["median_ms"] / reference
+            rows.append(row)
+            log(f"| {model_name} | {size}x{size} | {fmt} | {row['median_ms']:.0f} | {row['min_ms']:.0f} | "
+                f"{row['vs_keras']:.2f} | {row['first_ms']:.0f} | {row['file_mib']:.1f} | {row['peak_rss_mib']:.0f} |")
+        return rows
+    finally:
+        if workdir is None:
+            shutil.rmtree(folder, ignore_errors=True)

@@ -132,6 +132,121 @@ def _train_benchmark(args):
     return 0
 
 
+def _model_from_args(args):
+    from refinenet_tf import inference
+
+    weights = None if args.backbone_weights in ("none", "None") else args.backbone_weights
+    return inference.load_inference_model(args.model, num_classes=args.num_classes, backbone_weights=weights,
+                                          weights=args.weights)
+
+
+def _evaluate(args):
+    from refinenet_tf import inference
+
+    model = _model_from_args(args)
+    result = inference.evaluate(model, args.data, args.split, num_classes=args.num_classes, scales=args.scales,
+                                class_names=inference.saved_class_names(args.model),
+                                flip=args.flip, max_side=args.max_side, limit=args.limit, progress=args.progress)
+    print(f"{result.source}: {model.name} on {result.pixels:,} labelled pixels")
+    print(result.table())
+    if args.output:
+        paths = result.save(args.output)
+        print("wrote " + ", ".join(paths))
+    return 0
+
+
+def _predict(args):
+    from refinenet_tf import inference, visualization
+
+    palette = visualization.read_palette(args.palette) if args.palette else None
+    model = _model_from_args(args)
+    result = inference.predict_files(model, args.inputs, args.output, scales=args.scales, flip=args.flip,
+                                     max_side=args.max_side, palette=palette, probabilities=args.probabilities,
+                                     class_names=inference.saved_class_names(args.model),
+                                     overlay_alpha=args.alpha, skip_errors=args.skip_errors, progress=args.progress)
+    for path, message in result["failed"].items():
+        print(f"skipped {path}: {message}", file=sys.stderr)
+    print(f"wrote label PNGs and overlays of {len(result['written'])} image(s) to {args.output}"
+          + (f"; {len(result['failed'])} could not be read" if result["failed"] else ""))
+    return 1 if result["failed"] else 0
+
+
+def _export(args):
+    from refinenet_tf import export, inference
+
+    output = args.output
+    if args.format != "saved_model":
+        extension = "." + args.format
+        if not output.endswith(extension):
+            raise ValueError(f"--output {output!r}: a {args.format} model is a file ending with {extension}.")
+    if args.format != "tflite" and (args.quantization != "float32" or args.input_size):
+        raise ValueError("--quantization and --input-size apply to --format tflite only.")
+    if os.path.lexists(output) and not args.overwrite:  # before the (slow) model load
+        raise FileExistsError(f"--output {output!r} already exists; remove it, choose another --output or pass "
+                              "--overwrite.")
+    model = _model_from_args(args)
+    if args.format == "saved_model":
+        export.export_saved_model(model, output, scales=args.scales, flip=args.flip, max_side=args.max_side,
+                                  overwrite=args.overwrite, source=args.model,
+                                  class_names=inference.saved_class_names(args.model))
+    elif args.format == "tflite":
+        export.export_tflite(model, output, quantization=args.quantization, input_size=args.input_size,
+                             scales=args.scales, flip=args.flip, overwrite=args.overwrite)
+    else:
+        export.export_onnx(model, output, scales=args.scales, flip=args.flip, overwrite=args.overwrite)
+    print(f"exported {model.name} ({model.output_shape[-1]} classes) from {args.model} to {output} ({args.format}"
+          + (f", {args.quantization}" if args.format == "tflite" else "") + ")")
+    return 0
+
+
+def _inference_benchmark(args):
+    import platform
+
+    from refinenet_tf import benchmarks, models
+
+    if args.model not in models.PRESETS:
+        raise ValueError(f"unknown model {args.model!r}; use one of {models.list_models()}")
+    print(f"Inference latency, uint8 [1, {args.size}, {args.size}, 3] -> labels + probabilities at input size, "
+          f"random weights, 21 classes; {platform.machine()}, {os.cpu_count()} cores; each format in a fresh "
+          f"process: median of {args.runs} calls after {args.warmup} warm-up calls.")
+    print("| model | input | format | median ms | min ms | relative to keras | first call ms | file MiB | "
+          "peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|---|", flush=True)
+    benchmarks.run_inference_benchmark(args.model, args.size, runs=args.runs, warmup=args.warmup,
+                                       formats=args.formats, log=lambda line: print(line, flush=True))
+    return 0
+
+
+def _add_model_arguments(parser):
+    parser.add_argument("--model", required=True, help="a .keras file, a SavedModel folder written by model.save, "
+                        "a training run folder (best weights), a .weights.h5 file in a run folder, or a preset name")
+    parser.add_argument("--num-classes", type=_positive_int, help="classes (default: the model's; presets: 21)")
+    parser.add_argument("--weights", help="a .weights.h5 file to load into the model")
+    parser.add_argument("--backbone-weights", default="imagenet",
+                        help="for a preset name: imagenet (downloaded by keras), none, or a file (default: "
+                        "%(default)s)")
+
+
+def _add_augmentation_arguments(parser):
+    parser.add_argument("--scales", type=_positive_float, nargs="+", default=[1.0], metavar="SCALE",
+                        help="average over these input scales, e.g. 0.5 0.75 1 1.25 1.5 1.75 (default: 1)")
+    parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=False,
+                        help="also average over left-right mirrored inputs (default: off)")
+    parser.add_argument("--max-side", type=_positive_int,
+                        help="shrink inputs whose longer side exceeds this before the model (outputs keep the "
+                        "input size); bounds memory on huge images")
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} must be > 0")
+    return value
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -223,6 +338,73 @@ def build_parser():
     flops.set_defaults(run=_flops)
 
     spec_help = "data spec: voc:PATH, voc_aug:PATH, folder:IMAGES:MASKS[?options] or tfds:NAME[:DATA_DIR]"
+
+    evaluate = commands.add_parser("evaluate", help="mean IoU, per-class IoU and confusion matrix on a dataset",
+                                   description="Run a model on every image of a dataset at its original label "
+                                   "resolution (whole images; optional multi-scale and flip averaging) and print "
+                                   "the per-class IoU table; --output also saves the confusion matrix (CSV, NPY) "
+                                   "and metrics.json.")
+    _add_model_arguments(evaluate)
+    evaluate.add_argument("--data", required=True, metavar="SPEC", help=spec_help)
+    evaluate.add_argument("--split", default="val", help="split (default: %(default)s)")
+    evaluate.add_argument("--output", metavar="DIR", help="write confusion_matrix.csv/.npy and metrics.json here")
+    evaluate.add_argument("--limit", type=_positive_int, help="evaluate only the first N images")
+    evaluate.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                          help="progress bar (default: on)")
+    _add_augmentation_arguments(evaluate)
+    evaluate.set_defaults(run=_evaluate)
+
+    predict = commands.add_parser("predict", help="segment image files into palette PNGs and overlays",
+                                  description="Segment images (files, folders, glob patterns) and write, per "
+                                  "image NAME, NAME.png (class indices, palette PNG at the image's size), "
+                                  "NAME_overlay.png and optionally NAME_probabilities.npy, plus legend.png.")
+    _add_model_arguments(predict)
+    predict.add_argument("--output", required=True, metavar="DIR", help="output folder (created if missing)")
+    predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    predict.add_argument("--probabilities", action="store_true", help="also write float32 probabilities (.npy)")
+    predict.add_argument("--palette", help="colours: a palette PNG (its palette) or a JSON list of [r, g, b] "
+                         "(default: VOC's)")
+    predict.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default: %(default)s)")
+    predict.add_argument("--skip-errors", action="store_true",
+                         help="go on past unreadable images (listed at the end; exit status 1)")
+    predict.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                         help="progress bar (default: on)")
+    _add_augmentation_arguments(predict)
+    predict.set_defaults(run=_predict)
+
+    from refinenet_tf import export
+
+    export_parser = commands.add_parser(
+        "export", help="export a SavedModel, TFLite or ONNX model for serving",
+        description="Export a model for serving without refinenet_tf: a SavedModel (signatures serving_default: "
+        "uint8 images -> labels, probabilities; serving_bytes: encoded images), a TFLite file or an ONNX file. "
+        "Written under a temporary name and renamed when complete.")
+    _add_model_arguments(export_parser)
+    export_parser.add_argument("--output", required=True,
+                               help="SavedModel folder, or .tflite / .onnx file")
+    export_parser.add_argument("--format", default="saved_model", choices=["saved_model", "tflite", "onnx"],
+                               help="format (default: %(default)s)")
+    export_parser.add_argument("--quantization", default="float32", choices=export.QUANTIZATIONS,
+                               help="TFLite weights: float32, float16, or int8 dynamic-range (default: "
+                               "%(default)s)")
+    export_parser.add_argument("--input-size", type=_size, metavar="HxW",
+                               help="TFLite input size (default: any size)")
+    export_parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    _add_augmentation_arguments(export_parser)
+    export_parser.set_defaults(run=_export)
+
+    inference_bench = commands.add_parser(
+        "inference-benchmark", help="latency of in-process Keras vs SavedModel vs TFLite (vs ONNX)",
+        description="Export one preset (random weights) to every format and time each in a fresh process.")
+    inference_bench.add_argument("--model", default="lw_resnet50", help="preset (default: %(default)s)")
+    inference_bench.add_argument("--size", type=_positive_int, default=512, help="square input side (default: "
+                                 "%(default)s)")
+    inference_bench.add_argument("--runs", type=_positive_int, default=10, help="timed calls (default: %(default)s)")
+    inference_bench.add_argument("--warmup", type=int, default=2, help="untimed calls first (default: %(default)s)")
+    inference_bench.add_argument("--formats", nargs="+", metavar="FORMAT",
+                                 choices=["keras", "saved_model", "tflite_float32", "tflite_float16", "tflite_int8",
+                                          "onnx"], help="formats (default: all)")
+    inference_bench.set_defaults(run=_inference_benchmark)
     check = commands.add_parser("check-data", help="scan a dataset and report every bad file",
                                 description="Read every image and mask of a dataset and report every problem "
                                 "(unreadable files, size mismatches, mask values out of range, ...); exit status 1 "
@@ -256,7 +438,7 @@ def main(argv=None):
         args.size = [(512, 512), (625, 468)]
     try:
         return args.run(args)
-    except (ValueError, OSError, FloatingPointError) as error:
+    except (ValueError, OSError, FloatingPointError, ImportError) as error:
         print(f"refinenet-tf {args.command}: error: {error}", file=sys.stderr)
         return 2
     except Exception as error:  # bad data met inside tf.data: its first line names the file and the fix

@@ -71,6 +71,7 @@ def run_demo(output_dir=os.path.join("checkpoints", "demo"), epochs=None, num_tr
     recipe = training.get_recipe("demo_shapes")
     config = training.TrainConfig(recipe="demo_shapes", data=spec, val_data=spec, num_classes=num_classes,
                                   run_dir=run_dir, epochs=epochs, backbone_weights=None, seed=seed, verbose=2,
+                                  class_names=synthetic.SHAPE_CLASSES,
                                   image_every=max(1, (epochs or recipe.epochs) // 4))
     log(f"Training {recipe.model} ({recipe.source}) for {epochs or recipe.epochs} epochs on the CPU ...")
     train_start = time.perf_counter()

@@ -15,7 +15,7 @@ import dataclasses
 import json
 import os
 import tempfile
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -338,6 +338,7 @@ class TrainConfig:
     resume: bool = True
     seed: int = 0
     verbose: object = "auto"
+    class_names: Tuple[str, ...] = ()
 
 
 class PredictionImages(keras.callbacks.Callback):
@@ -468,7 +469,10 @@ def _train(config, callbacks):
         val_data = data_lib.make_dataset(config.val_data, config.val_split, batch_size=1, training=False,
                                          num_classes=num_classes)
 
-    resolved = dict(dataclasses.asdict(config), epochs=epochs, batch_size=batch_size, crop_size=crop_size,
+    class_names = tuple(config.class_names) or tuple(train_source.class_names)
+    if len(class_names) != num_classes:  # e.g. VOC's 21 names for a VOC-layout dataset of other classes
+        class_names = ()
+    resolved = dict(dataclasses.asdict(config), class_names=list(class_names), epochs=epochs, batch_size=batch_size, crop_size=crop_size,
                     num_classes=num_classes, steps_per_epoch=steps, recipe_settings=dataclasses.asdict(recipe),
                     strategy_replicas=strategy.num_replicas_in_sync,
                     jit_compile=resolve_jit_compile(config.jit_compile),

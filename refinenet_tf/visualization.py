@@ -11,7 +11,7 @@ from PIL import Image
 
 from refinenet_tf._files import atomic_path
 
-__all__ = ["VOC_CLASSES", "colorize", "overlay", "save_image_png", "save_label_png", "voc_palette"]
+__all__ = ["VOC_CLASSES", "colorize", "legend", "overlay", "read_palette", "save_image_png", "save_label_png", "voc_palette"]
 
 #: The 21 PASCAL VOC 2012 classes, in label order; 255 marks "ignore" (object boundaries).
 VOC_CLASSES = (
@@ -38,6 +38,39 @@ def voc_palette(num_colors=256):
             blue |= ((value >> 2) & 1) << shift
             value >>= 3
         palette[index] = (red, green, blue)
+    return palette
+
+
+def read_palette(path):
+    """Reads colours from a palette PNG (its palette) or a JSON list of ``[r, g, b]``; returns ``[256, 3]`` uint8.
+
+    Colours past the file's own are filled from the VOC palette, so every index up to 255 has one.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--palette {path!r} does not exist.")
+    if path.lower().endswith(".json"):
+        import json
+
+        try:
+            with open(path) as stream:
+                colors = np.asarray(json.load(stream))
+        except ValueError as error:
+            raise ValueError(f"--palette {path!r} is not valid JSON: {error}") from None
+        if colors.ndim != 2 or colors.shape[1] != 3 or len(colors) > 256 or colors.min() < 0 or colors.max() > 255:
+            raise ValueError(f"--palette {path!r} must be a JSON list of at most 256 [r, g, b] triples in [0, 255].")
+    else:
+        try:
+            with Image.open(path) as image:
+                colors = image.getpalette() if image.mode == "P" else None
+        except OSError:
+            raise ValueError(f"--palette {path!r} is neither a palette PNG nor a .json file.") from None
+        if colors is None:
+            raise ValueError(f"--palette {path!r} has no palette (mode is not 'P'); give a palette PNG or a .json "
+                             "list of colours.")
+        colors = np.asarray(colors).reshape(-1, 3)[:256]
+    palette = voc_palette()
+    palette[:len(colors)] = colors
     return palette
 
 
@@ -79,6 +112,35 @@ def overlay(image, labels, alpha=0.5, palette=None, ignore_background=True):
     if ignore_background:
         blended = np.where((labels == 0)[..., None], image.astype(np.float32), blended)
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+def legend(class_names, palette=None, classes=None, swatch=16, width=200):
+    """A ``[rows * (swatch + 4), width, 3]`` uint8 image listing each class's colour and name.
+
+    Args:
+        class_names: name of each class index.
+        palette: colours (VOC by default).
+        classes: the class indices to list (default: all), e.g. those present in a prediction.
+        swatch: side of each colour square in pixels.
+        width: image width in pixels.
+
+    Example:
+        >>> legend(["background", "cat"]).shape
+        (40, 200, 3)
+    """
+    from PIL import ImageDraw
+
+    palette = voc_palette() if palette is None else np.asarray(palette, np.uint8)
+    classes = range(len(class_names)) if classes is None else [int(c) for c in classes]
+    row = swatch + 4
+    canvas = Image.new("RGB", (width, max(1, row * len(classes))), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for position, index in enumerate(classes):
+        top = position * row + 2
+        draw.rectangle([2, top, 2 + swatch, top + swatch], fill=tuple(int(v) for v in palette[index]),
+                       outline=(0, 0, 0))
+        draw.text((swatch + 8, top + max(0, (swatch - 11) // 2)), f"{index} {class_names[index]}", fill=(0, 0, 0))
+    return np.asarray(canvas)
 
 
 def _save_atomically(pil_image, path):

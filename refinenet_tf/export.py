@@ -1,0 +1,244 @@
+"""Export for serving: a SavedModel that needs only TensorFlow, and TFLite models.
+
+SavedModel signatures (``tf.saved_model.load(path).signatures[...]``):
+
+=====================  =====================================  ==================================================
+signature              input                                  outputs
+=====================  =====================================  ==================================================
+``serving_default``    ``images``: uint8 ``[N, H, W, 3]``     ``labels`` int32 ``[N, H, W]``,
+                       (RGB, any ``H, W``)                    ``probabilities`` float32 ``[N, H, W, C]``
+``serving_bytes``      ``image_bytes``: string ``[N]``        ``labels`` int32 ``[N, Hmax, Wmax]`` (-1 past each
+                       (encoded JPEG / PNG / BMP / GIF)       image's size), ``probabilities`` float32 (0 there),
+                                                              ``image_sizes`` int32 ``[N, 2]`` (height, width)
+=====================  =====================================  ==================================================
+
+Both run the same TensorFlow function as :func:`refinenet_tf.inference.predict` (with the test-time
+augmentation chosen at export), so their labels equal the in-process model's. The folder also holds
+``refinenet_tf.json``: class names, number of classes, augmentation, the source model. Loading needs only
+TensorFlow (not ``refinenet_tf``, not Keras)::
+
+    import tensorflow as tf
+    serve = tf.saved_model.load("export/saved_model").signatures["serving_default"]
+    labels = serve(images=tf.zeros([1, 375, 500, 3], tf.uint8))["labels"]
+
+TFLite (:func:`export_tflite`): ``float32``, ``float16`` (weights stored as float16) or ``int8`` (dynamic-range
+quantization: int8 weights, float activations) with the same ``serving_default`` signature for one image.
+ONNX (:func:`export_onnx`, needs ``pip install "refinenet_tf[onnx]"``): input ``images``, outputs ``labels``
+and ``probabilities``, any batch and size.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+from refinenet_tf import _files, inference
+
+__all__ = ["QUANTIZATIONS", "export_onnx", "export_saved_model", "export_tflite", "tflite_interpreter"]
+
+#: TFLite weight formats: float32 (no quantization), float16 weights, int8 dynamic-range quantization.
+QUANTIZATIONS = ("float32", "float16", "int8")
+
+_METADATA = "refinenet_tf.json"
+
+
+class _Serving(tf.Module):
+    """The model and the serving functions that wrap it (uint8 in; labels and probabilities out)."""
+
+    def __init__(self, model, scales=(1.0,), flip=False, max_side=None):
+        super().__init__(name="refinenet_serving")
+        self.model = model
+        self.scales = inference._check_scales(scales)
+        self.flip, self.max_side = bool(flip), max_side
+
+    def outputs(self, images):
+        probabilities = inference.segment(self.model, images, self.scales, self.flip, self.max_side)
+        return {"labels": tf.argmax(probabilities, axis=-1, output_type=tf.int32), "probabilities": probabilities}
+
+    def serve_images(self, images):
+        return self.outputs(_validated(images))
+
+    def serve_bytes(self, image_bytes):
+        def decode(data):
+            image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+            image.set_shape([None, None, 3])
+            return image
+
+        sizes = tf.map_fn(lambda data: tf.shape(decode(data))[:2], image_bytes, fn_output_signature=tf.int32)
+        height, width = tf.reduce_max(sizes[:, 0]), tf.reduce_max(sizes[:, 1])
+        classes = self.model.output_shape[-1]
+
+        def one(data):
+            image = decode(data)
+            result = self.outputs(image[None])
+            pad = [[0, height - tf.shape(image)[0]], [0, width - tf.shape(image)[1]]]
+            return (tf.pad(result["labels"][0], pad, constant_values=-1),
+                    tf.pad(result["probabilities"][0], pad + [[0, 0]]))
+
+        labels, probabilities = tf.map_fn(one, image_bytes, fn_output_signature=(
+            tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None, classes], tf.float32)))
+        return {"labels": labels, "probabilities": probabilities, "image_sizes": sizes}
+
+
+def _validated(images):
+    """``images`` after checks of rank, channels and size that fail with a message saying what is expected.
+
+    The signature's ``TensorSpec`` makes TensorFlow check the dtype, but a loaded signature does not check shapes,
+    and a rank declared in the spec would let TensorFlow fold the rank check away: the spec leaves the shape open
+    and the checks here close it.
+    """
+    expected = "serving_default expects images: uint8 RGB [batch, height, width, 3] with height, width >= 1; got shape"
+    shape = tf.shape(images)
+    valid = tf.cond(tf.equal(tf.size(shape), 4),  # the cond keeps shape[1:3] from running on another rank
+                    lambda: tf.logical_and(tf.equal(shape[-1], 3), tf.reduce_all(shape[1:3] > 0)),
+                    lambda: tf.constant(False))
+    check = tf.debugging.Assert(valid, [expected, shape], summarize=8)
+    with tf.control_dependencies([check]):
+        return tf.ensure_shape(images, [None, None, None, 3])
+
+
+def _metadata(model, serving, class_names, source):
+    num_classes = model.output_shape[-1]
+    return {"format": "refinenet_tf export 1", "model": model.name, "source": source, "num_classes": num_classes,
+            "class_names": list(inference.class_names_for(num_classes, class_names)),
+            "scales": list(serving.scales), "flip": serving.flip, "max_side": serving.max_side,
+            "input": "uint8 RGB [N, H, W, 3], any H and W", "labels": "int32 [N, H, W]",
+            "probabilities": "float32 [N, H, W, C]"}
+
+
+def _check_target(path, overwrite, what):
+    if os.path.lexists(path) and not overwrite:
+        raise FileExistsError(f"{what} {path!r} already exists; remove it, choose another --output or pass "
+                              "--overwrite.")
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    if not os.access(parent, os.W_OK):
+        raise PermissionError(f"cannot write {what} {path!r}: folder {parent!r} is not writable.")
+
+
+def export_saved_model(model, path, scales=(1.0,), flip=False, max_side=None, class_names=None, overwrite=False,
+                       source=""):
+    """Writes a SavedModel with the ``serving_default`` and ``serving_bytes`` signatures (see the module).
+
+    The folder is written under a temporary name beside ``path`` and renamed when complete, so an interrupted
+    export never leaves a partial model at ``path``; with ``overwrite`` an existing export is replaced only then.
+
+    Args:
+        model: a segmentation model (see :func:`refinenet_tf.inference.segment`).
+        path: the SavedModel folder to create.
+        scales, flip, max_side: test-time augmentation built into the signatures.
+        class_names: stored in ``refinenet_tf.json`` (default: VOC's for 21 classes, else ``class_i``).
+        overwrite: replace an existing ``path``.
+        source: where the model came from, for ``refinenet_tf.json``.
+
+    Returns:
+        ``path``.
+    """
+    path = os.path.abspath(os.fspath(path))
+    _check_target(path, overwrite, "SavedModel folder")
+    serving = _Serving(model, scales, flip, max_side)
+    images = tf.function(serving.serve_images, input_signature=[tf.TensorSpec(None, tf.uint8, name="images")])
+    encoded = tf.function(serving.serve_bytes, input_signature=[tf.TensorSpec([None], tf.string,
+                                                                              name="image_bytes")])
+    temporary = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=os.path.dirname(path))
+    try:
+        tf.saved_model.save(serving, temporary, signatures={"serving_default": images.get_concrete_function(),
+                                                            "serving_bytes": encoded.get_concrete_function()})
+        with open(os.path.join(temporary, _METADATA), "w") as stream:
+            json.dump(_metadata(model, serving, class_names, source), stream, indent=2)
+        os.chmod(temporary, 0o777 & ~_files._umask())
+        _replace_folder(temporary, path)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    return path
+
+
+def _replace_folder(new, path):
+    """Renames folder ``new`` to ``path``; an existing ``path`` is moved aside first and deleted after."""
+    if not os.path.lexists(path):
+        os.replace(new, path)
+        return
+    old = tempfile.mkdtemp(prefix=".old-" + os.path.basename(path) + "-", dir=os.path.dirname(path))
+    os.rmdir(old)
+    os.replace(path, old)
+    try:
+        os.replace(new, path)
+    except OSError:
+        os.replace(old, path)  # put the previous export back
+        raise
+    if os.path.isdir(old) and not os.path.islink(old):
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.remove(old)
+
+
+def export_tflite(model, path, quantization="float32", input_size=(512, 512), scales=(1.0,), flip=False,
+                  overwrite=False):
+    """Writes a TFLite model whose ``serving_default`` signature maps ``images`` uint8 ``[1, H, W, 3]`` to
+    ``labels`` int32 ``[1, H, W]`` and ``probabilities`` float32 ``[1, H, W, C]``.
+
+    Args:
+        model: a segmentation model (see :func:`refinenet_tf.inference.segment`).
+        path: the ``.tflite`` file to write (atomically).
+        quantization: ``float32``, ``float16`` (float16 weights) or ``int8`` (dynamic-range quantization).
+        input_size: ``(H, W)`` of the input, or ``None`` for any size (call ``resize_tensor_input`` before
+            ``allocate_tensors``).
+        scales, flip: test-time augmentation built into the model.
+        overwrite: replace an existing file.
+
+    Returns:
+        ``path``.
+    """
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization {quantization!r} is not one of {QUANTIZATIONS}.")
+    path = os.fspath(path)
+    if not path.endswith(".tflite"):
+        raise ValueError(f"--output {path!r}: a TFLite model file must end with .tflite.")
+    _check_target(path, overwrite, "TFLite file")
+    height, width = (None, None) if input_size is None else (int(input_size[0]), int(input_size[1]))
+    serving = _Serving(model, scales, flip)
+    function = tf.function(serving.outputs).get_concrete_function(
+        tf.TensorSpec([1, height, width, 3], tf.uint8, name="images"))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], serving)
+    if quantization != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    flatbuffer = converter.convert()
+    with _files.atomic_path(path, suffix=".tflite") as temporary, open(temporary, "wb") as stream:
+        stream.write(flatbuffer)
+    return path
+
+
+def tflite_interpreter(path, num_threads=None):
+    """A TFLite interpreter for ``path``: LiteRT's (``ai_edge_litert``) when installed, else ``tf.lite``'s."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        Interpreter = tf.lite.Interpreter
+    return Interpreter(model_path=os.fspath(path), num_threads=num_threads or os.cpu_count())
+
+
+def export_onnx(model, path, scales=(1.0,), flip=False, opset=17, overwrite=False):
+    """Writes an ONNX model (through ``tf2onnx``): ``images`` uint8 ``[N, H, W, 3]`` -> ``labels`` int32
+    ``[N, H, W]`` and ``probabilities`` float32 ``[N, H, W, C]``, any ``N, H, W``; written atomically.
+
+    Needs the ``onnx`` extra: ``pip install "refinenet_tf[onnx]"`` (tf2onnx >= 1.17, onnx, onnxruntime).
+    """
+    try:
+        import tf2onnx
+    except ImportError:
+        raise ImportError('ONNX export needs tf2onnx: pip install "refinenet_tf[onnx]"') from None
+    path = os.fspath(path)
+    if not path.endswith(".onnx"):
+        raise ValueError(f"--output {path!r}: an ONNX model file must end with .onnx.")
+    _check_target(path, overwrite, "ONNX file")
+    serving = _Serving(model, scales, flip)
+    function = tf.function(serving.outputs)
+    proto, _ = tf2onnx.convert.from_function(
+        function, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")], opset=opset)
+    with _files.atomic_path(path, suffix=".onnx") as temporary, open(temporary, "wb") as stream:
+        stream.write(proto.SerializeToString())
+    return path
