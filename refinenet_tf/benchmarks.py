@@ -6,7 +6,6 @@ Each configuration runs in a fresh Python process, so that its peak resident mem
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -14,10 +13,15 @@ import time
 __all__ = ["measure_training", "run_inference_benchmark", "run_training_benchmarks"]
 
 
-def _rss_mib():
+def _rss_mib(field="VmRSS"):
+    """This process's resident memory (``VmRSS``) or its peak (``VmHWM``) in MiB.
+
+    ``VmHWM`` starts afresh in each new program, unlike ``getrusage``'s ``ru_maxrss``, which Linux carries over
+    from the parent process through fork and exec.
+    """
     with open("/proc/self/status") as stream:
         for line in stream:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -50,7 +54,7 @@ def measure_training(model_name, size, batch_size=1, steps=3, jit_compile=False,
     keras.backend.clear_session()
     return {"model": model_name, "size": size, "batch_size": batch_size, "jit_compile": jit_compile,
             "seconds_per_step": seconds, "images_per_second": batch_size / seconds, "built_rss_mib": built_rss,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mib": _rss_mib("VmHWM")}
 
 
 def run_training_benchmarks(model_names, sizes, batch_size=1, steps=3, jit_options=(False, True), log=print):
@@ -79,16 +83,17 @@ def run_training_benchmarks(model_names, sizes, batch_size=1, steps=3, jit_optio
 # The timed loop of the inference benchmark, run in a fresh process per format. It imports only what the format
 # needs: the SavedModel, TFLite and ONNX rows never import refinenet_tf (as in a serving process).
 _INFERENCE_TIMING = r"""
-import json, os, resource, sys, time
+import json, os, sys, time
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 import numpy as np
 fmt, path, size, runs, warmup = json.loads(sys.argv[1])
 image = np.random.default_rng(0).integers(0, 256, (1, size, size, 3)).astype(np.uint8)
 if fmt == "keras":
     import tensorflow as tf
-    from refinenet_tf import inference, saving
-    run = inference._segment_function(saving.load_model(path, compile=False), (1.0,), False, None)
-    call = lambda: run(tf.constant(image)).numpy()
+    from refinenet_tf import export, saving
+    serving = export._Serving(saving.load_model(path, compile=False))  # what the SavedModel signature runs
+    run = tf.function(serving.outputs, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+    call = lambda: run(tf.constant(image))["probabilities"].numpy()
 elif fmt == "saved_model":
     import tensorflow as tf
     serve = tf.saved_model.load(path).signatures["serving_default"]
@@ -115,10 +120,13 @@ for _ in range(runs):
     start = time.perf_counter()
     call()
     times.append(time.perf_counter() - start)
+peak = [int(line.split()[1]) / 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:")][0]
+if os.path.isdir(path):
+    size_bytes = sum(os.path.getsize(os.path.join(top, name)) for top, _, names in os.walk(path) for name in names)
+else:
+    size_bytes = os.path.getsize(path)
 print(json.dumps({"median_ms": 1000 * float(np.median(times)), "min_ms": 1000 * min(times),
-                  "first_ms": 1000 * first, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "file_mib": sum(os.path.getsize(os.path.join(folder, name)) for folder, _, names in os.walk(path)
-                                  for name in names) / 2**20 if os.path.isdir(path) else os.path.getsize(path) / 2**20}))
+                  "first_ms": 1000 * first, "peak_rss_mib": peak, "file_mib": size_bytes / 2**20}))
 """
 
 

@@ -472,7 +472,8 @@ def _train(config, callbacks):
     class_names = tuple(config.class_names) or tuple(train_source.class_names)
     if len(class_names) != num_classes:  # e.g. VOC's 21 names for a VOC-layout dataset of other classes
         class_names = ()
-    resolved = dict(dataclasses.asdict(config), class_names=list(class_names), epochs=epochs, batch_size=batch_size, crop_size=crop_size,
+    resolved = dict(dataclasses.asdict(config), class_names=list(class_names), epochs=epochs, batch_size=batch_size,
+                    crop_size=crop_size,
                     num_classes=num_classes, steps_per_epoch=steps, recipe_settings=dataclasses.asdict(recipe),
                     strategy_replicas=strategy.num_replicas_in_sync,
                     jit_compile=resolve_jit_compile(config.jit_compile),

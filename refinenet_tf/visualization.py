@@ -11,7 +11,8 @@ from PIL import Image
 
 from refinenet_tf._files import atomic_path
 
-__all__ = ["VOC_CLASSES", "colorize", "legend", "overlay", "read_palette", "save_image_png", "save_label_png", "voc_palette"]
+__all__ = ["VOC_CLASSES", "colorize", "legend", "overlay", "read_palette", "save_image_png", "save_label_png",
+           "voc_palette"]
 
 #: The 21 PASCAL VOC 2012 classes, in label order; 255 marks "ignore" (object boundaries).
 VOC_CLASSES = (

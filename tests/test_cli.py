@@ -1,6 +1,8 @@
 """The ``refinenet-tf`` command line, called through ``main(argv)``."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -20,6 +22,30 @@ def test_demo_trains_evaluates_and_writes_its_files(tmp_path, capsys):
         assert (tmp_path / "run" / name).exists(), name
     assert len(os.listdir(tmp_path / "data" / "VOCdevkit" / "VOC2012" / "JPEGImages")) == 10
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")], "no temporary files left"
+
+    # The demo's checkpoint exported as a SavedModel segments a real VOC image in a process without refinenet_tf.
+    saved = tmp_path / "saved_model"
+    assert cli.main(["export", "--model", str(tmp_path / "run"), "--output", str(saved)]) == 0
+    jpeg = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "voc_sample", "VOCdevkit", "VOC2012",
+                        "JPEGImages", "2007_004189.jpg")
+    script = f"""
+import sys
+sys.modules["refinenet_tf"] = sys.modules["tf_keras"] = None  # importing either now fails
+import json, tensorflow as tf
+serve = tf.saved_model.load({str(saved)!r}).signatures["serving_bytes"]
+result = serve(image_bytes=tf.constant([open({jpeg!r}, "rb").read()]))
+names = json.load(open({str(saved / "refinenet_tf.json")!r}))["class_names"]
+labels = result["labels"][0].numpy()
+print(result["image_sizes"].numpy().tolist(), labels.shape, int(labels.min()) >= 0, int(labels.max()) < len(names),
+      names)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    with Image.open(jpeg) as image:
+        width, height = image.size
+    assert result.stdout.split("\n")[-2] == (f"[[{height}, {width}]] ({height}, {width}) True True "
+                                             "['background', 'disc', 'rectangle', 'triangle']")
 
 
 def test_demo_into_a_file_fails_with_one_clear_line(tmp_path, capsys):
