@@ -247,7 +247,8 @@ def evaluate(model, data, split="val", num_classes=None, class_names=None, scale
         data: a data spec (``voc:PATH``, ``voc_aug:PATH``, ``folder:IMAGES:MASKS``, ``tfds:NAME``) or a resolved
             source (:func:`refinenet_tf.data.resolve`).
         split: the split of a spec.
-        num_classes: classes (default: the source's, else the model's output channels).
+        num_classes: classes (default: the model's output channels); mask values outside ``[0, num_classes)``
+            other than the ignore value stop the evaluation with an error naming the mask file.
         class_names: names for the table (default: the source's, VOC's for 21 classes, else ``class_i``).
         scales, flip, max_side: test-time augmentation, see :func:`segment`.
         limit: evaluate only the first ``limit`` examples.
@@ -261,9 +262,9 @@ def evaluate(model, data, split="val", num_classes=None, class_names=None, scale
     scales = _check_scales(scales)
     source = sources.resolve(data, split) if isinstance(data, str) else data
     model_classes = model.output_shape[-1]
-    num_classes = num_classes or source.num_classes or model_classes
+    num_classes = num_classes or model_classes  # mask values past the model's classes fail, naming the file
     if num_classes != model_classes:
-        raise ValueError(f"the model predicts {model_classes} classes but the data has {num_classes}; give "
+        raise ValueError(f"the model predicts {model_classes} classes, not the {num_classes} asked for; give "
                          "--num-classes matching the model, or a model trained for this data.")
     source_names = source.class_names if len(source.class_names) == num_classes else None
     names = class_names_for(num_classes, class_names or source_names)

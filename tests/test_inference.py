@@ -74,8 +74,12 @@ def test_evaluation_files_are_written_and_readable(tmp_path):
     assert sorted(os.listdir(tmp_path / "out")) == ["confusion_matrix.csv", "confusion_matrix.npy", "metrics.json"]
 
 
-def test_evaluate_refuses_a_class_count_that_does_not_match_the_model(voc_sample_dir):
-    with pytest.raises(ValueError, match="predicts 3 classes but the data has 21"):
+def test_evaluate_refuses_a_class_count_or_masks_that_do_not_fit_the_model(voc_sample_dir):
+    with pytest.raises(ValueError, match="predicts 3 classes, not the 21 asked for"):
+        inference.evaluate(_red_channel_classifier(3), f"voc:{voc_sample_dir}", "val", num_classes=21,
+                           progress=False)
+    # VOC masks hold classes up to 20: a 3-class model's evaluation stops at the first such mask, naming it
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"SegmentationClass/\w+\.png.*outside"):
         inference.evaluate(_red_channel_classifier(3), f"voc:{voc_sample_dir}", "val", progress=False)
 
 
