@@ -140,7 +140,7 @@ class Evaluation:
 
     Example:
         >>> result = Evaluation(np.array([[3, 1], [0, 4]]), ("background", "cat"))
-        >>> [round(v, 4) for v in result.iou], round(result.mean_iou, 4), result.pixel_accuracy
+        >>> result.iou.round(4).tolist(), round(result.mean_iou, 4), result.pixel_accuracy
         ([0.75, 0.8], 0.775, 0.875)
     """
 
