@@ -4,7 +4,8 @@
    rectangles, triangles in random colours on noisy backgrounds; held-out ``val`` scenes).
 2. Trains the ``demo_shapes`` recipe (Light-Weight RefineNet-MobileNetV2, random initial weights) with
    :func:`refinenet_tf.training.train`, keeping the run under ``<output>/run``.
-3. Evaluates on the held-out scenes (mean IoU, per-class IoU, pixel accuracy) and writes an overlay grid.
+3. Evaluates on the held-out scenes with :func:`refinenet_tf.inference.evaluate` (mean IoU, per-class IoU, pixel
+   accuracy) and writes an overlay grid.
 
 Nothing is downloaded.
 """
@@ -14,9 +15,8 @@ import shutil
 import time
 
 import numpy as np
-import tf_keras as keras
 
-from refinenet_tf import training, visualization
+from refinenet_tf import inference, training, visualization
 from refinenet_tf.data import pipeline, sources, synthetic
 
 __all__ = ["run_demo"]
@@ -31,20 +31,6 @@ def _overlay_grid(model, val_source, path, count=6):
         tiles.append(np.concatenate([image, visualization.colorize(np.where(truth == 255, 0, truth)),
                                      visualization.overlay(image, labels, alpha=0.6)], axis=1))
     return visualization.save_image_png(path, np.concatenate(tiles, axis=0))
-
-
-def _evaluate(model, val_source, num_classes):
-    """Mean IoU, per-class IoU and pixel accuracy on whole held-out images, with Keras' own metrics."""
-    mean_iou = keras.metrics.MeanIoU(num_classes, ignore_class=255, sparse_y_pred=False)
-    per_class = [keras.metrics.IoU(num_classes, [c], ignore_class=255, sparse_y_pred=False)
-                 for c in range(num_classes)]
-    accuracy = training.PixelAccuracy(ignore_class=255)
-    for example in pipeline.read_examples(val_source):
-        logits = model.predict(example["image"].numpy()[None].astype(np.float32), verbose=0)
-        truth = example["mask"].numpy()[None]
-        for metric in [mean_iou, accuracy] + per_class:
-            metric.update_state(truth, logits)
-    return float(mean_iou.result()), [float(m.result()) for m in per_class], float(accuracy.result())
 
 
 def run_demo(output_dir=os.path.join("checkpoints", "demo"), epochs=None, num_train=400, num_val=100, seed=0,
@@ -82,7 +68,9 @@ def run_demo(output_dir=os.path.join("checkpoints", "demo"), epochs=None, num_tr
         model.load_weights(best)
 
     val_source = sources.resolve(spec, "val", num_classes=num_classes)
-    mean_iou, iou, accuracy = _evaluate(model, val_source, num_classes)
+    scores = inference.evaluate(model, val_source, num_classes=num_classes, class_names=synthetic.SHAPE_CLASSES,
+                                progress=False)
+    mean_iou, iou, accuracy = scores.mean_iou, [float(v) for v in scores.iou], scores.pixel_accuracy
     overlay_path = _overlay_grid(model, val_source, os.path.join(output_dir, "overlay.png"))
     total = time.perf_counter() - start
     log(f"Held-out mean IoU {mean_iou:.3f}, pixel accuracy {accuracy:.3f}; per class: "
