@@ -17,6 +17,8 @@ from typing import Callable, Mapping
 
 import tf_keras as keras
 
+from refinenet_tf import _files
+
 __all__ = ["BACKBONES", "BackboneSpec", "PYRAMID_LEVELS", "build_backbone", "get_backbone_spec",
            "list_backbones", "register_backbone"]
 
@@ -109,6 +111,7 @@ def _check_weights(weights):
     if not os.path.isfile(weights):
         raise FileNotFoundError(f"backbone_weights={os.fspath(weights)!r}: no such file; give the path of a "
                                 "keras weights file (.h5) for this backbone, 'imagenet' or None.")
+    _files.check_weights_file(weights, "backbone_weights=")
 
 
 def _with_slim_arg_scope(model, weight_decay, batch_norm_momentum):

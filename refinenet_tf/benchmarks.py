@@ -1,7 +1,10 @@
-"""Benchmarks that measure (never assert): training throughput, inference latency and memory.
+"""Benchmarks that measure (never assert): compute efficiency, training throughput, inference latency, memory.
 
 Each configuration runs in a fresh Python process, so that its peak resident memory is its own.
-``refinenet-tf train-benchmark`` and ``refinenet-tf inference-benchmark`` print the tables.
+``refinenet-tf benchmark`` (:func:`run_benchmark`, ``make bench``) prints the one table of this machine: for
+every model, its inference FLOPs and effective GFLOP/s against the fp32 matmul rate measured in the same run,
+training and input-pipeline throughput, SavedModel and TFLite latency and peak memory.
+``refinenet-tf train-benchmark``, ``inference-benchmark`` and ``data-benchmark`` look at one part in detail.
 """
 
 import json
@@ -10,7 +13,18 @@ import subprocess
 import sys
 import time
 
-__all__ = ["measure_training", "run_inference_benchmark", "run_training_benchmarks"]
+__all__ = ["BENCHMARK_MODELS", "TARGETS", "measure_matmul", "measure_model", "measure_pipeline", "measure_soak",
+           "measure_training",
+           "run_benchmark", "run_inference_benchmark", "run_soak", "run_training_benchmarks"]
+
+# The default rows of ``refinenet-tf benchmark``: each variant's flagship (``--models all`` runs every preset).
+BENCHMARK_MODELS = ("slim_resnet101", "refinenet_resnet101", "lw_resnet50", "lw_resnet101", "lw_mobilenetv2")
+
+# Effective inference GFLOP/s as a fraction of the fp32 matmul GFLOP/s measured in the same run, on a CPU.
+TARGETS = {"slim_resnet101": 0.90, "lw_resnet50": 0.80}
+
+# The input pipeline must deliver at least this many times what training consumes.
+PIPELINE_TARGET = 4.0
 
 
 def _rss_mib(field="VmRSS"):
@@ -55,6 +69,197 @@ def measure_training(model_name, size, batch_size=1, steps=3, jit_compile=False,
     return {"model": model_name, "size": size, "batch_size": batch_size, "jit_compile": jit_compile,
             "seconds_per_step": seconds, "images_per_second": batch_size / seconds, "built_rss_mib": built_rss,
             "peak_rss_mib": _rss_mib("VmHWM")}
+
+
+def _in_fresh_process(function, *arguments):
+    """Runs ``benchmarks.<function>(*arguments)`` in a new Python process; returns its JSON result."""
+    code = ("import json, sys; from refinenet_tf import benchmarks; "
+            f"print(json.dumps(benchmarks.{function}(*json.loads(sys.argv[1]))))")
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run([sys.executable, "-c", code, json.dumps(arguments)], capture_output=True, text=True,
+                            env=environment)
+    if result.returncode != 0:
+        raise RuntimeError(f"benchmark {function}{tuple(arguments)} failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _best_seconds(call, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return min(times), sorted(times)[len(times) // 2]
+
+
+def measure_matmul(n=4096, repeats=5):
+    """fp32 GFLOP/s of an ``n x n`` matmul in TensorFlow (best of ``repeats`` after a warm-up): the practical
+    compute ceiling the models' effective rates are compared with."""
+    import tensorflow as tf
+
+    device = "/GPU:0" if tf.config.list_physical_devices("GPU") else "/CPU:0"
+    with tf.device(device):
+        a = tf.random.normal([n, n])
+        b = tf.random.normal([n, n])
+        product = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+        product().numpy()
+        best, _ = _best_seconds(lambda: product().numpy(), repeats)
+    return {"n": n, "gflops_per_second": 2 * n ** 3 / best / 1e9, "device": device}
+
+
+def measure_model(model_name, size=512, runs=5, warmup=2, train_batch=2, train_steps=3, accelerate=False):
+    """One row of :func:`run_benchmark`, in this process: FLOPs, inference latency (the model's forward pass,
+    batch 1, float32), effective GFLOP/s, training images/s and peak resident memory.
+
+    ``accelerate`` (for a GPU): XLA and mixed precision for both inference and training.
+    """
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from refinenet_tf import models, profiling, training
+
+    policy = training.mixed_precision_policy(True) if accelerate else "float32"
+    keras.mixed_precision.set_global_policy(policy)
+    model = models.build(model_name, num_classes=21, backbone_weights=None)
+    flops = profiling.count_flops(model, size, size)
+    forward = tf.function(lambda images: model(images, training=False), jit_compile=bool(accelerate))
+    images = tf.random.uniform([1, size, size, 3], 0, 255)
+    for _ in range(warmup):
+        forward(images).numpy()
+    best, median = _best_seconds(lambda: forward(images).numpy(), runs)
+    inference_peak = _rss_mib("VmHWM")
+
+    recipe = training.Recipe("benchmark", model_name, "", optimizer="sgd", learning_rate=1e-3)
+    training.compile_model(model, recipe, 21, jit_compile=bool(accelerate))
+    rng = np.random.default_rng(0)
+    batch = rng.uniform(0, 255, (train_batch, size, size, 3)).astype(np.float32)
+    masks = rng.integers(0, 21, (train_batch, size, size)).astype(np.int32)
+    model.train_on_batch(batch, masks)  # traces
+    train_best, train_median = _best_seconds(lambda: model.train_on_batch(batch, masks), train_steps)
+    return {"model": model_name, "variant": models.get(model_name).variant, "size": size, "policy": policy,
+            "xla": bool(accelerate), "parameters": model.count_params(), "gflops": flops / 1e9,
+            "latency_ms": 1000 * median, "best_latency_ms": 1000 * best,
+            "gflops_per_second": flops / best / 1e9, "train_images_per_second": train_batch / train_median,
+            "train_batch": train_batch, "inference_peak_rss_mib": inference_peak,
+            "peak_rss_mib": _rss_mib("VmHWM")}
+
+
+def measure_pipeline(size=512, batch_size=2, batches=40, warmup=5, workdir=None):
+    """Images/s of the training input pipeline, in this process: VOC-sized JPEGs (500 x 375) and palette
+    masks decoded, randomly scaled 0.5-2, padded, cropped to ``size``, flipped and colour-distorted."""
+    import shutil
+    import tempfile
+
+    from refinenet_tf import data
+    from refinenet_tf.data import synthetic
+
+    folder = workdir or tempfile.mkdtemp(prefix="refinenet_tf-pipeline-")
+    try:
+        synthetic.write_shapes_dataset(folder, num_train=64, num_val=1, height=375, width=500, seed=0)
+        dataset = data.make_dataset(f"voc:{folder}", "train", batch_size=batch_size, training=True,
+                                    crop_size=size, color=True, repeat=True, seed=0)
+        iterator = iter(dataset)
+        for _ in range(warmup):
+            next(iterator)
+        start = time.perf_counter()
+        for _ in range(batches):
+            next(iterator)
+        seconds = time.perf_counter() - start
+    finally:
+        if workdir is None:
+            shutil.rmtree(folder, ignore_errors=True)
+    return {"size": size, "batch_size": batch_size, "images_per_second": batches * batch_size / seconds}
+
+
+def _gpu_available():
+    result = subprocess.run([sys.executable, "-c", "import tensorflow as tf; "
+                             "print(len(tf.config.list_physical_devices('GPU')))"], capture_output=True, text=True,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    return result.returncode == 0 and result.stdout.strip().splitlines()[-1:] != ["0"]
+
+
+def run_benchmark(model_names=BENCHMARK_MODELS, size=512, runs=5, train_batch=2, train_steps=3,
+                  formats=("saved_model", "tflite_float32"), accelerate="auto", soak_images=300,
+                  soak_model="lw_mobilenetv2", matmul_size=4096, log=print):
+    """The benchmark table of this machine; each measurement in a fresh process. Returns the rows.
+
+    Per model: inference FLOPs (TensorFlow profiler), the forward pass's latency and effective GFLOP/s
+    (FLOPs / best latency) as a ratio to the fp32 matmul GFLOP/s measured at the start and the end of the run
+    (the higher one counts), training images/s, the input pipeline's images/s as a multiple of that, the
+    SavedModel and TFLite latency (uint8 image -> labels + probabilities, :func:`run_inference_benchmark`) and
+    peak resident memory. ``accelerate``: ``"auto"`` uses XLA and mixed precision when a GPU is visible.
+    Then ``soak_images`` images of random sizes go through ``soak_model`` in one process (:func:`run_soak`),
+    with resident memory at the start, half-way and the end.
+    """
+    import platform
+
+    if accelerate == "auto":
+        accelerate = _gpu_available()
+    log = log or (lambda line: None)
+    matmul = _in_fresh_process("measure_matmul", matmul_size)
+    pipeline = _in_fresh_process("measure_pipeline", size, train_batch)
+    log(f"Machine: {platform.machine()}, {os.cpu_count()} cores, {matmul['device']}; "
+        f"{'XLA + mixed precision' if accelerate else 'float32, no XLA'}. Input {size}x{size}, batch 1 for "
+        f"inference, {train_batch} for training, random weights, 21 classes.")
+    log(f"fp32 matmul {matmul['n']}x{matmul['n']}: {matmul['gflops_per_second']:.0f} GFLOP/s (start of run); "
+        f"input pipeline: {pipeline['images_per_second']:.1f} images/s (VOC-sized JPEGs, crop {size}, colour).")
+    header = ["model", "variant", "GFLOPs", "forward ms", "GFLOP/s", "x matmul", "target", "train img/s",
+              "pipeline x train", "SavedModel ms", "TFLite ms", "peak RSS MiB (inference / training)"]
+    rows = []
+    table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name in model_names:
+        row = _in_fresh_process("measure_model", name, size, runs, 2, train_batch, train_steps, bool(accelerate))
+        served = {}
+        if formats:
+            served = {r["format"]: r for r in run_inference_benchmark(name, size, runs=runs, formats=list(formats),
+                                                                       log=lambda line: None)}
+        row["serving"] = served
+        row["pipeline_ratio"] = pipeline["images_per_second"] / row["train_images_per_second"]
+        rows.append(row)
+        log(f"({name}: measured)")
+    closing = _in_fresh_process("measure_matmul", matmul_size)
+    ceiling = max(matmul["gflops_per_second"], closing["gflops_per_second"])
+    for row in rows:
+        row["matmul_ratio"] = row["gflops_per_second"] / ceiling
+        target = TARGETS.get(row["model"]) if not accelerate else None
+        row["target"] = target
+        verdict = "-" if target is None else f"{target:.2f} {'met' if row['matmul_ratio'] >= target else 'NOT met'}"
+        serving = row["serving"]
+        cells = [row["model"], row["variant"], f"{row['gflops']:.1f}", f"{row['latency_ms']:.0f}",
+                 f"{row['gflops_per_second']:.0f}", f"{row['matmul_ratio']:.2f}", verdict,
+                 f"{row['train_images_per_second']:.2f}",
+                 f"{row['pipeline_ratio']:.0f}" + ("" if row["pipeline_ratio"] >= PIPELINE_TARGET else " (< 4)"),
+                 f"{serving['saved_model']['median_ms']:.0f}" if "saved_model" in serving else "-",
+                 f"{serving['tflite_float32']['median_ms']:.0f}" if "tflite_float32" in serving else "-",
+                 f"{row['inference_peak_rss_mib']:.0f} / {row['peak_rss_mib']:.0f}"]
+        table.append("| " + " | ".join(cells) + " |")
+    for line in table:
+        log(line)
+    log(f"fp32 matmul at the end of the run: {closing['gflops_per_second']:.0f} GFLOP/s; ratios use "
+        f"{ceiling:.0f}. GFLOP/s = profiler FLOPs / best forward time; forward ms is the median of {runs}.")
+    soak = None
+    if soak_images:
+        soak = _in_fresh_process("measure_soak", soak_model, soak_images)
+        log(f"\nSoak: {soak_images} random-size images predicted one by one in one process.")
+        log("| model | images | sides | traces | RSS first image MiB | RSS half-way MiB | RSS end MiB | "
+            "peak RSS MiB | seconds |")
+        log("|---|---|---|---|---|---|---|---|---|")
+        log(soak["line"])
+    return {"matmul": [matmul, closing], "pipeline": pipeline, "rows": rows, "accelerate": bool(accelerate),
+            "soak": soak}
+
+
+def measure_soak(model_name="lw_mobilenetv2", num_images=300, min_side=64, max_side=640):
+    """:func:`run_soak` on a preset (random weights, 21 classes), in this process; returns its report and
+    the table line."""
+    from refinenet_tf import models
+
+    lines = []
+    report = run_soak(models.build(model_name, num_classes=21, backbone_weights=None), num_images, min_side,
+                      max_side, log=lines.append)
+    report.pop("sizes")
+    return dict(report, model=model_name, line=lines[0])
 
 
 def run_training_benchmarks(model_names, sizes, batch_size=1, steps=3, jit_options=(False, True), log=print):
@@ -187,3 +392,38 @@ def run_inference_benchmark(model_name="lw_resnet50", size=512, runs=10, warmup=
     finally:
         if workdir is None:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_soak(model, num_images=300, min_side=64, max_side=640, seed=0, log=print):
+    """Predicts ``num_images`` random images of random sizes, one by one, in this process, and reports memory.
+
+    A serving loop must neither retrace per image size (each trace keeps a graph) nor hold on to earlier
+    results. Returns a dict: ``images``, ``sizes`` (``(height, width)`` per image), ``traces`` (of the
+    prediction function), resident memory after the first image (``rss_start_mib``), after half
+    (``rss_half_mib``) and at the end (``rss_end_mib``), the process's peak (``peak_rss_mib``) and ``seconds``.
+    """
+    import numpy as np
+
+    from refinenet_tf import inference
+
+    rng = np.random.default_rng(seed)
+    sizes = [tuple(int(v) for v in rng.integers(min_side, max_side + 1, 2)) for _ in range(num_images)]
+    report = {"images": num_images, "sizes": sizes}
+    start = time.perf_counter()
+    for index, (height, width) in enumerate(sizes):
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        labels = inference.predict(model, image)
+        assert labels.shape == (height, width)
+        if index == 0:
+            report["rss_start_mib"] = _rss_mib()
+        if index == num_images // 2:
+            report["rss_half_mib"] = _rss_mib()
+    report["seconds"] = time.perf_counter() - start
+    report["rss_end_mib"] = _rss_mib()
+    report["peak_rss_mib"] = _rss_mib("VmHWM")
+    report["traces"] = inference._segment_function(model, (1.0,), False, None).experimental_get_tracing_count()
+    if log:
+        log(f"| {model.name} | {num_images} | {min_side}-{max_side} | {report['traces']} | "
+            f"{report['rss_start_mib']:.0f} | {report['rss_half_mib']:.0f} | {report['rss_end_mib']:.0f} | "
+            f"{report['peak_rss_mib']:.0f} | {report['seconds']:.0f} |")
+    return report

@@ -132,6 +132,28 @@ def _train_benchmark(args):
     return 0
 
 
+def _benchmark(args):
+    from refinenet_tf import _files, benchmarks, models
+
+    names = models.list_models() if args.models == ["all"] else args.models
+    unknown = [name for name in names if name not in models.PRESETS]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; use names from {models.list_models()} or 'all'")
+    if args.json:
+        _files.writable_folder(os.path.dirname(os.path.abspath(args.json)), "the folder of --json")
+    accelerate = {"auto": "auto", "on": True, "off": False}[args.accelerate]
+    results = benchmarks.run_benchmark(names, args.size, runs=args.runs, train_batch=args.train_batch,
+                                       train_steps=args.train_steps, formats=args.formats, accelerate=accelerate,
+                                       soak_images=args.soak_images, matmul_size=args.matmul_size,
+                                       log=lambda line: print(line, flush=True))
+    if args.json:
+        import json
+
+        with _files.atomic_path(args.json, suffix=".json") as temporary, open(temporary, "w") as stream:
+            json.dump(results, stream, indent=2, default=str)
+    return 0
+
+
 def _model_from_args(args):
     from refinenet_tf import inference
 
@@ -163,7 +185,8 @@ def _predict(args):
     result = inference.predict_files(model, args.inputs, args.output, scales=args.scales, flip=args.flip,
                                      max_side=args.max_side, palette=palette, probabilities=args.probabilities,
                                      class_names=inference.saved_class_names(args.model),
-                                     overlay_alpha=args.alpha, skip_errors=args.skip_errors, progress=args.progress)
+                                     overlay_alpha=args.alpha, skip_errors=args.skip_errors, progress=args.progress,
+                                     max_pixels=args.max_pixels or None)
     for path, message in result["failed"].items():
         print(f"skipped {path}: {message}", file=sys.stderr)
     print(f"wrote label PNGs and overlays of {len(result['written'])} image(s) to {args.output}"
@@ -257,6 +280,11 @@ def _positive_int(text):
     return value
 
 
+def _non_negative_int(text):
+    value = _positive_int(text) if text.strip() != "0" else 0
+    return value
+
+
 def build_parser():
     """The argument parser of ``refinenet-tf`` (also the source of the README's CLI reference)."""
     from refinenet_tf import __version__, backbones
@@ -312,6 +340,34 @@ def build_parser():
                        help="continue an interrupted run in --run-dir (default: on)")
     train.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
     train.set_defaults(run=_train)
+
+    from refinenet_tf import benchmarks
+
+    bench = commands.add_parser(
+        "benchmark", help="the one benchmark table of this machine (make bench)",
+        description="For each model at SIZE x SIZE: inference FLOPs (TF profiler), forward latency, effective "
+        "GFLOP/s and its ratio to the fp32 matmul GFLOP/s measured in the same run, training images/s, the input "
+        "pipeline's images/s as a multiple of it, SavedModel and TFLite latency and peak memory; then a soak run "
+        "of random-size images with resident memory at its start and end. Each measurement runs in a fresh "
+        "process. With a GPU, XLA and mixed precision are on.")
+    bench.add_argument("--models", nargs="+", default=list(benchmarks.BENCHMARK_MODELS), metavar="MODEL",
+                       help="presets, or 'all' (default: each variant's flagship: %(default)s)")
+    bench.add_argument("--size", type=_positive_int, default=512, help="square input side (default: %(default)s)")
+    bench.add_argument("--runs", type=_positive_int, default=5, help="timed forward passes (default: %(default)s)")
+    bench.add_argument("--train-batch", type=_positive_int, default=2, help="training batch (default: %(default)s)")
+    bench.add_argument("--train-steps", type=_positive_int, default=3,
+                       help="timed training steps (default: %(default)s)")
+    bench.add_argument("--formats", nargs="*", default=["saved_model", "tflite_float32"],
+                       choices=["saved_model", "tflite_float32", "tflite_float16", "tflite_int8", "onnx"],
+                       help="exported formats to time (default: %(default)s)")
+    bench.add_argument("--accelerate", choices=["auto", "on", "off"], default="auto",
+                       help="XLA + mixed precision: auto = with a GPU (default: %(default)s)")
+    bench.add_argument("--soak-images", type=_non_negative_int, default=300,
+                       help="images of the soak run, 0: none (default: %(default)s)")
+    bench.add_argument("--matmul-size", type=_positive_int, default=4096, metavar="N",
+                       help="side of the fp32 matmul that measures the compute ceiling (default: %(default)s)")
+    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    bench.set_defaults(run=_benchmark)
 
     train_bench = commands.add_parser("train-benchmark", help="training images/s and peak memory per step",
                                       description="Time training steps of model presets on random data (each "
@@ -369,6 +425,9 @@ def build_parser():
                          help="go on past unreadable images (listed at the end; exit status 1)")
     predict.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                          help="progress bar (default: on)")
+    predict.add_argument("--max-pixels", type=_non_negative_int, default=4096 * 4096, metavar="N",
+                         help="refuse larger images, naming them (default: %(default)s = 4096x4096; 0: no "
+                         "limit); the probabilities take 4 bytes per class and pixel")
     _add_augmentation_arguments(predict)
     predict.set_defaults(run=_predict)
 

@@ -112,10 +112,7 @@ def _check_target(path, overwrite, what):
     if os.path.lexists(path) and not overwrite:
         raise FileExistsError(f"{what} {path!r} already exists; remove it, choose another --output or pass "
                               "--overwrite.")
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    if not os.access(parent, os.W_OK):
-        raise PermissionError(f"cannot write {what} {path!r}: folder {parent!r} is not writable.")
+    _files.writable_folder(os.path.dirname(os.path.abspath(path)), f"the folder of --output {path!r}:")
 
 
 def export_saved_model(model, path, scales=(1.0,), flip=False, max_side=None, class_names=None, overwrite=False,

@@ -18,6 +18,7 @@ import dataclasses
 import glob
 import json
 import os
+import weakref
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
@@ -79,12 +80,25 @@ def segment(model, images, scales=(1.0,), flip=False, max_side=None):
     return total / float(len(scales) * (2 if flip else 1))
 
 
+_SEGMENT_FUNCTIONS = weakref.WeakKeyDictionary()  # model -> {(scales, flip, max_side): traced function}
+
+
 def _segment_function(model, scales, flip, max_side):
-    """A traced :func:`segment` for uint8 batches of any size (traced once, not per image size)."""
+    """A traced :func:`segment` for uint8 batches of any size: traced once per model and augmentation, not per
+    image size or call (a loop of :func:`predict` calls reuses it)."""
+    functions = _SEGMENT_FUNCTIONS.setdefault(model, {})
+    key = (tuple(scales), bool(flip), max_side)
+    if key not in functions:
+        functions[key] = _trace_segment(model, *key)
+    return functions[key]
+
+
+def _trace_segment(model, scales, flip, max_side):
+    model_ref = weakref.ref(model)  # the cache must not keep the model alive
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)], reduce_retracing=True)
     def run(images):
-        return segment(model, images, scales, flip, max_side)
+        return segment(model_ref(), images, scales, flip, max_side)
 
     return run
 
@@ -205,7 +219,7 @@ class Evaluation:
     def save(self, folder):
         """Writes ``confusion_matrix.npy``, ``confusion_matrix.csv`` (with class names) and ``metrics.json``,
         each atomically; returns their paths."""
-        os.makedirs(folder, exist_ok=True)
+        _files.writable_folder(folder, "evaluation output folder")
         paths = [os.path.join(folder, name) for name in ("confusion_matrix.npy", "confusion_matrix.csv",
                                                          "metrics.json")]
         with _files.atomic_path(paths[0], suffix=".npy") as temporary:
@@ -351,8 +365,12 @@ def _output_names(paths):
     return {path: stem for stem, path in stems.items()}
 
 
+MAX_PIXELS = 4096 * 4096
+
+
 def predict_files(model, inputs, output_dir, scales=(1.0,), flip=False, max_side=None, palette=None,
-                  class_names=None, probabilities=False, overlay_alpha=0.5, skip_errors=False, progress=True):
+                  class_names=None, probabilities=False, overlay_alpha=0.5, skip_errors=False, progress=True,
+                  max_pixels=MAX_PIXELS):
     """Segments image files and writes, for each ``NAME.ext``, into ``output_dir``:
 
     * ``NAME.png``: the class indices as an 8-bit palette PNG at the image's size (VOC ``SegmentationClass``
@@ -373,6 +391,9 @@ def predict_files(model, inputs, output_dir, scales=(1.0,), flip=False, max_side
         overlay_alpha: opacity of the colours in the overlay.
         skip_errors: go on past images that cannot be read (they are reported in the result) instead of stopping
             at the first.
+        max_pixels: refuse images with more pixels (default 4096 x 4096): the probabilities alone take
+            ``4 * classes`` bytes per pixel at the image's size. ``max_side`` bounds what the model sees, not
+            this; ``None`` lifts the limit.
         progress: show a Keras progress bar.
 
     Returns:
@@ -382,9 +403,7 @@ def predict_files(model, inputs, output_dir, scales=(1.0,), flip=False, max_side
 
     paths = collect_images(inputs)
     stems = _output_names(paths)
-    os.makedirs(output_dir, exist_ok=True)
-    if not os.access(output_dir, os.W_OK):
-        raise PermissionError(f"--output {output_dir!r} is not writable; choose another folder.")
+    _files.writable_folder(output_dir, "--output")
     inputs_real = {os.path.realpath(path) for path in paths}
     for path, stem in stems.items():
         for name in (f"{stem}.png", f"{stem}_overlay.png", f"{stem}_probabilities.npy"):
@@ -401,6 +420,12 @@ def predict_files(model, inputs, output_dir, scales=(1.0,), flip=False, max_side
     for index, path in enumerate(paths):
         try:
             image = decoding.read_image(path)
+            if max_pixels is not None and image.shape[0] * image.shape[1] > max_pixels:
+                raise decoding.DataError(
+                    f"{path}: {image.shape[1]}x{image.shape[0]} pixels is above the limit of {max_pixels:,} "
+                    f"(--max-pixels): its {num_classes}-class probabilities alone would take "
+                    f"{4 * num_classes * image.shape[0] * image.shape[1] / 2**30:.1f} GiB; downscale the image or "
+                    "raise --max-pixels (with --max-side to bound the model's input).")
         except decoding.DataError as error:
             if not skip_errors:
                 raise
@@ -506,9 +531,7 @@ def _model_from_run(folder, training, models, saving, weights_file=None):
 
 def load_weights_checked(model, path):
     """``model.load_weights(path)`` with a one-line error naming the file when it does not fit the model."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"weights file {path!r} does not exist.")
+    path = _files.check_weights_file(path, "weights file")
     try:
         model.load_weights(path)
     except (ValueError, KeyError, TypeError) as error:

@@ -15,6 +15,7 @@ import tempfile
 import zipfile
 
 import tf_keras as keras
+from tf_keras.src.saving import serialization_lib
 
 __all__ = ["load_model"]
 
@@ -47,6 +48,19 @@ def load_model(path, compile=True, safe_mode=True):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"Model {path!r} does not exist; give a .keras file or a SavedModel folder.")
+    # Keras applies safe_mode to .keras files only; the scope makes SavedModel and .h5 loading refuse Python code
+    # (a Lambda layer's marshalled bytecode) too.
+    try:
+        with serialization_lib.SafeModeScope(safe_mode):
+            return _load(path, compile, safe_mode)
+    except ValueError as error:
+        if "Lambda" in str(error) and safe_mode:
+            raise ValueError(f"Model {path!r} contains Python code (a Lambda layer), which safe_mode refuses to "
+                             "load; pass safe_mode=False only for a file you trust.") from None
+        raise
+
+
+def _load(path, compile, safe_mode):
     if os.path.isdir(path):
         if not os.path.exists(os.path.join(path, "saved_model.pb")):
             raise ValueError(f"Model folder {path!r} has no saved_model.pb; it is not a SavedModel.")

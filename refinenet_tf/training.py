@@ -14,7 +14,7 @@ The pieces:
 import dataclasses
 import json
 import os
-import tempfile
+import shutil
 from typing import Optional, Tuple
 
 import numpy as np
@@ -22,6 +22,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from refinenet_tf import models
+from refinenet_tf import _files
 from refinenet_tf._files import atomic_path
 
 __all__ = ["PixelAccuracy", "RECIPES", "Recipe", "SGDWithMultipliers", "SafeCheckpoint", "TrainConfig", "compile_model",
@@ -417,14 +418,21 @@ def _has_backup(backup_dir):
 
 def _check_run_dir(run_dir):
     try:
-        os.makedirs(run_dir, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=run_dir, prefix=".probe-", delete=True)
-        probe.write(b"0" * 1024)
-        probe.flush()
-        probe.close()
+        _files.writable_folder(run_dir, "run folder (--run-dir)")
     except OSError as error:
-        raise OSError(f"run folder {run_dir!r} is not writable ({error.strerror}); choose another --run-dir or free "
-                      "space before training.") from None
+        raise OSError(f"{error} Nothing was trained.") from None
+
+
+def _check_free_space(run_dir, model):
+    """Fails before training when the run folder's disk cannot hold the checkpoints a run writes: best and last
+    weights, the final model and ``BackupAndRestore``'s copy with the optimizer state (about 3x the weights), each
+    written beside its previous version before the rename."""
+    weights_bytes = 4 * model.count_params()
+    needed = 2 * (2 * weights_bytes + weights_bytes + 3 * weights_bytes)
+    free = shutil.disk_usage(run_dir).free
+    if free < needed:
+        raise OSError(f"run folder {run_dir!r} has {free / 2**20:.0f} MiB free but the checkpoints of this model need "
+                      f"about {needed / 2**20:.0f} MiB; free space or choose another --run-dir. Nothing was trained.")
 
 
 def train(config, callbacks=()):
@@ -450,6 +458,8 @@ def _train(config, callbacks):
     epochs = config.epochs or recipe.epochs
     batch_size = config.batch_size or recipe.batch_size
     crop_size = config.crop_size or recipe.crop_size
+    if config.init_from:
+        _files.check_weights_file(config.init_from, "--init-from")
     _check_run_dir(config.run_dir)
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy(mixed_precision_policy(config.mixed_precision))
@@ -484,24 +494,30 @@ def _train(config, callbacks):
         model = models.build(recipe.model, num_classes=num_classes, backbone_weights=config.backbone_weights,
                              **{**recipe.model_kwargs, **config.model_kwargs})
         if config.init_from:
-            if not os.path.exists(config.init_from):
-                raise FileNotFoundError(f"--init-from {config.init_from!r} does not exist; give a .weights.h5 file.")
-            model.load_weights(config.init_from)
+            from refinenet_tf import inference
+
+            inference.load_weights_checked(model, config.init_from)
         compile_model(model, recipe, num_classes, learning_rate=config.learning_rate, steps_per_epoch=steps,
                       epochs=epochs, jit_compile=config.jit_compile)
 
+    _check_free_space(config.run_dir, model)
     monitor, mode = ("val_mean_iou", "max") if val_data is not None else ("loss", "min")
     backup_dir = os.path.join(config.run_dir, "backup")
     if not config.resume and _has_backup(backup_dir):
         raise FileExistsError(f"{config.run_dir} holds a backup of an unfinished run; use --resume to continue it "
                               "or choose another --run-dir.")
+    removed = _files.remove_stale_temporaries(config.run_dir)  # left by a process killed mid-write
+    if removed and config.verbose:
+        print(f"removed {len(removed)} partial file(s) of an interrupted write from {config.run_dir}")
+    # The backup comes last: an epoch counts as done (and is not redone on resume) only once its weights and
+    # log line are written.
     keras_callbacks = [
-        keras.callbacks.BackupAndRestore(backup_dir),
         SafeCheckpoint(os.path.join(config.run_dir, "best.weights.h5"), monitor=monitor, mode=mode),
         SafeCheckpoint(os.path.join(config.run_dir, "last.weights.h5")),
         keras.callbacks.TensorBoard(os.path.join(config.run_dir, "logs")),
         keras.callbacks.CSVLogger(os.path.join(config.run_dir, "log.csv"), append=True),
         keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.BackupAndRestore(backup_dir),
     ]
     callbacks = keras_callbacks + list(callbacks)
     if val_data is not None and config.image_every:
@@ -514,5 +530,6 @@ def _train(config, callbacks):
         raise FloatingPointError(f"training stopped: the loss became NaN/inf at epoch {len(history.epoch)}; the "
                                  f"last good weights are in {config.run_dir}/last.weights.h5 (try a lower "
                                  "--lr).")
-    model.save(os.path.join(config.run_dir, "model.keras"))
+    with atomic_path(os.path.join(config.run_dir, "model.keras"), suffix=".keras") as temporary:
+        model.save(temporary)
     return model, history

@@ -19,6 +19,8 @@ RGB / RGBA mask           error: colours are not indices; store the class indice
 ========================  =========================================================================
 """
 
+import os
+
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -31,11 +33,15 @@ class DataError(ValueError):
 
 def _open(path, what):
     try:
+        if os.path.getsize(path) == 0:
+            raise DataError(f"{path}: the {what} file is empty (0 bytes); replace or remove it.")
         image = Image.open(path)
         image.load()
         return image
     except FileNotFoundError:
         raise DataError(f"{path}: {what} file not found; check the dataset path and list file.") from None
+    except Image.DecompressionBombError as error:
+        raise DataError(f"{path}: the {what} is too large to decode safely ({error}); downscale it first.") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise DataError(f"{path}: cannot read this {what} ({error}); the file is corrupt, truncated or not an "
                         "image: replace or remove it.") from None
