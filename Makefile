@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo clean
+.PHONY: install test demo bench clean
 
 install: $(STAMP)
 
@@ -20,6 +20,10 @@ test: install
 
 demo: install
 	$(BIN)/refinenet-tf demo --output checkpoints/demo
+
+# The benchmark table of this machine (about 20 minutes on 2 CPU cores); see the README's Benchmarks section.
+bench: install
+	$(BIN)/refinenet-tf benchmark --json benchmarks/last_run.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,5 +1,6 @@
 """The ``refinenet-tf`` command line, called through ``main(argv)``."""
 
+import json
 import os
 import subprocess
 import sys
@@ -104,3 +105,25 @@ def test_train_benchmark_measures_one_configuration():
 def test_train_benchmark_unknown_model_fails_with_one_line(capsys):
     assert cli.main(["train-benchmark", "--models", "lw_vgg"]) == 2
     assert "lw_vgg" in capsys.readouterr().err
+
+
+def test_benchmark_prints_the_table_with_matmul_ratios_and_the_soak(tmp_path, capsys):
+    results_file = tmp_path / "bench.json"
+    assert cli.main(["benchmark", "--models", "lw_mobilenetv2", "--size", "64", "--runs", "1", "--train-steps", "1",
+                     "--formats", "--soak-images", "4", "--matmul-size", "1024", "--json",
+                     str(results_file)]) == 0
+    output = capsys.readouterr().out
+    assert "fp32 matmul 1024x1024:" in output and "input pipeline:" in output
+    row = [line for line in output.splitlines() if line.startswith("| lw_mobilenetv2 | light_weight |")]
+    assert len(row) == 1, output
+    cells = [cell.strip() for cell in row[0].strip("|").split("|")]
+    assert float(cells[2]) > 0 and float(cells[5]) > 0 and float(cells[7]) > 0  # GFLOPs, x matmul, train img/s
+    results = json.loads(results_file.read_text())
+    measured = results["rows"][0]
+    assert measured["matmul_ratio"] == pytest.approx(
+        measured["gflops_per_second"] / max(m["gflops_per_second"] for m in results["matmul"]))
+    assert measured["pipeline_ratio"] == pytest.approx(
+        results["pipeline"]["images_per_second"] / measured["train_images_per_second"])
+    soak = results["soak"]
+    assert soak["images"] == 4 and soak["traces"] == 1 and soak["rss_end_mib"] > 0
+    assert "| lw_mobilenetv2 | 4 | 64-640 | 1 |" in output
