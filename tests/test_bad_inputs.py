@@ -183,7 +183,9 @@ def test_very_large_image(tmp_path, tiny_model_file, capsys):
     model = saving.load_model(tiny_model_file, compile=False)
     with pytest.raises(decoding.DataError, match=r"big\.png: 3000x2000 pixels is above the limit of 1,000,000 "
                                                  r"\(--max-pixels\).*downscale the image or raise --max-pixels"):
-        inference.predict_files(model, [str(big)], str(tmp_path / "out"), max_pixels=10**6, progress=False)
+        with pytest.MonkeyPatch.context() as patch:  # refused from its header, before its pixels take memory
+            patch.setattr(decoding, "read_image", lambda path: pytest.fail(f"{path} was decoded"))
+            inference.predict_files(model, [str(big)], str(tmp_path / "out"), max_pixels=10**6, progress=False)
     assert cli.main(["predict", "--model", tiny_model_file, "--output", str(tmp_path / "out"), str(big),
                      "--max-pixels", "1000000", "--no-progress"]) == 2
     _one_line_error(capsys, r"big\.png", "--max-pixels")
@@ -201,7 +203,8 @@ def test_very_large_image(tmp_path, tiny_model_file, capsys):
 
 
 def test_wrong_num_classes_for_checkpoint(tmp_path, tiny_model_file, capsys):
-    with pytest.raises(ValueError, match=r"tiny\.keras' predicts 4 classes, not --num-classes 21"):
+    with pytest.raises(ValueError, match=r"tiny\.keras' predicts 4 classes, not --num-classes 21; leave "
+                                         "--num-classes out"):
         inference.load_inference_model(tiny_model_file, num_classes=21)
     from tests.conftest import TINY_BACKBONE
 
@@ -252,7 +255,10 @@ def test_unwritable_output(tmp_path, tiny_model_file, capsys):
     with pytest.raises(OSError, match=r"--output '.*a_file/out' is not a writable folder .*choose another folder"):
         inference.predict_files(model, [image], str(blocker / "out"), progress=False)
     for argv in (["predict", "--model", tiny_model_file, "--output", str(blocker / "out"), image, "--no-progress"],
-                 ["export", "--model", tiny_model_file, "--output", str(blocker / "saved")]):
+                 ["export", "--model", tiny_model_file, "--output", str(blocker / "saved")],
+                 # evaluate checks --output before it evaluates (the data spec would fail later otherwise)
+                 ["evaluate", "--model", tiny_model_file, "--data", f"voc:{tmp_path / 'no_data'}", "--output",
+                  str(blocker / "scores")]):
         assert cli.main(argv) == 2
         _one_line_error(capsys, "a_file", "not a writable folder")
     with pytest.raises(OSError, match="evaluation output folder .*not a writable folder"):

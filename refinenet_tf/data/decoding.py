@@ -31,12 +31,13 @@ class DataError(ValueError):
     """A bad data file; the message names the file and what to do."""
 
 
-def _open(path, what):
+def _open(path, what, load=True):
     try:
         if os.path.getsize(path) == 0:
             raise DataError(f"{path}: the {what} file is empty (0 bytes); replace or remove it.")
         image = Image.open(path)
-        image.load()
+        if load:
+            image.load()
         return image
     except FileNotFoundError:
         raise DataError(f"{path}: {what} file not found; check the dataset path and list file.") from None
@@ -45,6 +46,19 @@ def _open(path, what):
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise DataError(f"{path}: cannot read this {what} ({error}); the file is corrupt, truncated or not an "
                         "image: replace or remove it.") from None
+
+
+def image_size(path):
+    """``(width, height)`` of an image file, read from its header without decoding the pixels.
+
+    Lets a caller refuse a huge image before it takes memory; unreadable files raise :class:`DataError` as in
+    :func:`read_image`.
+    """
+    image = _open(path, "image", load=False)
+    try:
+        return image.size
+    finally:
+        image.close()
 
 
 def read_image(path):
