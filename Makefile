@@ -23,7 +23,7 @@ demo: install
 
 # The benchmark table of this machine (about 20 minutes on 2 CPU cores); see the README's Benchmarks section.
 bench: install
-	$(BIN)/refinenet-tf benchmark --json benchmarks/last_run.json
+	$(BIN)/refinenet-tf benchmark --precision float32 mixed --json benchmarks/last_run.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

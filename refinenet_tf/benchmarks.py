@@ -13,9 +13,8 @@ import subprocess
 import sys
 import time
 
-__all__ = ["BENCHMARK_MODELS", "TARGETS", "measure_matmul", "measure_model", "measure_pipeline", "measure_soak",
-           "measure_training",
-           "run_benchmark", "run_inference_benchmark", "run_soak", "run_training_benchmarks"]
+__all__ = ["BENCHMARK_MODELS", "TARGETS", "measure_frozen", "measure_matmul", "measure_model", "measure_pipeline",
+           "measure_soak", "measure_training", "run_benchmark", "run_inference_benchmark", "run_soak", "run_training_benchmarks"]
 
 # The default rows of ``refinenet-tf benchmark``: each variant's flagship (``--models all`` runs every preset).
 BENCHMARK_MODELS = ("slim_resnet101", "refinenet_resnet101", "lw_resnet50", "lw_resnet101", "lw_mobilenetv2")
@@ -107,20 +106,34 @@ def measure_matmul(n=4096, repeats=5):
     return {"n": n, "gflops_per_second": 2 * n ** 3 / best / 1e9, "device": device}
 
 
-def measure_model(model_name, size=512, runs=5, warmup=2, train_batch=2, train_steps=3, accelerate=False):
-    """One row of :func:`run_benchmark`, in this process: FLOPs, inference latency (the model's forward pass,
-    batch 1, float32), effective GFLOP/s, training images/s and peak resident memory.
+def _set_precision(precision, accelerate):
+    """Sets the global Keras policy for ``precision`` (None: mixed when ``accelerate``); returns its name."""
+    import tf_keras as keras
 
-    ``accelerate`` (for a GPU): XLA and mixed precision for both inference and training.
+    from refinenet_tf import training
+
+    if precision not in (None, "float32", "mixed"):
+        raise ValueError(f"precision must be 'float32' or 'mixed', not {precision!r}")
+    policy = training.mixed_precision_policy(precision == "mixed" or (precision is None and bool(accelerate)))
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+def measure_model(model_name, size=512, runs=5, warmup=2, train_batch=2, train_steps=3, accelerate=False,
+                  precision=None):
+    """One row of :func:`run_benchmark`, in this process: FLOPs, inference latency (the Keras model's forward
+    pass, batch 1), effective GFLOP/s, training images/s and peak resident memory.
+
+    ``accelerate`` (for a GPU): XLA for both inference and training, and mixed precision unless ``precision``
+    says otherwise. ``precision``: ``"float32"`` or ``"mixed"`` (``mixed_float16`` on a GPU, ``mixed_bfloat16``
+    on a CPU, where it pays on processors with bfloat16 matrix units such as Intel AMX).
     """
     import numpy as np
     import tensorflow as tf
-    import tf_keras as keras
 
     from refinenet_tf import models, profiling, training
 
-    policy = training.mixed_precision_policy(True) if accelerate else "float32"
-    keras.mixed_precision.set_global_policy(policy)
+    policy = _set_precision(precision, accelerate)
     model = models.build(model_name, num_classes=21, backbone_weights=None)
     flops = profiling.count_flops(model, size, size)
     forward = tf.function(lambda images: model(images, training=False), jit_compile=bool(accelerate))
@@ -142,6 +155,30 @@ def measure_model(model_name, size=512, runs=5, warmup=2, train_batch=2, train_s
             "latency_ms": 1000 * median, "best_latency_ms": 1000 * best,
             "gflops_per_second": flops / best / 1e9, "train_images_per_second": train_batch / train_median,
             "train_batch": train_batch, "inference_peak_rss_mib": inference_peak,
+            "peak_rss_mib": _rss_mib("VmHWM")}
+
+
+def measure_frozen(model_name, size=512, runs=5, warmup=2, precision=None, accelerate=False):
+    """The forward pass of :func:`refinenet_tf.inference.freeze` (weights as constants), in this process, as a
+    serving process runs it: the only graph the process runs (measured apart from :func:`measure_model`, whose
+    Keras forward pass converts the weights on every call and leaves a process slower for the graphs after it).
+
+    Returns a dict: ``latency_ms`` (median), ``best_latency_ms``, ``freeze_seconds``, ``peak_rss_mib``.
+    """
+    import tensorflow as tf
+
+    from refinenet_tf import inference, models
+
+    _set_precision(precision, accelerate)
+    model = models.build(model_name, num_classes=21, backbone_weights=None)
+    start = time.perf_counter()
+    frozen = inference.freeze(model)
+    freeze_seconds = time.perf_counter() - start
+    images = tf.random.uniform([1, size, size, 3], 0, 255)
+    for _ in range(warmup):
+        frozen(images).numpy()
+    best, median = _best_seconds(lambda: frozen(images).numpy(), runs)
+    return {"latency_ms": 1000 * median, "best_latency_ms": 1000 * best, "freeze_seconds": freeze_seconds,
             "peak_rss_mib": _rss_mib("VmHWM")}
 
 
@@ -181,7 +218,7 @@ def _gpu_available():
 
 def run_benchmark(model_names=BENCHMARK_MODELS, size=512, runs=5, train_batch=2, train_steps=3,
                   formats=("saved_model", "tflite_float32"), accelerate="auto", soak_images=300,
-                  soak_model="lw_mobilenetv2", matmul_size=4096, log=print):
+                  soak_model="lw_mobilenetv2", matmul_size=4096, precisions=None, log=print):
     """The benchmark table of this machine; each measurement in a fresh process. Returns the rows.
 
     Per model: inference FLOPs (TensorFlow profiler), the forward pass's latency and effective GFLOP/s
@@ -189,6 +226,9 @@ def run_benchmark(model_names=BENCHMARK_MODELS, size=512, runs=5, train_batch=2,
     (the higher one counts), training images/s, the input pipeline's images/s as a multiple of that, the
     SavedModel and TFLite latency (uint8 image -> labels + probabilities, :func:`run_inference_benchmark`) and
     peak resident memory. ``accelerate``: ``"auto"`` uses XLA and mixed precision when a GPU is visible.
+    ``precisions``: one row per model and precision, ``"float32"`` and/or ``"mixed"`` (default: ``"mixed"``
+    when accelerated, else ``"float32"``); the exported formats are timed once per model, in float32, and the
+    targets apply to float32 rows on a CPU.
     Then ``soak_images`` images of random sizes go through ``soak_model`` in one process (:func:`run_soak`),
     with resident memory at the start, half-way and the end.
     """
@@ -196,55 +236,69 @@ def run_benchmark(model_names=BENCHMARK_MODELS, size=512, runs=5, train_batch=2,
 
     if accelerate == "auto":
         accelerate = _gpu_available()
+    precisions = tuple(precisions or (("mixed",) if accelerate else ("float32",)))
+    unknown = [precision for precision in precisions if precision not in ("float32", "mixed")]
+    if unknown:
+        raise ValueError(f"precisions must be 'float32' or 'mixed', not {unknown}")
     log = log or (lambda line: None)
     matmul = _in_fresh_process("measure_matmul", matmul_size)
     pipeline = _in_fresh_process("measure_pipeline", size, train_batch)
     log(f"Machine: {platform.machine()}, {os.cpu_count()} cores, {matmul['device']}; "
-        f"{'XLA + mixed precision' if accelerate else 'float32, no XLA'}. Input {size}x{size}, batch 1 for "
-        f"inference, {train_batch} for training, random weights, 21 classes.")
+        f"{'XLA' if accelerate else 'no XLA'}, precision {' and '.join(precisions)}. Input {size}x{size}, "
+        f"batch 1 for inference, {train_batch} for training, random weights, 21 classes.")
     log(f"fp32 matmul {matmul['n']}x{matmul['n']}: {matmul['gflops_per_second']:.0f} GFLOP/s (start of run); "
         f"input pipeline: {pipeline['images_per_second']:.1f} images/s (VOC-sized JPEGs, crop {size}, colour).")
-    header = ["model", "variant", "GFLOPs", "forward ms", "GFLOP/s", "x matmul", "target", "train img/s",
-              "pipeline x train", "SavedModel ms", "TFLite ms", "peak RSS MiB (inference / training)"]
+    header = ["model", "variant", "precision", "GFLOPs", "forward ms (Keras / frozen)", "GFLOP/s (Keras / frozen)",
+              "x fp32 matmul (Keras / frozen)", "target (frozen)", "train img/s", "pipeline x train", "SavedModel ms",
+              "TFLite ms", "peak RSS MiB (frozen inference / training)"]
     rows = []
     table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name in model_names:
-        row = _in_fresh_process("measure_model", name, size, runs, 2, train_batch, train_steps, bool(accelerate))
         served = {}
         if formats:
             served = {r["format"]: r for r in run_inference_benchmark(name, size, runs=runs, formats=list(formats),
                                                                        log=lambda line: None)}
-        row["serving"] = served
-        row["pipeline_ratio"] = pipeline["images_per_second"] / row["train_images_per_second"]
-        rows.append(row)
-        log(f"({name}: measured)")
+        for precision in precisions:
+            row = _in_fresh_process("measure_model", name, size, runs, 2, train_batch, train_steps,
+                                    bool(accelerate), precision)
+            row["frozen"] = _in_fresh_process("measure_frozen", name, size, runs, 2, precision, bool(accelerate))
+            row["frozen"]["gflops_per_second"] = row["gflops"] / (row["frozen"]["best_latency_ms"] / 1000)
+            row["serving"] = served if precision == precisions[0] else {}
+            row["pipeline_ratio"] = pipeline["images_per_second"] / row["train_images_per_second"]
+            rows.append(row)
+            log(f"({name}, {row['policy']}: measured)")
     closing = _in_fresh_process("measure_matmul", matmul_size)
     ceiling = max(matmul["gflops_per_second"], closing["gflops_per_second"])
     for row in rows:
         row["matmul_ratio"] = row["gflops_per_second"] / ceiling
-        target = TARGETS.get(row["model"]) if not accelerate else None
+        row["frozen"]["matmul_ratio"] = row["frozen"]["gflops_per_second"] / ceiling
+        target = TARGETS.get(row["model"]) if not accelerate and row["policy"] == "float32" else None
         row["target"] = target
-        verdict = "-" if target is None else f"{target:.2f} {'met' if row['matmul_ratio'] >= target else 'NOT met'}"
+        met = target is not None and row["frozen"]["matmul_ratio"] >= target
+        verdict = "-" if target is None else f"{target:.2f} {'met' if met else 'NOT met'}"
         serving = row["serving"]
-        cells = [row["model"], row["variant"], f"{row['gflops']:.1f}", f"{row['latency_ms']:.0f}",
-                 f"{row['gflops_per_second']:.0f}", f"{row['matmul_ratio']:.2f}", verdict,
+        cells = [row["model"], row["variant"], row["policy"], f"{row['gflops']:.1f}",
+                 f"{row['latency_ms']:.0f} / {row['frozen']['latency_ms']:.0f}",
+                 f"{row['gflops_per_second']:.0f} / {row['frozen']['gflops_per_second']:.0f}",
+                 f"{row['matmul_ratio']:.2f} / {row['frozen']['matmul_ratio']:.2f}", verdict,
                  f"{row['train_images_per_second']:.2f}",
                  f"{row['pipeline_ratio']:.0f}" + ("" if row["pipeline_ratio"] >= PIPELINE_TARGET else " (< 4)"),
                  f"{serving['saved_model']['median_ms']:.0f}" if "saved_model" in serving else "-",
                  f"{serving['tflite_float32']['median_ms']:.0f}" if "tflite_float32" in serving else "-",
-                 f"{row['inference_peak_rss_mib']:.0f} / {row['peak_rss_mib']:.0f}"]
+                 f"{row['frozen']['peak_rss_mib']:.0f} / {row['peak_rss_mib']:.0f}"]
         table.append("| " + " | ".join(cells) + " |")
     for line in table:
         log(line)
     log(f"fp32 matmul at the end of the run: {closing['gflops_per_second']:.0f} GFLOP/s; ratios use "
-        f"{ceiling:.0f}. GFLOP/s = profiler FLOPs / best forward time; forward ms is the median of {runs}.")
+        f"{ceiling:.0f}. GFLOP/s = profiler FLOPs / best forward time; forward ms is the median of {runs}; "
+        "frozen = inference.freeze (weights as constants), timed in a process of its own.")
     soak = None
     if soak_images:
         soak = _in_fresh_process("measure_soak", soak_model, soak_images)
         log(f"\nSoak: {soak_images} random-size images predicted one by one in one process.")
         log("| model | images | sides | traces | RSS first image MiB | RSS half-way MiB | RSS end MiB | "
-            "peak RSS MiB | seconds |")
-        log("|---|---|---|---|---|---|---|---|---|")
+            "peak RSS after first image MiB | peak RSS at end MiB | seconds |")
+        log("|---|---|---|---|---|---|---|---|---|---|")
         log(soak["line"])
     return {"matmul": [matmul, closing], "pipeline": pipeline, "rows": rows, "accelerate": bool(accelerate),
             "soak": soak}
@@ -340,20 +394,28 @@ def run_inference_benchmark(model_name="lw_resnet50", size=512, runs=10, warmup=
     """Latency of one model served four ways: in-process Keras, SavedModel, TFLite (float32, float16, int8) and,
     when ``tf2onnx`` and ``onnxruntime`` are installed, ONNX Runtime.
 
+    ``model_name``: a preset (built with random weights and 21 classes), a keras model, or anything
+    :func:`refinenet_tf.inference.load_inference_model` takes (a training run folder, a ``.keras`` file, a
+    SavedModel written by ``model.save``), so that a trained model is timed as it is.
     All formats compute the same thing: uint8 ``[1, size, size, 3]`` -> labels and probabilities at the input
-    size (random weights, 21 classes). The model is exported once into ``workdir`` (a temporary folder by
-    default); each format is then timed in a fresh process: the first call, then the median over ``runs`` calls
-    after ``warmup`` more. Returns the rows.
+    size. The model is exported once into ``workdir`` (a temporary folder by default); each format is then timed
+    in a fresh process: the first call, then the median over ``runs`` calls after ``warmup`` more. Returns the
+    rows.
     """
     import shutil
     import tempfile
 
-    from refinenet_tf import export, models
+    from refinenet_tf import export, inference, models
 
     formats = list(formats or ["keras", "saved_model", "tflite_float32", "tflite_float16", "tflite_int8", "onnx"])
+    if not isinstance(model_name, str):
+        model, model_name = model_name, model_name.name
+    elif model_name in models.PRESETS:
+        model = models.build(model_name, num_classes=21, backbone_weights=None)
+    else:
+        model = inference.load_inference_model(model_name)
     folder = workdir or tempfile.mkdtemp(prefix="refinenet_tf-bench-")
     try:
-        model = models.build(model_name, num_classes=21, backbone_weights=None)
         paths = {}
         for fmt in formats:
             start = time.perf_counter()
@@ -400,7 +462,8 @@ def run_soak(model, num_images=300, min_side=64, max_side=640, seed=0, log=print
     A serving loop must neither retrace per image size (each trace keeps a graph) nor hold on to earlier
     results. Returns a dict: ``images``, ``sizes`` (``(height, width)`` per image), ``traces`` (of the
     prediction function), resident memory after the first image (``rss_start_mib``), after half
-    (``rss_half_mib``) and at the end (``rss_end_mib``), the process's peak (``peak_rss_mib``) and ``seconds``.
+    (``rss_half_mib``) and at the end (``rss_end_mib``), the process's peak at those three points
+    (``peak_rss_start_mib``, ``peak_rss_half_mib``, ``peak_rss_mib``) and ``seconds``.
     """
     import numpy as np
 
@@ -415,9 +478,9 @@ def run_soak(model, num_images=300, min_side=64, max_side=640, seed=0, log=print
         labels = inference.predict(model, image)
         assert labels.shape == (height, width)
         if index == 0:
-            report["rss_start_mib"] = _rss_mib()
+            report["rss_start_mib"], report["peak_rss_start_mib"] = _rss_mib(), _rss_mib("VmHWM")
         if index == num_images // 2:
-            report["rss_half_mib"] = _rss_mib()
+            report["rss_half_mib"], report["peak_rss_half_mib"] = _rss_mib(), _rss_mib("VmHWM")
     report["seconds"] = time.perf_counter() - start
     report["rss_end_mib"] = _rss_mib()
     report["peak_rss_mib"] = _rss_mib("VmHWM")
@@ -425,5 +488,5 @@ def run_soak(model, num_images=300, min_side=64, max_side=640, seed=0, log=print
     if log:
         log(f"| {model.name} | {num_images} | {min_side}-{max_side} | {report['traces']} | "
             f"{report['rss_start_mib']:.0f} | {report['rss_half_mib']:.0f} | {report['rss_end_mib']:.0f} | "
-            f"{report['peak_rss_mib']:.0f} | {report['seconds']:.0f} |")
+            f"{report['peak_rss_start_mib']:.0f} | {report['peak_rss_mib']:.0f} | {report['seconds']:.0f} |")
     return report

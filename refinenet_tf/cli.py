@@ -145,7 +145,7 @@ def _benchmark(args):
     results = benchmarks.run_benchmark(names, args.size, runs=args.runs, train_batch=args.train_batch,
                                        train_steps=args.train_steps, formats=args.formats, accelerate=accelerate,
                                        soak_images=args.soak_images, matmul_size=args.matmul_size,
-                                       log=lambda line: print(line, flush=True))
+                                       precisions=args.precision, log=lambda line: print(line, flush=True))
     if args.json:
         import json
 
@@ -163,9 +163,13 @@ def _model_from_args(args):
 
 
 def _evaluate(args):
-    from refinenet_tf import inference
+    from refinenet_tf import _files, inference
 
+    if args.output:  # before any work, not after a long evaluation
+        _files.writable_folder(args.output, "--output")
     model = _model_from_args(args)
+    if args.freeze:
+        model = inference.freeze(model)
     result = inference.evaluate(model, args.data, args.split, num_classes=args.num_classes, scales=args.scales,
                                 class_names=inference.saved_class_names(args.model),
                                 flip=args.flip, max_side=args.max_side, limit=args.limit, progress=args.progress)
@@ -182,6 +186,8 @@ def _predict(args):
 
     palette = visualization.read_palette(args.palette) if args.palette else None
     model = _model_from_args(args)
+    if args.freeze:
+        model = inference.freeze(model)
     result = inference.predict_files(model, args.inputs, args.output, scales=args.scales, flip=args.flip,
                                      max_side=args.max_side, palette=palette, probabilities=args.probabilities,
                                      class_names=inference.saved_class_names(args.model),
@@ -225,19 +231,26 @@ def _export(args):
 def _inference_benchmark(args):
     import platform
 
-    from refinenet_tf import benchmarks, models
+    from refinenet_tf import benchmarks, inference, models
 
-    if args.model not in models.PRESETS:
-        raise ValueError(f"unknown model {args.model!r}; use one of {models.list_models()}")
+    model = args.model
+    weights = "random weights, 21 classes"
+    if model not in models.PRESETS:  # a trained model: a run folder, .keras file, ...; loaded before any output
+        model = inference.load_inference_model(model)
+        weights = f"{args.model}, {model.output_shape[-1]} classes"
     print(f"Inference latency, uint8 [1, {args.size}, {args.size}, 3] -> labels + probabilities at input size, "
-          f"random weights, 21 classes; {platform.machine()}, {os.cpu_count()} cores; each format in a fresh "
+          f"{weights}; {platform.machine()}, {os.cpu_count()} cores; each format in a fresh "
           f"process: median of {args.runs} calls after {args.warmup} warm-up calls.")
     print("| model | input | format | median ms | min ms | relative to keras | first call ms | file MiB | "
           "peak RSS MiB |")
     print("|---|---|---|---|---|---|---|---|---|", flush=True)
-    benchmarks.run_inference_benchmark(args.model, args.size, runs=args.runs, warmup=args.warmup,
+    benchmarks.run_inference_benchmark(model, args.size, runs=args.runs, warmup=args.warmup,
                                        formats=args.formats, log=lambda line: print(line, flush=True))
     return 0
+
+
+_FREEZE_HELP = ("run the model frozen, its weights as constants (inference.freeze): faster on a CPU after a few "
+                "seconds of freezing, so it pays for many images")
 
 
 def _add_model_arguments(parser):
@@ -362,6 +375,10 @@ def build_parser():
                        help="exported formats to time (default: %(default)s)")
     bench.add_argument("--accelerate", choices=["auto", "on", "off"], default="auto",
                        help="XLA + mixed precision: auto = with a GPU (default: %(default)s)")
+    bench.add_argument("--precision", nargs="+", choices=["float32", "mixed"], default=None,
+                       help="a row per model and precision; mixed = mixed_float16 on a GPU, mixed_bfloat16 on a CPU "
+                       "(fast on CPUs with bfloat16 matrix units, e.g. Intel AMX) (default: mixed with a GPU, "
+                       "else float32)")
     bench.add_argument("--soak-images", type=_non_negative_int, default=300,
                        help="images of the soak run, 0: none (default: %(default)s)")
     bench.add_argument("--matmul-size", type=_positive_int, default=4096, metavar="N",
@@ -405,6 +422,7 @@ def build_parser():
     evaluate.add_argument("--split", default="val", help="split (default: %(default)s)")
     evaluate.add_argument("--output", metavar="DIR", help="write confusion_matrix.csv/.npy and metrics.json here")
     evaluate.add_argument("--limit", type=_positive_int, help="evaluate only the first N images")
+    evaluate.add_argument("--freeze", action="store_true", help=_FREEZE_HELP)
     evaluate.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                           help="progress bar (default: on)")
     _add_augmentation_arguments(evaluate)
@@ -420,6 +438,7 @@ def build_parser():
     predict.add_argument("--probabilities", action="store_true", help="also write float32 probabilities (.npy)")
     predict.add_argument("--palette", help="colours: a palette PNG (its palette) or a JSON list of [r, g, b] "
                          "(default: VOC's)")
+    predict.add_argument("--freeze", action="store_true", help=_FREEZE_HELP)
     predict.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default: %(default)s)")
     predict.add_argument("--skip-errors", action="store_true",
                          help="go on past unreadable images (listed at the end; exit status 1)")
@@ -455,7 +474,9 @@ def build_parser():
     inference_bench = commands.add_parser(
         "inference-benchmark", help="latency of in-process Keras vs SavedModel vs TFLite (vs ONNX)",
         description="Export one preset (random weights) to every format and time each in a fresh process.")
-    inference_bench.add_argument("--model", default="lw_resnet50", help="preset (default: %(default)s)")
+    inference_bench.add_argument("--model", default="lw_resnet50",
+                                 help="a preset (random weights), or a trained model: a run folder, a .keras file, "
+                                 "a SavedModel written by model.save (default: %(default)s)")
     inference_bench.add_argument("--size", type=_positive_int, default=512, help="square input side (default: "
                                  "%(default)s)")
     inference_bench.add_argument("--runs", type=_positive_int, default=10, help="timed calls (default: %(default)s)")

@@ -27,8 +27,9 @@ import tf_keras as keras
 
 from refinenet_tf import _files, visualization
 
-__all__ = ["Evaluation", "class_names_for", "collect_images", "evaluate", "load_inference_model",
-           "load_weights_checked", "predict", "predict_files", "saved_class_names", "segment"]
+__all__ = ["Evaluation", "FrozenModel", "class_names_for", "collect_images", "evaluate", "freeze",
+           "load_inference_model", "load_weights_checked", "predict", "predict_files", "saved_class_names",
+           "segment"]
 
 
 def _check_scales(scales):
@@ -78,6 +79,58 @@ def segment(model, images, scales=(1.0,), flip=False, max_side=None):
             probabilities = tf.nn.softmax(tf.image.resize(logits, size, method="bilinear"), axis=-1)
             total = probabilities if total is None else total + probabilities
     return total / float(len(scales) * (2 if flip else 1))
+
+
+class FrozenModel:
+    """A Keras model's inference graph with its weights folded in as constants: what :func:`freeze` returns.
+
+    It maps float RGB ``[N, H, W, 3]`` (any ``H, W``) to the model's logits, like ``model(images,
+    training=False)``, and goes wherever a model goes for inference (:func:`segment`, :func:`predict`,
+    :func:`evaluate`, :func:`predict_files`). Its weights are a copy taken when it was made: later training of
+    the Keras model does not reach it. It cannot be trained or saved; export the Keras model instead.
+
+    Attributes:
+        name, input_shape, output_shape: the Keras model's.
+    """
+
+    def __init__(self, model):
+        from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+        if not isinstance(model, keras.Model):
+            raise TypeError(f"freeze needs a keras.Model, got {type(model).__name__}.")
+        self.name, self.input_shape, self.output_shape = model.name, model.input_shape, model.output_shape
+        spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
+        concrete = tf.function(lambda images: model(images, training=False)).get_concrete_function(spec)
+        self._function = convert_variables_to_constants_v2(concrete)
+
+    def __call__(self, images, training=False):
+        if training:
+            raise ValueError(f"{self.name} is frozen for inference; train the keras model it was made from.")
+        return self._function(tf.cast(images, tf.float32))[0]
+
+    def __repr__(self):
+        return f"<FrozenModel {self.name!r}: {self.input_shape} -> {self.output_shape}>"
+
+
+def freeze(model):
+    """The model's inference graph with its weights as constants (a :class:`FrozenModel`), for faster inference.
+
+    On a CPU with oneDNN (TensorFlow's default on x86), constant weights let each convolution keep its weights
+    in the layout it computes with instead of converting them on every call, and let TensorFlow's graph
+    optimizer fold and fuse more: on our 2-core machine the forward pass of the slim RefineNet-101 at 512 x 512
+    took 1.17 s frozen against 1.52 s as a Keras model (``refinenet-tf benchmark``). Freezing takes seconds (11 s
+    for that model) and memory (that process peaked at 7.1 GiB against 4.4 GiB for the Keras forward pass), so
+    it pays for many images, not for one. Results equal the Keras model's up to float rounding.
+
+    Example:
+        >>> from refinenet_tf import RefineNet
+        >>> model = RefineNet(num_classes=3, backbone="resnet50", backbone_weights=None)
+        >>> frozen = freeze(model)
+        >>> image = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+        >>> bool((predict(frozen, image) == predict(model, image)).mean() > 0.99)
+        True
+    """
+    return model if isinstance(model, FrozenModel) else FrozenModel(model)
 
 
 _SEGMENT_FUNCTIONS = weakref.WeakKeyDictionary()  # model -> {(scales, flip, max_side): traced function}
@@ -419,13 +472,14 @@ def predict_files(model, inputs, output_dir, scales=(1.0,), flip=False, max_side
     bar = keras.utils.Progbar(len(paths), unit_name="image") if progress else None
     for index, path in enumerate(paths):
         try:
-            image = decoding.read_image(path)
-            if max_pixels is not None and image.shape[0] * image.shape[1] > max_pixels:
+            width, height = decoding.image_size(path)  # from the header: a huge image is refused undecoded
+            if max_pixels is not None and width * height > max_pixels:
                 raise decoding.DataError(
-                    f"{path}: {image.shape[1]}x{image.shape[0]} pixels is above the limit of {max_pixels:,} "
+                    f"{path}: {width}x{height} pixels is above the limit of {max_pixels:,} "
                     f"(--max-pixels): its {num_classes}-class probabilities alone would take "
-                    f"{4 * num_classes * image.shape[0] * image.shape[1] / 2**30:.1f} GiB; downscale the image or "
+                    f"{4 * num_classes * width * height / 2**30:.1f} GiB; downscale the image or "
                     "raise --max-pixels (with --max-side to bound the model's input).")
+            image = decoding.read_image(path)
         except decoding.DataError as error:
             if not skip_errors:
                 raise
@@ -489,7 +543,8 @@ def load_inference_model(spec, num_classes=None, backbone_weights="imagenet", we
                                 f"SavedModel or run folder, or one of {models.list_models()}.")
     if num_classes is not None and model.output_shape[-1] != num_classes:
         raise ValueError(f"--model {spec!r} predicts {model.output_shape[-1]} classes, not --num-classes "
-                         f"{num_classes}.")
+                         f"{num_classes}; leave --num-classes out to use the model's, or give a model trained for "
+                         f"{num_classes} classes.")
     if weights is not None:
         load_weights_checked(model, weights)
     return model

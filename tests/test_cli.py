@@ -48,6 +48,16 @@ print(result["image_sizes"].numpy().tolist(), labels.shape, int(labels.min()) >=
     assert result.stdout.split("\n")[-2] == (f"[[{height}, {width}]] ({height}, {width}) True True "
                                              "['background', 'disc', 'rectangle', 'triangle']")
 
+    # The README's last step: the trained model itself benchmarked, in-process and as a SavedModel.
+    capsys.readouterr()
+    assert cli.main(["inference-benchmark", "--model", str(tmp_path / "run"), "--size", "64", "--runs", "2",
+                     "--warmup", "0", "--formats", "keras", "saved_model"]) == 0
+    output = capsys.readouterr().out
+    assert f"{tmp_path / 'run'}, 4 classes" in output
+    rows = [line.strip("|").split("|") for line in output.splitlines() if line.startswith("| refinenet_slim_")]
+    assert [row[2].strip() for row in rows] == ["keras", "saved_model"], output
+    assert all(float(row[3]) > 0 for row in rows)  # median ms
+
 
 def test_demo_into_a_file_fails_with_one_clear_line(tmp_path, capsys):
     blocker = tmp_path / "a_file"
@@ -110,20 +120,27 @@ def test_train_benchmark_unknown_model_fails_with_one_line(capsys):
 def test_benchmark_prints_the_table_with_matmul_ratios_and_the_soak(tmp_path, capsys):
     results_file = tmp_path / "bench.json"
     assert cli.main(["benchmark", "--models", "lw_mobilenetv2", "--size", "64", "--runs", "1", "--train-steps", "1",
-                     "--formats", "--soak-images", "4", "--matmul-size", "1024", "--json",
-                     str(results_file)]) == 0
+                     "--formats", "--soak-images", "4", "--matmul-size", "1024", "--accelerate", "off",
+                     "--precision", "float32", "mixed", "--json", str(results_file)]) == 0
     output = capsys.readouterr().out
     assert "fp32 matmul 1024x1024:" in output and "input pipeline:" in output
-    row = [line for line in output.splitlines() if line.startswith("| lw_mobilenetv2 | light_weight |")]
-    assert len(row) == 1, output
-    cells = [cell.strip() for cell in row[0].strip("|").split("|")]
-    assert float(cells[2]) > 0 and float(cells[5]) > 0 and float(cells[7]) > 0  # GFLOPs, x matmul, train img/s
     results = json.loads(results_file.read_text())
-    measured = results["rows"][0]
-    assert measured["matmul_ratio"] == pytest.approx(
-        measured["gflops_per_second"] / max(m["gflops_per_second"] for m in results["matmul"]))
-    assert measured["pipeline_ratio"] == pytest.approx(
-        results["pipeline"]["images_per_second"] / measured["train_images_per_second"])
+    assert [row["policy"] for row in results["rows"]] == ["float32", "mixed_bfloat16"]  # a row per precision
+    for policy, measured in zip(("float32", "mixed_bfloat16"), results["rows"]):
+        row = [line for line in output.splitlines() if line.startswith(f"| lw_mobilenetv2 | light_weight | {policy} |")]
+        assert len(row) == 1, output
+        cells = [cell.strip() for cell in row[0].strip("|").split("|")]
+        keras_ratio, frozen_ratio = (float(value) for value in cells[6].split(" / "))  # x matmul, Keras / frozen
+        assert float(cells[3]) > 0 and keras_ratio > 0 and frozen_ratio > 0 and float(cells[8]) > 0  # train img/s
+        assert measured["frozen"]["matmul_ratio"] == pytest.approx(
+            measured["frozen"]["gflops_per_second"] / max(m["gflops_per_second"] for m in results["matmul"]))
+        assert measured["matmul_ratio"] == pytest.approx(
+            measured["gflops_per_second"] / max(m["gflops_per_second"] for m in results["matmul"]))
+        assert measured["pipeline_ratio"] == pytest.approx(
+            results["pipeline"]["images_per_second"] / measured["train_images_per_second"])
+    with pytest.raises(SystemExit) as exit_info:  # argparse: not a choice
+        cli.main(["benchmark", "--precision", "float16"])
+    assert exit_info.value.code == 2
     soak = results["soak"]
     assert soak["images"] == 4 and soak["traces"] == 1 and soak["rss_end_mib"] > 0
     assert "| lw_mobilenetv2 | 4 | 64-640 | 1 |" in output

@@ -165,6 +165,30 @@ def test_predict_returns_arrays_at_each_input_size(tiny_backbone):
         inference.predict(model, [np.zeros((5, 5))])
 
 
+def test_a_frozen_model_predicts_what_the_keras_model_predicts_and_keeps_its_weights(tiny_backbone):
+    model = models.RefineNet(num_classes=5, backbone=tiny_backbone, backbone_weights=None, variant="slim",
+                             decoder_features=16)
+    frozen = inference.freeze(model)
+    assert inference.freeze(frozen) is frozen
+    assert (frozen.name, frozen.output_shape) == (model.name, model.output_shape)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (h, w, 3)).astype(np.uint8) for h, w in ((33, 47), (64, 64))]
+    for (labels, probabilities), (frozen_labels, frozen_probabilities) in zip(
+            inference.predict(model, images, flip=True, return_probabilities=True),
+            inference.predict(frozen, images, flip=True, return_probabilities=True)):
+        np.testing.assert_allclose(frozen_probabilities, probabilities, atol=1e-5)
+        assert (frozen_labels == labels).mean() > 0.999
+    with pytest.raises(ValueError, match="is frozen for inference"):
+        frozen(tf.zeros([1, 32, 32, 3]), training=True)
+    with pytest.raises(TypeError, match="freeze needs a keras.Model"):
+        inference.freeze(lambda images: images)
+    # The frozen copy keeps the weights it was made with.
+    before = frozen(images[1][None]).numpy()
+    model.set_weights([weight * 1.5 for weight in model.get_weights()])
+    np.testing.assert_array_equal(frozen(images[1][None]).numpy(), before)
+    assert not np.allclose(model(images[1][None].astype(np.float32), training=False).numpy(), before)
+
+
 # --------------------------------------------------------------------------------------- files and the CLI
 
 
@@ -235,7 +259,18 @@ def test_cli_predict_evaluate_on_the_voc_sample(tmp_path, voc_sample_dir, tiny_m
                      "--no-progress", "--output", str(tmp_path / "eval")]) == 0
     output = capsys.readouterr().out
     assert "| aeroplane |" in output and "| **mean** |" in output
-    assert json.load(open(tmp_path / "eval" / "metrics.json"))["pixels"] > 0
+    metrics = json.load(open(tmp_path / "eval" / "metrics.json"))
+    assert metrics["pixels"] > 0
+    # --freeze runs the frozen graph: the same scores and the same label PNG.
+    assert cli.main(["evaluate", "--model", tiny_model_file, "--data", f"voc:{voc_sample_dir}", "--split", "val",
+                     "--no-progress", "--freeze", "--output", str(tmp_path / "eval_frozen")]) == 0
+    frozen_metrics = json.load(open(tmp_path / "eval_frozen" / "metrics.json"))
+    assert frozen_metrics["pixels"] == metrics["pixels"]
+    assert frozen_metrics["mean_iou"] == pytest.approx(metrics["mean_iou"], abs=1e-3)
+    assert cli.main(["predict", "--model", tiny_model_file, "--output", str(tmp_path / "out_frozen"),
+                     "--no-progress", "--scales", "0.5", "1", "--flip", "--freeze", good]) == 0
+    assert (np.asarray(Image.open(tmp_path / "out_frozen" / "2007_004189.png"))
+            == np.asarray(Image.open(tmp_path / "out" / "2007_004189.png"))).mean() > 0.999
     assert cli.main(["evaluate", "--model", tiny_model_file, "--num-classes", "3", "--data",
                      f"voc:{voc_sample_dir}"]) == 2
     assert "predicts 21 classes, not --num-classes 3" in capsys.readouterr().err

@@ -37,12 +37,35 @@ def test_readme_python_block_runs(index, tmp_path):
         assert any(line.startswith(value) for line in printed), (value, printed)
 
 
-def test_readme_lists_every_cli_subcommand_and_option():
+def _cli_reference():
+    """The README's CLI reference: ``{command: its synopsis}`` from the sh block under "## Command line"."""
+    section = README.split("\n## Command line\n", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```sh\n(.*?)```", section, flags=re.S).group(1)
+    synopses, command = {}, None
+    for line in block.splitlines():
+        match = re.match(r"refinenet-tf (\S+)", line)
+        if match:
+            command = match.group(1)
+            synopses[command] = line
+        else:
+            synopses[command] += " " + line.strip()
+    return synopses
+
+
+def _long_options(parser):
+    return {option for action in parser._actions for option in action.option_strings
+            if option.startswith("--") and option != "--help"}
+
+
+def test_the_cli_reference_matches_the_parser_command_by_command():
     parser = cli.build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    synopses = _cli_reference()
+    documented = {name for name in synopses if not name.startswith("-")}
+    assert documented == set(subparsers), f"commands in README vs parser: {documented ^ set(subparsers)}"
     for name, subparser in subparsers.items():
-        assert f"refinenet-tf {name}" in README, f"README's CLI section lacks `refinenet-tf {name}`"
-        for action in subparser._actions:
-            for option in action.option_strings:
-                if option.startswith("--") and option != "--help":
-                    assert option in README, f"README's CLI section lacks {option} of `refinenet-tf {name}`"
+        listed = set(re.findall(r"--[a-z0-9][a-z0-9-]*", synopses[name]))
+        options = _long_options(subparser)
+        assert options <= listed, f"README's `refinenet-tf {name}` lacks {sorted(options - listed)}"
+        assert listed <= options, f"README's `refinenet-tf {name}` lists {sorted(listed - options)}, which it lacks"
+    assert {name for name in synopses if name.startswith("-")} == _long_options(parser)  # --version
