@@ -208,7 +208,9 @@ def test_tflite_of_the_real_light_weight_presets(preset, tmp_path):
     expected, expected_probabilities = inference.predict(model, image, return_probabilities=True)
     path = export.export_tflite(model, tmp_path / "model.tflite", input_size=None)
     labels, probabilities = _tflite_predict(path, [image])
-    np.testing.assert_allclose(probabilities[0], expected_probabilities, atol=1e-4)
+    # TFLite's float32 kernels (XNNPACK) and TensorFlow's (oneDNN) sum in different orders: on an AVX-512 / AMX
+    # machine the random-weight presets' probabilities differed by up to 1.5e-4.
+    np.testing.assert_allclose(probabilities[0], expected_probabilities, atol=5e-4)
     assert np.mean(labels[0] == expected) > 0.999
 
 
