@@ -2,11 +2,11 @@
 
     .venv/bin/python benchmarks/op_profile.py [--model lw_resnet50] [--size 512] [--precision float32]
 
-It times the Keras forward pass (batch 1, random weights, 21 classes; weights as variables, as
-``refinenet-tf benchmark`` times it), then runs the same graph frozen (weights as constants, as TFLite and a
-frozen graph have them) in a TensorFlow session with a full trace and prints for each op type its summed
-kernel time, count and share. The convolutions' rate (profiler FLOPs of the convolutions / their summed
-time) bounds what the whole forward pass can reach: the other ops only add time.
+It runs the model's inference graph frozen (``inference.freeze``: weights as constants, batch 1, random
+weights, 21 classes) in a TensorFlow session with a full trace and prints for each op type its summed kernel
+time, count and share; then it times the Keras forward pass (weights as variables) for comparison. The
+convolutions' rate (profiler FLOPs of the convolutions / their summed time) bounds what the whole forward pass
+can reach: the other ops only add time.
 """
 
 import argparse
@@ -20,9 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
-from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2  # noqa: E402
 
-from refinenet_tf import models, profiling, training  # noqa: E402
+from refinenet_tf import inference, models, profiling, training  # noqa: E402
 
 
 def _profile(function, images, repeats=5):
@@ -60,32 +59,30 @@ def main():
     args = parser.parse_args()
     keras.mixed_precision.set_global_policy(training.mixed_precision_policy(args.precision == "mixed"))
     model = models.build(args.model, num_classes=21, backbone_weights=None)
-    spec = tf.TensorSpec([1, args.size, args.size, 3], tf.float32)
-    forward = tf.function(lambda images: model(images, training=False)).get_concrete_function(spec)
-    frozen = convert_variables_to_constants_v2(forward)
-    flops = profiling.count_flops(model, args.size, args.size)
-    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
-    options["output"] = "none"
-    by_op = tf.compat.v1.profiler.profile(graph=frozen.graph, run_meta=tf.compat.v1.RunMetadata(), cmd="op",
-                                          options=options)
-    conv_flops = sum(child.total_float_ops for child in by_op.children if "Conv2D" in child.name)
-    images = np.random.default_rng(0).uniform(0, 255, (1, args.size, args.size, 3)).astype(np.float32)
+    by_op = profiling.flops_by_op(model, args.size, args.size)
+    flops, conv_flops = sum(by_op.values()), sum(value for op, value in by_op.items() if "Conv2D" in op)
     print(f"{args.model}, {args.size}x{args.size}, batch 1, {keras.mixed_precision.global_policy().name}; "
           f"{platform.machine()}, {os.cpu_count()} cores; {flops / 1e9:.1f} GFLOPs, of which convolutions "
           f"{conv_flops / 1e9:.1f}")
-    forward(tf.constant(images))  # warm-up
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        forward(tf.constant(images))[0, 0, 0, 0].numpy()
-        times.append(time.perf_counter() - start)
-    print(f"keras forward (variables): best {1000 * min(times):.0f} ms = {flops / min(times) / 1e9:.0f} GFLOP/s")
-    seconds, micros, counts = _profile(frozen, images)
+    # The frozen graph first: a Keras forward pass run before it leaves the process slower (see
+    # benchmarks.measure_frozen).
+    images = np.random.default_rng(0).uniform(0, 255, (1, args.size, args.size, 3)).astype(np.float32)
+    frozen = inference.freeze(model, batch_shape=images.shape)
+    seconds, micros, counts = _profile(frozen.function, images)
     total = sum(micros.values())
     conv_micros = sum(value for op, value in micros.items() if "Conv2D" in op)
     print(f"frozen (constants): best {1000 * seconds:.0f} ms = {flops / seconds / 1e9:.0f} GFLOP/s; convolutions "
-          f"{conv_micros / 1000:.0f} ms of kernel time = {conv_flops / conv_micros / 1e3:.0f} GFLOP/s\n")
-    print("| op | ms (summed kernel time) | count | share |")
+          f"{conv_micros / 1000:.0f} ms of kernel time = {conv_flops / conv_micros / 1e3:.0f} GFLOP/s")
+    forward = tf.function(lambda batch: model(batch, training=False))
+    forward(images)  # warm-up
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        forward(images).numpy()
+        times.append(time.perf_counter() - start)
+    print(f"keras forward (variables), after it: best {1000 * min(times):.0f} ms = "
+          f"{flops / min(times) / 1e9:.0f} GFLOP/s\n")
+    print("| op (frozen graph) | ms (summed kernel time) | count | share |")
     print("|---|---|---|---|")
     for op, value in micros.most_common(12):
         print(f"| {op} | {value / 1000:.1f} | {counts[op]} | {100 * value / total:.1f} % |")

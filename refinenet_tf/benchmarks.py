@@ -13,14 +13,18 @@ import subprocess
 import sys
 import time
 
-__all__ = ["BENCHMARK_MODELS", "TARGETS", "measure_frozen", "measure_matmul", "measure_model", "measure_pipeline",
-           "measure_soak", "measure_training", "run_benchmark", "run_inference_benchmark", "run_soak", "run_training_benchmarks"]
+__all__ = ["BENCHMARK_MODELS", "PRECISIONS", "TARGETS", "measure_frozen", "measure_matmul", "measure_model",
+           "measure_pipeline", "measure_soak", "measure_training", "run_benchmark", "run_inference_benchmark",
+           "run_soak", "run_training_benchmarks"]
 
 # The default rows of ``refinenet-tf benchmark``: each variant's flagship (``--models all`` runs every preset).
 BENCHMARK_MODELS = ("slim_resnet101", "refinenet_resnet101", "lw_resnet50", "lw_resnet101", "lw_mobilenetv2")
 
 # Effective inference GFLOP/s as a fraction of the fp32 matmul GFLOP/s measured in the same run, on a CPU.
 TARGETS = {"slim_resnet101": 0.90, "lw_resnet50": 0.80}
+
+# The rows' precisions: "mixed" is mixed_float16 on a GPU, mixed_bfloat16 on a CPU (training.mixed_precision_policy).
+PRECISIONS = ("float32", "mixed")
 
 # The input pipeline must deliver at least this many times what training consumes.
 PIPELINE_TARGET = 4.0
@@ -82,7 +86,10 @@ def _in_fresh_process(function, *arguments):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _best_seconds(call, repeats):
+def _best_seconds(call, repeats, warmup=0):
+    """``(best, median)`` seconds of ``call()`` over ``repeats`` timed calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        call()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -101,9 +108,14 @@ def measure_matmul(n=4096, repeats=5):
         a = tf.random.normal([n, n])
         b = tf.random.normal([n, n])
         product = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
-        product().numpy()
-        best, _ = _best_seconds(lambda: product().numpy(), repeats)
+        best, _ = _best_seconds(lambda: product().numpy(), repeats, warmup=1)
     return {"n": n, "gflops_per_second": 2 * n ** 3 / best / 1e9, "device": device}
+
+
+def _check_precisions(precisions):
+    unknown = [precision for precision in precisions if precision not in PRECISIONS]
+    if unknown:
+        raise ValueError(f"precisions must be among {PRECISIONS}, not {unknown}")
 
 
 def _set_precision(precision, accelerate):
@@ -112,8 +124,7 @@ def _set_precision(precision, accelerate):
 
     from refinenet_tf import training
 
-    if precision not in (None, "float32", "mixed"):
-        raise ValueError(f"precision must be 'float32' or 'mixed', not {precision!r}")
+    _check_precisions([precision or "float32"])
     policy = training.mixed_precision_policy(precision == "mixed" or (precision is None and bool(accelerate)))
     keras.mixed_precision.set_global_policy(policy)
     return policy
@@ -138,9 +149,7 @@ def measure_model(model_name, size=512, runs=5, warmup=2, train_batch=2, train_s
     flops = profiling.count_flops(model, size, size)
     forward = tf.function(lambda images: model(images, training=False), jit_compile=bool(accelerate))
     images = tf.random.uniform([1, size, size, 3], 0, 255)
-    for _ in range(warmup):
-        forward(images).numpy()
-    best, median = _best_seconds(lambda: forward(images).numpy(), runs)
+    best, median = _best_seconds(lambda: forward(images).numpy(), runs, warmup)
     inference_peak = _rss_mib("VmHWM")
 
     recipe = training.Recipe("benchmark", model_name, "", optimizer="sgd", learning_rate=1e-3)
@@ -148,8 +157,7 @@ def measure_model(model_name, size=512, runs=5, warmup=2, train_batch=2, train_s
     rng = np.random.default_rng(0)
     batch = rng.uniform(0, 255, (train_batch, size, size, 3)).astype(np.float32)
     masks = rng.integers(0, 21, (train_batch, size, size)).astype(np.int32)
-    model.train_on_batch(batch, masks)  # traces
-    train_best, train_median = _best_seconds(lambda: model.train_on_batch(batch, masks), train_steps)
+    train_best, train_median = _best_seconds(lambda: model.train_on_batch(batch, masks), train_steps, warmup=1)
     return {"model": model_name, "variant": models.get(model_name).variant, "size": size, "policy": policy,
             "xla": bool(accelerate), "parameters": model.count_params(), "gflops": flops / 1e9,
             "latency_ms": 1000 * median, "best_latency_ms": 1000 * best,
@@ -175,9 +183,7 @@ def measure_frozen(model_name, size=512, runs=5, warmup=2, precision=None, accel
     frozen = inference.freeze(model)
     freeze_seconds = time.perf_counter() - start
     images = tf.random.uniform([1, size, size, 3], 0, 255)
-    for _ in range(warmup):
-        frozen(images).numpy()
-    best, median = _best_seconds(lambda: frozen(images).numpy(), runs)
+    best, median = _best_seconds(lambda: frozen(images).numpy(), runs, warmup)
     return {"latency_ms": 1000 * median, "best_latency_ms": 1000 * best, "freeze_seconds": freeze_seconds,
             "peak_rss_mib": _rss_mib("VmHWM")}
 
@@ -222,7 +228,8 @@ def run_benchmark(model_names=BENCHMARK_MODELS, size=512, runs=5, train_batch=2,
     """The benchmark table of this machine; each measurement in a fresh process. Returns the rows.
 
     Per model: inference FLOPs (TensorFlow profiler), the forward pass's latency and effective GFLOP/s
-    (FLOPs / best latency) as a ratio to the fp32 matmul GFLOP/s measured at the start and the end of the run
+    (FLOPs / best latency), as a Keras model (:func:`measure_model`) and frozen (:func:`measure_frozen`), each
+    as a ratio to the fp32 matmul GFLOP/s measured at the start and the end of the run
     (the higher one counts), training images/s, the input pipeline's images/s as a multiple of that, the
     SavedModel and TFLite latency (uint8 image -> labels + probabilities, :func:`run_inference_benchmark`) and
     peak resident memory. ``accelerate``: ``"auto"`` uses XLA and mixed precision when a GPU is visible.
@@ -237,9 +244,7 @@ def run_benchmark(model_names=BENCHMARK_MODELS, size=512, runs=5, train_batch=2,
     if accelerate == "auto":
         accelerate = _gpu_available()
     precisions = tuple(precisions or (("mixed",) if accelerate else ("float32",)))
-    unknown = [precision for precision in precisions if precision not in ("float32", "mixed")]
-    if unknown:
-        raise ValueError(f"precisions must be 'float32' or 'mixed', not {unknown}")
+    _check_precisions(precisions)
     log = log or (lambda line: None)
     matmul = _in_fresh_process("measure_matmul", matmul_size)
     pipeline = _in_fresh_process("measure_pipeline", size, train_batch)

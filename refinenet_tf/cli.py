@@ -375,7 +375,7 @@ def build_parser():
                        help="exported formats to time (default: %(default)s)")
     bench.add_argument("--accelerate", choices=["auto", "on", "off"], default="auto",
                        help="XLA + mixed precision: auto = with a GPU (default: %(default)s)")
-    bench.add_argument("--precision", nargs="+", choices=["float32", "mixed"], default=None,
+    bench.add_argument("--precision", nargs="+", choices=benchmarks.PRECISIONS, default=None,
                        help="a row per model and precision; mixed = mixed_float16 on a GPU, mixed_bfloat16 on a CPU "
                        "(fast on CPUs with bfloat16 matrix units, e.g. Intel AMX) (default: mixed with a GPU, "
                        "else float32)")

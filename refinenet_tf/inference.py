@@ -91,36 +91,39 @@ class FrozenModel:
 
     Attributes:
         name, input_shape, output_shape: the Keras model's.
+        function: the frozen ``tf.function`` graph (a ``ConcreteFunction``; ``function.graph`` is what the
+            TensorFlow profiler reads, see :func:`refinenet_tf.profiling.count_flops`).
     """
 
-    def __init__(self, model):
+    def __init__(self, model, batch_shape=None):
         from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
         if not isinstance(model, keras.Model):
             raise TypeError(f"freeze needs a keras.Model, got {type(model).__name__}.")
         self.name, self.input_shape, self.output_shape = model.name, model.input_shape, model.output_shape
-        spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
+        spec = tf.TensorSpec(batch_shape or [None, *model.input_shape[1:]], tf.float32)
         concrete = tf.function(lambda images: model(images, training=False)).get_concrete_function(spec)
-        self._function = convert_variables_to_constants_v2(concrete)
+        self.function = convert_variables_to_constants_v2(concrete)
 
     def __call__(self, images, training=False):
         if training:
             raise ValueError(f"{self.name} is frozen for inference; train the keras model it was made from.")
-        return self._function(tf.cast(images, tf.float32))[0]
+        return self.function(tf.cast(images, tf.float32))[0]
 
     def __repr__(self):
         return f"<FrozenModel {self.name!r}: {self.input_shape} -> {self.output_shape}>"
 
 
-def freeze(model):
+def freeze(model, batch_shape=None):
     """The model's inference graph with its weights as constants (a :class:`FrozenModel`), for faster inference.
 
+    ``batch_shape`` fixes the input shape (e.g. ``(1, 512, 512, 3)``); by default any batch and image size.
     On a CPU with oneDNN (TensorFlow's default on x86), constant weights let each convolution keep its weights
-    in the layout it computes with instead of converting them on every call, and let TensorFlow's graph
-    optimizer fold and fuse more: on our 2-core machine the forward pass of the slim RefineNet-101 at 512 x 512
-    took 1.17 s frozen against 1.52 s as a Keras model (``refinenet-tf benchmark``). Freezing takes seconds (11 s
-    for that model) and memory (that process peaked at 7.1 GiB against 4.4 GiB for the Keras forward pass), so
-    it pays for many images, not for one. Results equal the Keras model's up to float rounding.
+    in the layout it computes with instead of converting them on every call: on our 2-core machine the forward
+    pass of the slim RefineNet-101 at 512 x 512 took 1.17 s frozen against 1.52 s as a Keras model
+    (``refinenet-tf benchmark``). Freezing takes seconds (11 s for that model) and memory (that process peaked
+    at 7.1 GiB against 4.4 GiB for the Keras forward pass), so it pays for many images, not for one. Results
+    equal the Keras model's up to float rounding.
 
     Example:
         >>> from refinenet_tf import RefineNet
@@ -130,7 +133,7 @@ def freeze(model):
         >>> bool((predict(frozen, image) == predict(model, image)).mean() > 0.99)
         True
     """
-    return model if isinstance(model, FrozenModel) else FrozenModel(model)
+    return model if isinstance(model, FrozenModel) else FrozenModel(model, batch_shape)
 
 
 _SEGMENT_FUNCTIONS = weakref.WeakKeyDictionary()  # model -> {(scales, flip, max_side): traced function}

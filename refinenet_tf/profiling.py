@@ -6,10 +6,9 @@ multiply-accumulates (MACs) as "FLOPs"; :func:`model_report` gives both.
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 from tensorflow.python.util import deprecation
 
-__all__ = ["count_flops", "count_parameters", "model_report"]
+__all__ = ["count_flops", "count_parameters", "flops_by_op", "model_report"]
 
 
 def count_parameters(model):
@@ -21,9 +20,9 @@ def count_parameters(model):
 def count_flops(model, height, width, batch_size=1):
     """Floating-point operations of one inference pass on a ``[batch_size, height, width, 3]`` input.
 
-    The model's ``tf.function`` is traced at that fixed shape, its variables frozen to constants, and the
-    graph handed to ``tf.compat.v1.profiler`` (``float_operation`` view): convolutions, matmuls and
-    element-wise ops are counted, multiply-adds as 2.
+    The model is frozen at that fixed shape (:func:`refinenet_tf.inference.freeze`) and its graph handed to
+    ``tf.compat.v1.profiler`` (``float_operation`` view): convolutions, matmuls and element-wise ops are
+    counted, multiply-adds as 2.
 
     Example:
         >>> import tf_keras as keras
@@ -32,18 +31,31 @@ def count_flops(model, height, width, batch_size=1):
         >>> count_flops(conv, 8, 8)  # 2 * (8 * 8 positions) * (3 * 3 * 3 inputs) * 4 outputs
         13824
     """
+    return sum(flops_by_op(model, height, width, batch_size).values())
+
+
+def flops_by_op(model, height, width, batch_size=1):
+    """:func:`count_flops` per op type, as ``{op type: FLOPs}`` (``"Conv2D"``, ``"BiasAdd"``, ...).
+
+    Example:
+        >>> import tf_keras as keras
+        >>> inputs = keras.Input((None, None, 3))
+        >>> conv = keras.Model(inputs, keras.layers.Conv2D(4, 3, padding="same", use_bias=False)(inputs))
+        >>> flops_by_op(conv, 8, 8)
+        {'Conv2D': 13824}
+    """
+    from refinenet_tf import inference
+
     for name, value in (("height", height), ("width", width), ("batch_size", batch_size)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    function = tf.function(lambda images: model(images, training=False))
-    concrete = function.get_concrete_function(tf.TensorSpec([batch_size, height, width, 3], tf.float32))
-    frozen = convert_variables_to_constants_v2(concrete)
+    frozen = inference.freeze(model, batch_shape=(batch_size, height, width, 3))
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
     with deprecation.silence():  # the v1 profiler is the TF profiler; its deprecation notice is noise here
-        profile = tf.compat.v1.profiler.profile(graph=frozen.graph, run_meta=tf.compat.v1.RunMetadata(),
+        profile = tf.compat.v1.profiler.profile(graph=frozen.function.graph, run_meta=tf.compat.v1.RunMetadata(),
                                                 cmd="op", options=options)
-    return int(profile.total_float_ops)
+    return {child.name: int(child.total_float_ops) for child in profile.children if child.total_float_ops}
 
 
 def model_report(model, sizes=((512, 512),)):

@@ -170,6 +170,7 @@ def test_a_frozen_model_predicts_what_the_keras_model_predicts_and_keeps_its_wei
                              decoder_features=16)
     frozen = inference.freeze(model)
     assert inference.freeze(frozen) is frozen
+    assert not frozen.function.graph.variables  # the weights are constants of the graph
     assert (frozen.name, frozen.output_shape) == (model.name, model.output_shape)
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (h, w, 3)).astype(np.uint8) for h, w in ((33, 47), (64, 64))]
@@ -240,7 +241,7 @@ def test_predict_files_refuses_to_overwrite_inputs_or_write_one_name_twice(tmp_p
         inference.predict_files(model, [str(tmp_path / "*.bmp")], tmp_path / "out", progress=False)
 
 
-def test_cli_predict_evaluate_on_the_voc_sample(tmp_path, voc_sample_dir, tiny_model_file, capsys):
+def test_cli_predict_evaluate_on_the_voc_sample(tmp_path, voc_sample_dir, tiny_model_file, capsys, monkeypatch):
     corrupt = tmp_path / "in" / "corrupt.jpg"
     corrupt.parent.mkdir()
     corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
@@ -262,6 +263,9 @@ def test_cli_predict_evaluate_on_the_voc_sample(tmp_path, voc_sample_dir, tiny_m
     metrics = json.load(open(tmp_path / "eval" / "metrics.json"))
     assert metrics["pixels"] > 0
     # --freeze runs the frozen graph: the same scores and the same label PNG.
+    frozen_models = []
+    freeze = inference.freeze
+    monkeypatch.setattr(inference, "freeze", lambda model: frozen_models.append(freeze(model)) or frozen_models[-1])
     assert cli.main(["evaluate", "--model", tiny_model_file, "--data", f"voc:{voc_sample_dir}", "--split", "val",
                      "--no-progress", "--freeze", "--output", str(tmp_path / "eval_frozen")]) == 0
     frozen_metrics = json.load(open(tmp_path / "eval_frozen" / "metrics.json"))
@@ -271,6 +275,7 @@ def test_cli_predict_evaluate_on_the_voc_sample(tmp_path, voc_sample_dir, tiny_m
                      "--no-progress", "--scales", "0.5", "1", "--flip", "--freeze", good]) == 0
     assert (np.asarray(Image.open(tmp_path / "out_frozen" / "2007_004189.png"))
             == np.asarray(Image.open(tmp_path / "out" / "2007_004189.png"))).mean() > 0.999
+    assert [type(model).__name__ for model in frozen_models] == ["FrozenModel", "FrozenModel"]  # both froze
     assert cli.main(["evaluate", "--model", tiny_model_file, "--num-classes", "3", "--data",
                      f"voc:{voc_sample_dir}"]) == 2
     assert "predicts 21 classes, not --num-classes 3" in capsys.readouterr().err
