@@ -249,6 +249,22 @@ def _inference_benchmark(args):
     return 0
 
 
+def _convert(args):
+    if args.format == "slim":
+        from refinenet_tf.convert import slim as converter
+
+        model = converter.convert_checkpoint(args.checkpoint, args.output, num_classes=args.num_classes,
+                                             ema=args.ema, overwrite=args.overwrite)
+    else:
+        from refinenet_tf.convert import pytorch as converter
+
+        model = converter.convert_checkpoint(args.checkpoint, args.output, architecture=args.architecture,
+                                             num_classes=args.num_classes, overwrite=args.overwrite)
+    print(f"converted {args.checkpoint} ({args.format}) into {model.name} ({model.output_shape[-1]} classes): "
+          f"{args.output}")
+    return 0
+
+
 _FREEZE_HELP = ("run the model frozen, its weights as constants (inference.freeze): faster on a CPU after a few "
                 "seconds of freezing, so it pays for many images")
 
@@ -507,6 +523,36 @@ def build_parser():
     bench.add_argument("--color", action=argparse.BooleanOptionalAction, default=False,
                        help="colour distortion (default: off)")
     bench.set_defaults(run=_data_benchmark)
+    convert = commands.add_parser("convert", help="convert a TF-slim or official PyTorch checkpoint to .keras",
+                                  description="Read a foreign checkpoint (never unpickling code), map every tensor "
+                                  "by name and shape onto a refinenet_tf model and write it as a .keras file that "
+                                  "evaluate, predict and export take as they are.")
+    formats = convert.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    slim = formats.add_parser("slim", help="a TF1 / TF-slim checkpoint: the reference code's training or TF-slim's "
+                              "ImageNet resnet_v1 (backbone only)",
+                              description="Convert a checkpoint written by the reference TF-slim RefineNet code "
+                              "(resnet_v1_101/... and feature_fusion/... variables) into the seed_resnet_v1_101 "
+                              "model.")
+    slim.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint prefix (model.ckpt-1000) or folder")
+    slim.add_argument("--output", required=True, help="the .keras file to write")
+    slim.add_argument("--num-classes", type=_positive_int, default=None,
+                      help="classes of the classifier (default: read from the checkpoint)")
+    slim.add_argument("--ema", action="store_true",
+                      help="take the ExponentialMovingAverage shadow variables (an error if there are none)")
+    slim.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    slim.set_defaults(run=_convert)
+    torch = formats.add_parser("pytorch", help="an official PyTorch release checkpoint (.pth, .pth.tar, .ckpt)",
+                               description="Convert a checkpoint of the official Light-Weight RefineNet / RefineNet "
+                               "PyTorch releases; loaded with torch.load(weights_only=True), so no pickled code "
+                               "runs (needs the [torch] extra).")
+    torch.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pth, .pth.tar or .ckpt file")
+    torch.add_argument("--architecture", required=True, metavar="PRESET",
+                       help="the official structure the checkpoint holds, e.g. lw_resnet50_official")
+    torch.add_argument("--output", required=True, help="the .keras file to write")
+    torch.add_argument("--num-classes", type=_positive_int, default=None,
+                       help="classes (default: inferred from the checkpoint's classifier, and reported)")
+    torch.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    torch.set_defaults(run=_convert)
     return parser
 
 
