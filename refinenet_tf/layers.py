@@ -22,10 +22,10 @@ doubles the size, which fails when the input is not a multiple of 32; here the c
 exact size of the tensor it is added to (identical to ``unpool`` whenever that size is twice as large).
 """
 
-import operator
-
 import tensorflow as tf
 import tf_keras as keras
+
+from refinenet_tf._checks import positive_int
 
 __all__ = [
     "INTERPOLATIONS",
@@ -117,33 +117,20 @@ def _check_choice(name, value, choices):
         raise ValueError(f"{name}={value!r} is not supported; use one of {tuple(choices)}.")
 
 
-def _check_positive_int(name, value):
-    try:
-        valid = not isinstance(value, bool) and operator.index(value) >= 1
-    except TypeError:
-        valid = False
-    if not valid:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return operator.index(value)
-
-
 #: The arguments of slim's ``arg_scope`` that every decoder convolution takes (see :class:`ConvBNReLU`).
 _SCOPE_ARGUMENTS = ("use_batch_norm", "activation", "use_bias", "weight_decay", "batch_norm_momentum",
                     "batch_norm_epsilon")
 
 
-class _SlimScopedLayer(keras.layers.Layer):
-    """Base of the decoder blocks: holds the arguments of the slim ``arg_scope`` shared by all their convs."""
+class _ArgScopeLayer(keras.layers.Layer):
+    """Holds the arguments of slim's ``arg_scope`` (:data:`_SCOPE_ARGUMENTS`): checked once, stored under their
+    own names, handed on by :meth:`scope_arguments` and serialized by :meth:`get_config`."""
 
-    def __init__(self, features=256, kernel_size=3, use_batch_norm=True, activation="relu", use_bias=None,
-                 weight_decay=1e-5, batch_norm_momentum=0.997, batch_norm_epsilon=1e-5, **kwargs):
+    def __init__(self, use_batch_norm=True, activation="relu", use_bias=None, weight_decay=1e-5,
+                 batch_norm_momentum=0.997, batch_norm_epsilon=1e-5, **kwargs):
         super().__init__(**kwargs)
-        features = _check_positive_int("features", features)
-        kernel_size = _check_positive_int("kernel_size", kernel_size)
         _check_weight_decay(weight_decay)
         _check_activation(activation)
-        self.features = features
-        self.kernel_size = kernel_size
         self.use_batch_norm = use_batch_norm
         self.activation = activation
         self.use_bias = use_bias
@@ -151,22 +138,36 @@ class _SlimScopedLayer(keras.layers.Layer):
         self.batch_norm_momentum = batch_norm_momentum
         self.batch_norm_epsilon = batch_norm_epsilon
 
-    def _conv(self, name, filters=None, kernel_size=None, **overrides):
-        """A :class:`ConvBNReLU` configured by this layer's arg-scope arguments."""
-        arguments = dict(
-            filters=filters or self.features,
-            kernel_size=kernel_size or self.kernel_size,
-            use_batch_norm=self.use_batch_norm,
-            activation=self.activation,
-            use_bias=self.use_bias,
-            weight_decay=self.weight_decay,
-            batch_norm_momentum=self.batch_norm_momentum,
-            batch_norm_epsilon=self.batch_norm_epsilon,
-            dtype=self.dtype_policy,
-            name=name,
-        )
+    def scope_arguments(self):
+        """The arg-scope arguments and the dtype policy, as keyword arguments for a sublayer."""
+        arguments = {name: getattr(self, name) for name in _SCOPE_ARGUMENTS}
+        arguments["dtype"] = self.dtype_policy
+        return arguments
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({name: getattr(self, name) for name in _SCOPE_ARGUMENTS})
+        return config
+
+
+class _SlimScopedLayer(_ArgScopeLayer):
+    """Base of the decoder blocks: ``features`` and ``kernel_size`` of all their convs, and the arg scope."""
+
+    def __init__(self, features=256, kernel_size=3, **kwargs):
+        super().__init__(**kwargs)
+        self.features = positive_int("features", features)
+        self.kernel_size = positive_int("kernel_size", kernel_size)
+
+    def _conv(self, name, **overrides):
+        """A :class:`ConvBNReLU` configured by this layer's arg-scope arguments (``overrides`` replace some)."""
+        arguments = dict(filters=self.features, kernel_size=self.kernel_size, name=name,
+                         **self.scope_arguments())
         arguments.update(overrides)
         return ConvBNReLU(**arguments)
+
+    def _block_arguments(self):
+        """The arguments a block hands to the blocks it is made of (``features``, ``kernel_size``, arg scope)."""
+        return dict(features=self.features, kernel_size=self.kernel_size, **self.scope_arguments())
 
     def _check_channels(self, shape, what):
         channels = shape[-1]
@@ -178,12 +179,11 @@ class _SlimScopedLayer(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(features=self.features, kernel_size=self.kernel_size)
-        config.update({name: getattr(self, name) for name in _SCOPE_ARGUMENTS})
         return config
 
 
 @_register
-class ConvBNReLU(keras.layers.Layer):
+class ConvBNReLU(_ArgScopeLayer):
     """``slim.conv2d`` inside the reference ``arg_scope``: Conv2D (no bias) -> BatchNorm -> ReLU, L2 on the kernel.
 
     Args:
@@ -203,31 +203,20 @@ class ConvBNReLU(keras.layers.Layer):
         TensorShape([1, 5, 7, 8])
     """
 
-    def __init__(self, filters, kernel_size=3, use_batch_norm=True, activation="relu", use_bias=None,
-                 weight_decay=1e-5, batch_norm_momentum=0.997, batch_norm_epsilon=1e-5, **kwargs):
+    def __init__(self, filters, kernel_size=3, **kwargs):
         super().__init__(**kwargs)
-        filters = _check_positive_int("filters", filters)
-        kernel_size = _check_positive_int("kernel_size", kernel_size)
-        _check_weight_decay(weight_decay)
-        _check_activation(activation)
-        self.filters = filters
-        self.kernel_size = kernel_size
-        self.use_batch_norm = use_batch_norm
-        self.activation = activation
-        self.use_bias = use_bias
-        self.weight_decay = weight_decay
-        self.batch_norm_momentum = batch_norm_momentum
-        self.batch_norm_epsilon = batch_norm_epsilon
-        regularizer = keras.regularizers.L2(weight_decay / 2.0) if weight_decay else None
+        self.filters = positive_int("filters", filters)
+        self.kernel_size = positive_int("kernel_size", kernel_size)
+        regularizer = keras.regularizers.L2(self.weight_decay / 2.0) if self.weight_decay else None
         self.conv = keras.layers.Conv2D(
-            filters, kernel_size, padding="same",
-            use_bias=(not use_batch_norm) if use_bias is None else use_bias,
+            self.filters, self.kernel_size, padding="same",
+            use_bias=(not self.use_batch_norm) if self.use_bias is None else self.use_bias,
             kernel_regularizer=regularizer, dtype=self.dtype_policy, name="conv")
         self.batch_norm = keras.layers.BatchNormalization(
-            momentum=batch_norm_momentum, epsilon=batch_norm_epsilon, center=True, scale=True,
-            dtype=self.dtype_policy, name="batch_norm") if use_batch_norm else None
-        self.activation_layer = (keras.layers.Activation(activation, dtype=self.dtype_policy, name="activation")
-                                 if activation else None)
+            momentum=self.batch_norm_momentum, epsilon=self.batch_norm_epsilon, center=True, scale=True,
+            dtype=self.dtype_policy, name="batch_norm") if self.use_batch_norm else None
+        self.activation_layer = (keras.layers.Activation(self.activation, dtype=self.dtype_policy,
+                                                         name="activation") if self.activation else None)
 
     def build(self, input_shape):
         _build_sublayer(self.conv, input_shape)
@@ -249,7 +238,6 @@ class ConvBNReLU(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(filters=self.filters, kernel_size=self.kernel_size)
-        config.update({name: getattr(self, name) for name in _SCOPE_ARGUMENTS})
         return config
 
 
@@ -330,8 +318,8 @@ class ChainedResidualPooling(_SlimScopedLayer):
 
     def __init__(self, features=256, kernel_size=3, stages=2, pool_size=5, chained=False, **kwargs):
         super().__init__(features=features, kernel_size=kernel_size, **kwargs)
-        self.stages = _check_positive_int("stages", stages)
-        self.pool_size = _check_positive_int("pool_size", pool_size)
+        self.stages = positive_int("stages", stages)
+        self.pool_size = positive_int("pool_size", pool_size)
         self.chained = chained
 
     def build(self, input_shape):
@@ -485,16 +473,10 @@ class RefineBlock(_SlimScopedLayer):
                  interpolation="bilinear_tf1", **kwargs):
         super().__init__(features=features, kernel_size=kernel_size, **kwargs)
         _check_choice("interpolation", interpolation, INTERPOLATIONS)
-        self.rcus_per_input = _check_positive_int("rcus_per_input", rcus_per_input)
-        self.crp_stages = _check_positive_int("crp_stages", crp_stages)
+        self.rcus_per_input = positive_int("rcus_per_input", rcus_per_input)
+        self.crp_stages = positive_int("crp_stages", crp_stages)
         self.crp_chained = crp_chained
         self.interpolation = interpolation
-
-    def _scope(self):
-        return dict(features=self.features, kernel_size=self.kernel_size, use_batch_norm=self.use_batch_norm,
-                    activation=self.activation, use_bias=self.use_bias, weight_decay=self.weight_decay,
-                    batch_norm_momentum=self.batch_norm_momentum, batch_norm_epsilon=self.batch_norm_epsilon,
-                    dtype=self.dtype_policy)
 
     @staticmethod
     def _split(inputs):
@@ -510,7 +492,7 @@ class RefineBlock(_SlimScopedLayer):
         high_shape, low_shape = self._split(input_shape)
         low_shape = tf.TensorShape(low_shape)
         self._check_channels(low_shape, "`low`")
-        scope = self._scope()
+        scope = self._block_arguments()
         self.low_rcus = [ResidualConvUnit(name=f"low_rcu{i + 1}", **scope) for i in range(self.rcus_per_input)]
         for rcu in self.low_rcus:
             _build_sublayer(rcu, low_shape)

@@ -21,13 +21,13 @@ Three decoders share the layers of :mod:`refinenet_tf.layers`; ``VARIANTS`` maps
 """
 
 import dataclasses
-import operator
 from typing import Callable, Mapping, Optional
 
 import tf_keras as keras
 
 from refinenet_tf import backbones as backbones_lib
 from refinenet_tf import layers
+from refinenet_tf._checks import positive_int
 
 __all__ = ["PRESETS", "VARIANTS", "LightWeightRefineNet", "ModelPreset", "RefineNet", "Variant", "build", "get",
            "list_models"]
@@ -192,13 +192,7 @@ def RefineNet(num_classes=21, backbone="resnet101", backbone_weights="imagenet",
         >>> model(tf.zeros([1, 33, 47, 3])).shape
         TensorShape([1, 33, 47, 5])
     """
-    try:
-        valid = not isinstance(num_classes, bool) and operator.index(num_classes) >= 1
-    except TypeError:
-        valid = False
-    if not valid:
-        raise ValueError(f"num_classes must be a positive integer (21 for PASCAL VOC), got {num_classes!r}.")
-    num_classes = operator.index(num_classes)
+    num_classes = positive_int("num_classes", num_classes, hint="21 for PASCAL VOC")
     if variant not in VARIANTS:
         raise ValueError(f"Unknown variant {variant!r}; use one of {sorted(VARIANTS)}.")
     spec_variant = VARIANTS[variant]

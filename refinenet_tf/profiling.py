@@ -8,6 +8,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.util import deprecation
 
+from refinenet_tf._checks import positive_int
+
 __all__ = ["count_flops", "count_parameters", "flops_by_op", "model_report"]
 
 
@@ -47,8 +49,7 @@ def flops_by_op(model, height, width, batch_size=1):
     from refinenet_tf import inference
 
     for name, value in (("height", height), ("width", width), ("batch_size", batch_size)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        positive_int(name, value)
     frozen = inference.freeze(model, batch_shape=(batch_size, height, width, 3))
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"

@@ -168,7 +168,7 @@ def _write_voc_dir(voc_root, image_id, image_size, mask):
 
 @pytest.mark.parametrize("image_size, mask, error_type, expected_words", [
     ((8, 6), Image.new("RGB", (8, 6), (128, 0, 0)), ValueError, ["mode 'RGB'", "bad_id.png"]),
-    ((8, 6), Image.new("L", (6, 8), 0), ValueError, ["differ in size", "bad_id.jpg", "bad_id.png"]),
+    ((8, 6), Image.new("L", (6, 8), 0), ValueError, ["same size", "bad_id.jpg", "bad_id.png"]),
     ((8, 6), Image.new("L", (8, 6), 21), ValueError, ["[21]", "bad_id.png"]),
     ((8, 6), None, FileNotFoundError, ["bad_id", "train.txt", "bad_id.png"]),
 ], ids=["rgb_mask", "size_mismatch", "out_of_range_value", "missing_png"])

@@ -9,6 +9,7 @@ Example:
 
 import tensorflow as tf
 
+from refinenet_tf._checks import positive_int
 from refinenet_tf.data import decoding, sources, transforms
 
 __all__ = ["make_dataset", "read_examples"]
@@ -111,10 +112,8 @@ def make_dataset(source, split="train", batch_size=8, training=None, crop_size=5
         zeros, masks with ``ignore_value``), so padding never counts in a metric; ``batch_size=1`` evaluates
         every image at its own size.
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-    if not isinstance(crop_size, int) or crop_size < 1:
-        raise ValueError(f"crop_size must be a positive integer, got {crop_size!r}.")
+    batch_size = positive_int("batch_size", batch_size)
+    crop_size = positive_int("crop_size", crop_size)
     if not 0 < min_scale <= max_scale:
         raise ValueError(f"need 0 < min_scale <= max_scale, got {min_scale} and {max_scale}.")
     if isinstance(source, str):

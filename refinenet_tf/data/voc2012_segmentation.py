@@ -40,12 +40,12 @@ Note: ``download_and_prepare`` of TFDS 4.9.10 (with or without ``manual_dir``) i
 dependency; ``refinenet_tf`` declares it.
 """
 
-import io
+import os
 
 import numpy as np
 import tensorflow_datasets as tfds
-from PIL import Image
 
+from refinenet_tf.data import decoding, sources
 from refinenet_tf.visualization import VOC_CLASSES
 
 __all__ = ["CLASS_NAMES", "IGNORE_INDEX", "TRAINVAL_TAR_NAME", "TRAINVAL_URL", "Voc2012Segmentation"]
@@ -82,9 +82,7 @@ VOCtrainval_11-May-2012 with their per-pixel class masks (SegmentationClass).
 
 _VOC_ROOT_IN_ARCHIVE = "VOCdevkit/VOC2012"
 
-_SPLIT_LIST_FILES = {tfds.Split.TRAIN: "train.txt", tfds.Split.VALIDATION: "val.txt"}
-
-_VALID_MASK_VALUES = frozenset(range(len(CLASS_NAMES))) | {IGNORE_INDEX}
+_SPLITS = {tfds.Split.TRAIN: "train", tfds.Split.VALIDATION: "val"}
 
 
 class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
@@ -132,40 +130,28 @@ An extracted `VOCdevkit` is used in preference to the archive.
         voc_root = _find_voc_root_in_manual_dir(dl_manager)
         if voc_root is None:
             voc_root = dl_manager.download_and_extract(TRAINVAL_URL) / _VOC_ROOT_IN_ARCHIVE
-        list_dir = voc_root / "ImageSets" / "Segmentation"
-        return {split: self._generate_examples(voc_root, list_dir / list_name)
-                for split, list_name in _SPLIT_LIST_FILES.items()}
+        return {split: self._generate_examples(voc_root, voc_split) for split, voc_split in _SPLITS.items()}
 
-    def _generate_examples(self, voc_root, list_file):
-        """Yields ``(image_id, example)`` for every id of ``list_file``.
+    def _generate_examples(self, voc_root, voc_split):
+        """Yields ``(image_id, example)`` for every id of the split's list, read by the data package's readers.
 
         Args:
             voc_root: ``epath.Path`` of the ``VOCdevkit/VOC2012`` directory.
-            list_file: ``epath.Path`` of the split's id list (one image id per line).
+            voc_split: the list in ``ImageSets/Segmentation`` (``"train"`` or ``"val"``).
 
         Yields:
             ``(image_id, {"image": jpeg_bytes, "segmentation_mask": (H, W, 1) uint8, "file_name": id})``.
 
         Raises:
             FileNotFoundError: The list file, or the JPEG or PNG of a listed id, does not exist.
-            ValueError: A list is empty, a mask is not a palette/grayscale PNG or holds values other than
-                0..20 and 255, or an image and its mask differ in size.
+            ValueError: A list is empty, an image or mask is unreadable, a mask holds colours or values other
+                than 0..20 and 255, or an image and its mask differ in size (:class:`DataError`, naming the file).
         """
-        for image_id in _read_image_ids(list_file):
-            jpeg_path = voc_root / "JPEGImages" / f"{image_id}.jpg"
-            png_path = voc_root / "SegmentationClass" / f"{image_id}.png"
-            for kind, path in (("JPEG image", jpeg_path), ("PNG mask", png_path)):
-                if not path.exists():
-                    raise FileNotFoundError(
-                        f"VOC image id {image_id!r}, listed in {list_file}, has no {kind}: {path} does not exist")
-            jpeg_bytes = jpeg_path.read_bytes()
-            image_size = _read_jpeg_size(jpeg_bytes, jpeg_path)
-            mask = _read_index_mask(png_path)
-            mask_size = (mask.shape[1], mask.shape[0])
-            if image_size != mask_size:
-                raise ValueError(
-                    f"image and mask of VOC id {image_id!r} differ in size: {jpeg_path} is {image_size[0]}x"
-                    f"{image_size[1]} (width x height) but {png_path} is {mask_size[0]}x{mask_size[1]}")
+        source = sources.voc_source(os.fspath(voc_root), voc_split)
+        for image_id, jpeg_path, png_path in source.examples:
+            _, mask = decoding.read_pair(jpeg_path, png_path, num_classes=len(CLASS_NAMES), ignore_value=IGNORE_INDEX)
+            with open(jpeg_path, "rb") as stream:
+                jpeg_bytes = stream.read()
             yield image_id, {"image": jpeg_bytes, "segmentation_mask": mask[:, :, np.newaxis],
                              "file_name": image_id}
 
@@ -187,59 +173,3 @@ def _find_voc_root_in_manual_dir(dl_manager):
     if tar_path.exists():
         return dl_manager.extract(tar_path) / _VOC_ROOT_IN_ARCHIVE
     return None
-
-
-def _read_image_ids(list_file):
-    """Returns the image ids of a VOC ``ImageSets`` list (one id per line, blank lines skipped).
-
-    Raises:
-        FileNotFoundError: ``list_file`` does not exist.
-        ValueError: ``list_file`` lists no id.
-    """
-    if not list_file.exists():
-        raise FileNotFoundError(f"VOC image list {list_file} does not exist; is this a VOCdevkit/VOC2012 directory?")
-    image_ids = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
-    if not image_ids:
-        raise ValueError(f"VOC image list {list_file} lists no image id")
-    return image_ids
-
-
-def _read_jpeg_size(jpeg_bytes, jpeg_path):
-    """Returns ``(width, height)`` of a JPEG from its header, checking that it is a JPEG.
-
-    Raises:
-        ValueError: The file is not a readable JPEG.
-    """
-    try:
-        with Image.open(io.BytesIO(jpeg_bytes)) as image:
-            image_format, size = image.format, image.size
-    except OSError as error:  # includes PIL.UnidentifiedImageError
-        raise ValueError(f"cannot read VOC image {jpeg_path}: {error}") from error
-    if image_format != "JPEG":
-        raise ValueError(f"VOC image {jpeg_path} is a {image_format} file, expected a JPEG")
-    return size
-
-
-def _read_index_mask(png_path):
-    """Returns the class indices of a VOC mask as a ``(H, W)`` ``uint8`` array, read with Pillow.
-
-    Raises:
-        ValueError: The file is not readable, not a palette ('P') or grayscale ('L') image (an RGB mask
-            holds colours, not class indices), or holds values other than 0..20 and 255.
-    """
-    try:
-        with Image.open(io.BytesIO(png_path.read_bytes())) as mask_image:
-            mode = mask_image.mode
-            if mode not in ("P", "L"):
-                raise ValueError(
-                    f"VOC mask {png_path} has PIL mode {mode!r}; expected a palette ('P') or grayscale ('L') "
-                    "PNG whose values are the class indices")
-            mask = np.array(mask_image, dtype=np.uint8)
-    except OSError as error:  # includes PIL.UnidentifiedImageError
-        raise ValueError(f"cannot read VOC mask {png_path}: {error}") from error
-    unexpected_values = sorted(set(np.unique(mask).tolist()) - _VALID_MASK_VALUES)
-    if unexpected_values:
-        raise ValueError(
-            f"VOC mask {png_path} holds values {unexpected_values}, expected class indices "
-            f"0..{len(CLASS_NAMES) - 1} and {IGNORE_INDEX} (ignore)")
-    return mask
