@@ -137,6 +137,7 @@ def test_export_never_leaves_a_partial_model_and_overwrites_only_when_asked(trai
     target = tmp_path / "saved"
     export.export_saved_model(model, target)
     before = sorted(os.listdir(target))
+    saved_graph = (target / "saved_model.pb").read_bytes()
     with pytest.raises(FileExistsError, match="already exists.*--overwrite"):
         export.export_saved_model(model, target)
 
@@ -153,7 +154,8 @@ def test_export_never_leaves_a_partial_model_and_overwrites_only_when_asked(trai
     with pytest.raises(KeyboardInterrupt):
         export.export_saved_model(model, tmp_path / "new")
     monkeypatch.undo()
-    assert sorted(os.listdir(target)) == before and os.path.getsize(target / "saved_model.pb") > 0
+    assert sorted(os.listdir(target)) == before
+    assert (target / "saved_model.pb").read_bytes() == saved_graph, "the first export is kept byte for byte"
     assert sorted(os.listdir(tmp_path)) == ["saved"], "no partial or temporary folders left"
     export.export_saved_model(model, target, overwrite=True, source="second")
     assert json.load(open(target / "refinenet_tf.json"))["source"] == "second"
@@ -237,7 +239,10 @@ def test_cli_export_formats_and_refusals(trained, tmp_path, capsys):
     assert "already exists" in error and "--overwrite" in error and "\n" not in error
     assert cli.main(["export", "--model", model_file, "--output", str(tmp_path / "m.tflite"), "--format", "tflite",
                      "--quantization", "int8", "--input-size", "64x64"]) == 0
-    assert os.path.getsize(tmp_path / "m.tflite") > 0
+    interpreter = export.tflite_interpreter(str(tmp_path / "m.tflite"))
+    assert interpreter.get_input_details()[0]["shape"].tolist() == [1, 64, 64, 3]
+    weight_types = {detail["dtype"] for detail in interpreter.get_tensor_details()}
+    assert np.int8 in weight_types, "int8 quantization stores int8 weights"
     assert cli.main(["export", "--model", model_file, "--output", str(tmp_path / "m.bin"), "--format",
                      "tflite"]) == 2
     assert "ending with .tflite" in capsys.readouterr().err
