@@ -68,7 +68,8 @@ def test_demo_into_a_file_fails_with_one_clear_line(tmp_path, capsys):
     assert error.startswith("refinenet-tf demo: error:") and "a_file" in error and "\n" not in error
 
 
-@pytest.mark.parametrize("argv", [["demo", "--epochs", "0"], ["train", "--preset", "vgg", "--data", "voc:x"],
+@pytest.mark.parametrize("argv", [["demo", "--epochs", "0"], ["train", "--recipe", "vgg", "--data", "voc:x"],
+                                  ["train", "--preset", "vgg", "--data", "voc:x"], ["train", "--data", "voc:x"],
                                   ["nope"]])
 def test_bad_arguments_exit_with_usage_error(argv):
     with pytest.raises(SystemExit) as exit_info:

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from refinenet_tf import cli, export, inference, models, training
+from refinenet_tf import cli, export, inference, models, recipes, training
 from refinenet_tf.data import synthetic
 
 _FRESH_PROCESS_HEADER = """
@@ -57,7 +57,7 @@ def trained():
     images, masks = _scenes(rng, 64, 64, 64)
     model = models.RefineNet(num_classes=4, backbone="tiny_test_backbone", backbone_weights=None,
                              variant="light_weight", batch_norm_momentum=0.5)
-    training.compile_model(model, training.Recipe("test", "lw_resnet50", "", optimizer="adam", learning_rate=3e-3),
+    training.compile_model(model, recipes.Recipe("test", "lw_resnet50", "", optimizer="adam", learning_rate=3e-3),
                            4)
     model.fit(np.stack(images).astype(np.float32), np.stack(masks).astype(np.int32), batch_size=8, epochs=10,
               verbose=0)
@@ -137,7 +137,7 @@ def test_export_never_leaves_a_partial_model_and_overwrites_only_when_asked(trai
     target = tmp_path / "saved"
     export.export_saved_model(model, target)
     before = sorted(os.listdir(target))
-    with pytest.raises(FileExistsError, match="already exists.*--overwrite"):
+    with pytest.raises(FileExistsError, match="already exists.*overwrite=True"):
         export.export_saved_model(model, target)
 
     real_save = tf.saved_model.save
