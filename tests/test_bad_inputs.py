@@ -252,7 +252,7 @@ def test_unwritable_output(tmp_path, tiny_model_file, capsys):
     blocker.write_text("")
     model = saving.load_model(tiny_model_file, compile=False)
     image = _jpeg(tmp_path / "x.jpg")
-    with pytest.raises(OSError, match=r"--output '.*a_file/out' is not a writable folder .*choose another folder"):
+    with pytest.raises(OSError, match=r"output_dir= '.*a_file/out' is not a writable folder .*choose another folder"):
         inference.predict_files(model, [image], str(blocker / "out"), progress=False)
     for argv in (["predict", "--model", tiny_model_file, "--output", str(blocker / "out"), image, "--no-progress"],
                  ["export", "--model", tiny_model_file, "--output", str(blocker / "saved")],

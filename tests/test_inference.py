@@ -39,7 +39,7 @@ def test_evaluate_matches_hand_computed_iou_with_ignored_pixels(tmp_path):
     predicted = np.array([[0, 1, 1], [1, 0, 2], [2, 2, 0]])  # the 255 pixel is predicted 2: it must not count
     _write_pair(tmp_path, "a", predicted, truth)
     result = evaluation.evaluate(_red_channel_classifier(), f"folder:{tmp_path}/images:{tmp_path}/masks?num_classes=3",
-                                class_names=("bg", "one", "two"), progress=False)
+                                 class_names=("bg", "one", "two"), progress=False)
     # rows: truth, columns: prediction; 8 valid pixels
     np.testing.assert_array_equal(result.confusion, [[1, 1, 0], [1, 2, 0], [1, 0, 2]])
     # IoU = TP / (TP + FP + FN): 1/(2+3-1), 2/(3+3-2), 2/(3+2-2)
@@ -57,7 +57,7 @@ def test_a_class_that_is_absent_and_never_predicted_is_left_out_of_the_mean(tmp_
     truth = np.array([[0, 0, 0], [1, 1, 1], [255, 255, 255]])
     _write_pair(tmp_path, "a", truth.clip(0, 1), truth)  # perfect on classes 0 and 1; class 2 absent everywhere
     result = evaluation.evaluate(_red_channel_classifier(), f"folder:{tmp_path}/images:{tmp_path}/masks?num_classes=3",
-                                progress=False)
+                                 progress=False)
     assert result.iou[:2].tolist() == [1.0, 1.0] and np.isnan(result.iou[2])
     assert result.mean_iou == 1.0 and result.pixels == 6
     assert result.class_names == ("class_0", "class_1", "class_2")
@@ -75,9 +75,9 @@ def test_evaluation_files_are_written_and_readable(tmp_path):
 
 
 def test_evaluate_refuses_a_class_count_or_masks_that_do_not_fit_the_model(voc_sample_dir):
-    with pytest.raises(ValueError, match="predicts 3 classes, not the 21 asked for"):
+    with pytest.raises(ValueError, match="predicts 3 classes, not num_classes=21"):
         evaluation.evaluate(_red_channel_classifier(3), f"voc:{voc_sample_dir}", "val", num_classes=21,
-                           progress=False)
+                            progress=False)
     # VOC masks hold classes up to 20: a 3-class model's evaluation stops at the first such mask, naming it
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"SegmentationClass/\w+\.png.*outside"):
         evaluation.evaluate(_red_channel_classifier(3), f"voc:{voc_sample_dir}", "val", progress=False)

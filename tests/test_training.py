@@ -118,6 +118,78 @@ def _config(spec, run_dir, tiny_backbone, **overrides):
     return training.TrainConfig(**arguments)
 
 
+class _RecordEMA(keras.callbacks.Callback):
+    """Records, after the library's callbacks, what the model holds when validation runs, the raw weights and the
+    optimizer's averages at each epoch's end, and the weights the next epoch starts training from."""
+
+    def __init__(self):
+        super().__init__()
+        self.validated, self.raw, self.averages, self.started = {}, {}, {}, {}
+        self.epoch = 0
+
+    def _trainable(self):
+        return [w.numpy().copy() for w in self.model.trainable_weights]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 0 and self.epoch > 0:
+            self.started[self.epoch] = self._trainable()
+
+    def on_test_begin(self, logs=None):
+        self.validated[self.epoch] = self._trainable()
+
+    def on_epoch_end(self, epoch, logs=None):
+        pairs = training._ema_pairs(self.model)
+        assert len(pairs) == len(self.model.trainable_weights), "every trainable weight is averaged"
+        self.raw[epoch] = self._trainable()
+        self.averages[epoch] = [average.numpy().copy() for _, average in pairs]
+
+
+def _assert_same(actual, expected, what):
+    assert len(actual) == len(expected), what
+    for a, b in zip(actual, expected):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-7, err_msg=what)
+
+
+def _differ(first, second):
+    return max(float(np.abs(a - b).max()) for a, b in zip(first, second))
+
+
+def test_with_use_ema_validation_and_every_saved_file_hold_the_averaged_weights(shapes_spec, tmp_path,
+                                                                                 tiny_backbone):
+    recipe = recipes.Recipe("ema_test", "slim_mobilenetv2", "this test", optimizer="adam", learning_rate=1e-2,
+                            use_ema=True, ema_momentum=0.5, crop_size=32, batch_size=4,
+                            model_kwargs={"decoder_features": 16, "batch_norm_momentum": 0.9})
+    run_dir = tmp_path / "run"
+    record = _RecordEMA()
+    config = _config(shapes_spec, run_dir, tiny_backbone, recipe=recipe, epochs=3, steps_per_epoch=2,
+                     image_every=0, model_kwargs={"backbone": tiny_backbone})
+    model, _ = training.train(config, callbacks=[record])
+    last = max(record.raw)
+    assert _differ(record.raw[last], record.averages[last]) > 1e-3, "the test must tell raw from averaged weights"
+    for epoch in record.raw:
+        _assert_same(record.validated[epoch], record.averages[epoch], f"validation of epoch {epoch}")
+    for epoch in record.started:  # training goes on from the raw weights, not the averages
+        _assert_same(record.started[epoch], record.raw[epoch - 1], f"start of epoch {epoch}")
+
+    def weights_of(path):
+        rebuilt = runs.build_model(json.load(open(run_dir / "config.json")))
+        rebuilt.load_weights(str(path))
+        return [w.numpy() for w in rebuilt.trainable_weights]
+
+    _assert_same(weights_of(run_dir / "last.weights.h5"), record.averages[last], "last.weights.h5")
+    best_epoch = runs.read_weights_record(run_dir / "best.weights.h5")["epoch"] - 1
+    _assert_same(weights_of(run_dir / "best.weights.h5"), record.averages[best_epoch], "best.weights.h5")
+    saved = refinenet_tf.load_model(str(run_dir / "model.keras"), compile=False)
+    _assert_same([w.numpy() for w in saved.trainable_weights], record.averages[last], "model.keras")
+    _assert_same([w.numpy() for w in model.trainable_weights], record.averages[last], "the returned model")
+    assert [r.use_ema for r in recipes.RECIPES.values()] == [r.name == "slim_resnet101_voc"
+                                                             for r in recipes.RECIPES.values()]
+
+
+
 def test_a_tiny_model_overfits_through_the_api(shapes_spec, tmp_path, tiny_backbone):
     model, history = training.train(_config(shapes_spec, tmp_path / "run", tiny_backbone, val_data=None))
     losses, ious = history.history["loss"], history.history["mean_iou"]
