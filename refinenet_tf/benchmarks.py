@@ -411,7 +411,8 @@ def run_inference_benchmark(model_name="lw_resnet50", size=512, runs=10, warmup=
     import shutil
     import tempfile
 
-    from refinenet_tf import export, models, runs
+    from refinenet_tf import export, models
+    from refinenet_tf.runs import load_inference_model  # (``runs`` is this function's count of calls)
 
     formats = list(formats or options.INFERENCE_FORMATS)
     if not isinstance(model_name, str):
@@ -419,7 +420,7 @@ def run_inference_benchmark(model_name="lw_resnet50", size=512, runs=10, warmup=
     elif model_name in models.PRESETS:
         model = models.build(model_name, num_classes=21, backbone_weights=None)
     else:
-        model = runs.load_inference_model(model_name)
+        model = load_inference_model(model_name)
     folder = workdir or tempfile.mkdtemp(prefix="refinenet_tf-bench-")
     try:
         paths = {}

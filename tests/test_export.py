@@ -197,7 +197,7 @@ def test_tflite_with_a_fixed_input_size_and_bad_paths(trained, tmp_path):
     np.testing.assert_array_equal(labels[0], inference.predict(model, image))
     with pytest.raises(ValueError, match="must end with .tflite"):
         export.export_tflite(model, tmp_path / "model.bin")
-    with pytest.raises(ValueError, match="quantization 'int4' is not one of"):
+    with pytest.raises(ValueError, match="quantization='int4' is not one of"):
         export.export_tflite(model, tmp_path / "x.tflite", quantization="int4")
 
 
