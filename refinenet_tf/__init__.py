@@ -1,5 +1,9 @@
 """refinenet_tf: RefineNet semantic segmentation for TensorFlow / Keras (tf-keras).
 
+``import refinenet_tf`` is light: the submodules and the names below load (and TensorFlow with them) when first
+used, so that ``refinenet-tf --help`` answers without TensorFlow. Loading :mod:`refinenet_tf.layers` (which
+any model name does, as does :func:`load_model`) registers the layers with Keras.
+
 Example:
     >>> import refinenet_tf
     >>> model = refinenet_tf.RefineNet(num_classes=21, backbone="resnet50", backbone_weights=None)
@@ -7,28 +11,32 @@ Example:
     (None, None, None, 21)
 """
 
-from refinenet_tf import backbones, layers, models, saving
-from refinenet_tf.layers import (ChainedResidualPooling, ConvBNReLU, ImagePreprocessing, MultiResolutionFusion,
-                                 RefineBlock, ResidualConvUnit, ResizeToMatch)
-from refinenet_tf.models import LightWeightRefineNet, RefineNet
-from refinenet_tf.saving import load_model
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ChainedResidualPooling",
-    "ConvBNReLU",
-    "ImagePreprocessing",
-    "LightWeightRefineNet",
-    "MultiResolutionFusion",
-    "RefineBlock",
-    "RefineNet",
-    "ResidualConvUnit",
-    "ResizeToMatch",
-    "__version__",
-    "backbones",
-    "layers",
-    "load_model",
-    "models",
-    "saving",
-]
+# public name -> the module that defines it
+_NAMES = {
+    "ChainedResidualPooling": "layers", "ConvBNReLU": "layers", "ImagePreprocessing": "layers",
+    "MultiResolutionFusion": "layers", "RefineBlock": "layers", "ResidualConvUnit": "layers",
+    "ResizeToMatch": "layers", "LightWeightRefineNet": "models", "RefineNet": "models", "load_model": "saving",
+}
+_SUBMODULES = ("backbones", "benchmarks", "cli", "convert", "data", "demo", "evaluation", "export", "inference",
+               "layers", "models", "options", "profiling", "recipes", "runs", "saving", "training", "visualization")
+
+__all__ = sorted(_NAMES) + ["__version__", "backbones", "layers", "models", "saving"]
+
+
+def __getattr__(name):
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f"refinenet_tf.{_NAMES[name]}"), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"refinenet_tf.{name}")
+    else:
+        raise AttributeError(f"module 'refinenet_tf' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_NAMES) | set(_SUBMODULES))

@@ -13,9 +13,11 @@ import subprocess
 import sys
 import time
 
-__all__ = ["BENCHMARK_MODELS", "PRECISIONS", "TARGETS", "measure_frozen", "measure_matmul", "measure_model",
-           "measure_pipeline", "measure_soak", "measure_training", "run_benchmark", "run_inference_benchmark",
-           "run_soak", "run_training_benchmarks"]
+from refinenet_tf import options
+
+__all__ = ["BENCHMARK_MODELS", "PRECISIONS", "TARGETS", "in_fresh_process", "measure_frozen", "measure_gpus",
+           "measure_matmul", "measure_model", "measure_pipeline", "measure_served", "measure_soak", "measure_training",
+           "run_benchmark", "run_inference_benchmark", "run_soak", "run_training_benchmarks"]
 
 # The default rows of ``refinenet-tf benchmark``: each variant's flagship (``--models all`` runs every preset).
 BENCHMARK_MODELS = ("slim_resnet101", "refinenet_resnet101", "lw_resnet50", "lw_resnet101", "lw_mobilenetv2")
@@ -53,10 +55,10 @@ def measure_training(model_name, size, batch_size=1, steps=3, jit_compile=False,
     import numpy as np
     import tf_keras as keras
 
-    from refinenet_tf import models, training
+    from refinenet_tf import models, recipes, training
 
     model = models.build(model_name, num_classes=21, backbone_weights=None)
-    recipe = training.Recipe("benchmark", model_name, "", optimizer="sgd", learning_rate=1e-3)
+    recipe = recipes.Recipe("benchmark", model_name, "", optimizer="sgd", learning_rate=1e-3)
     training.compile_model(model, recipe, 21, jit_compile=jit_compile)
     built_rss = _rss_mib()
     rng = np.random.default_rng(0)
@@ -74,13 +76,13 @@ def measure_training(model_name, size, batch_size=1, steps=3, jit_compile=False,
             "peak_rss_mib": _rss_mib("VmHWM")}
 
 
-def _in_fresh_process(function, *arguments):
-    """Runs ``benchmarks.<function>(*arguments)`` in a new Python process; returns its JSON result."""
-    code = ("import json, sys; from refinenet_tf import benchmarks; "
-            f"print(json.dumps(benchmarks.{function}(*json.loads(sys.argv[1]))))")
+def in_fresh_process(function, *arguments):
+    """Runs ``refinenet_tf.benchmarks.<function>(*arguments)`` in a new Python process (``python -m
+    refinenet_tf.benchmarks FUNCTION JSON_ARGUMENTS``) and returns its JSON result: the one way every
+    measurement here gets a process, and so a peak memory, of its own."""
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run([sys.executable, "-c", code, json.dumps(arguments)], capture_output=True, text=True,
-                            env=environment)
+    result = subprocess.run([sys.executable, "-m", "refinenet_tf.benchmarks", function, json.dumps(arguments)],
+                            capture_output=True, text=True, env=environment)
     if result.returncode != 0:
         raise RuntimeError(f"benchmark {function}{tuple(arguments)} failed:\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -142,7 +144,7 @@ def measure_model(model_name, size=512, runs=5, warmup=2, train_batch=2, train_s
     import numpy as np
     import tensorflow as tf
 
-    from refinenet_tf import models, profiling, training
+    from refinenet_tf import models, profiling, recipes, training
 
     policy = _set_precision(precision, accelerate)
     model = models.build(model_name, num_classes=21, backbone_weights=None)
@@ -152,7 +154,7 @@ def measure_model(model_name, size=512, runs=5, warmup=2, train_batch=2, train_s
     best, median = _best_seconds(lambda: forward(images).numpy(), runs, warmup)
     inference_peak = _rss_mib("VmHWM")
 
-    recipe = training.Recipe("benchmark", model_name, "", optimizer="sgd", learning_rate=1e-3)
+    recipe = recipes.Recipe("benchmark", model_name, "", optimizer="sgd", learning_rate=1e-3)
     training.compile_model(model, recipe, 21, jit_compile=bool(accelerate))
     rng = np.random.default_rng(0)
     batch = rng.uniform(0, 255, (train_batch, size, size, 3)).astype(np.float32)
@@ -215,11 +217,16 @@ def measure_pipeline(size=512, batch_size=2, batches=40, warmup=5, workdir=None)
     return {"size": size, "batch_size": batch_size, "images_per_second": batches * batch_size / seconds}
 
 
+def measure_gpus():
+    """The number of GPUs TensorFlow sees, in this process."""
+    import tensorflow as tf
+
+    return len(tf.config.list_physical_devices("GPU"))
+
+
 def _gpu_available():
-    result = subprocess.run([sys.executable, "-c", "import tensorflow as tf; "
-                             "print(len(tf.config.list_physical_devices('GPU')))"], capture_output=True, text=True,
-                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    return result.returncode == 0 and result.stdout.strip().splitlines()[-1:] != ["0"]
+    """Whether TensorFlow sees a GPU, asked in a fresh process (so that this one does not initialise it)."""
+    return in_fresh_process("measure_gpus") > 0
 
 
 def run_benchmark(model_names=BENCHMARK_MODELS, size=512, runs=5, train_batch=2, train_steps=3,
@@ -246,8 +253,8 @@ def run_benchmark(model_names=BENCHMARK_MODELS, size=512, runs=5, train_batch=2,
     precisions = tuple(precisions or (("mixed",) if accelerate else ("float32",)))
     _check_precisions(precisions)
     log = log or (lambda line: None)
-    matmul = _in_fresh_process("measure_matmul", matmul_size)
-    pipeline = _in_fresh_process("measure_pipeline", size, train_batch)
+    matmul = in_fresh_process("measure_matmul", matmul_size)
+    pipeline = in_fresh_process("measure_pipeline", size, train_batch)
     log(f"Machine: {platform.machine()}, {os.cpu_count()} cores, {matmul['device']}; "
         f"{'XLA' if accelerate else 'no XLA'}, precision {' and '.join(precisions)}. Input {size}x{size}, "
         f"batch 1 for inference, {train_batch} for training, random weights, 21 classes.")
@@ -264,15 +271,15 @@ def run_benchmark(model_names=BENCHMARK_MODELS, size=512, runs=5, train_batch=2,
             served = {r["format"]: r for r in run_inference_benchmark(name, size, runs=runs, formats=list(formats),
                                                                        log=lambda line: None)}
         for precision in precisions:
-            row = _in_fresh_process("measure_model", name, size, runs, 2, train_batch, train_steps,
+            row = in_fresh_process("measure_model", name, size, runs, 2, train_batch, train_steps,
                                     bool(accelerate), precision)
-            row["frozen"] = _in_fresh_process("measure_frozen", name, size, runs, 2, precision, bool(accelerate))
+            row["frozen"] = in_fresh_process("measure_frozen", name, size, runs, 2, precision, bool(accelerate))
             row["frozen"]["gflops_per_second"] = row["gflops"] / (row["frozen"]["best_latency_ms"] / 1000)
             row["serving"] = served if precision == precisions[0] else {}
             row["pipeline_ratio"] = pipeline["images_per_second"] / row["train_images_per_second"]
             rows.append(row)
             log(f"({name}, {row['policy']}: measured)")
-    closing = _in_fresh_process("measure_matmul", matmul_size)
+    closing = in_fresh_process("measure_matmul", matmul_size)
     ceiling = max(matmul["gflops_per_second"], closing["gflops_per_second"])
     for row in rows:
         row["matmul_ratio"] = row["gflops_per_second"] / ceiling
@@ -299,7 +306,7 @@ def run_benchmark(model_names=BENCHMARK_MODELS, size=512, runs=5, train_batch=2,
         "frozen = inference.freeze (weights as constants), timed in a process of its own.")
     soak = None
     if soak_images:
-        soak = _in_fresh_process("measure_soak", soak_model, soak_images)
+        soak = in_fresh_process("measure_soak", soak_model, soak_images)
         log(f"\nSoak: {soak_images} random-size images predicted one by one in one process.")
         log("| model | images | sides | traces | RSS first image MiB | RSS half-way MiB | RSS end MiB | "
             "peak RSS after first image MiB | peak RSS at end MiB | seconds |")
@@ -327,16 +334,7 @@ def run_training_benchmarks(model_names, sizes, batch_size=1, steps=3, jit_optio
     for model_name in model_names:
         for size in sizes:
             for jit_compile in jit_options:
-                arguments = json.dumps([model_name, size, batch_size, steps, jit_compile])
-                code = ("import json, sys; from refinenet_tf import benchmarks; "
-                        f"print(json.dumps(benchmarks.measure_training(*json.loads({arguments!r}))))")
-                environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-                result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                        env=environment)
-                if result.returncode != 0:
-                    raise RuntimeError(f"benchmark of {model_name} at {size} (jit={jit_compile}) failed:\n"
-                                       f"{result.stderr[-2000:]}")
-                row = json.loads(result.stdout.strip().splitlines()[-1])
+                row = in_fresh_process("measure_training", model_name, size, batch_size, steps, jit_compile)
                 rows.append(row)
                 log(f"| {row['model']} | {size}x{size} | {batch_size} | {jit_compile} | "
                     f"{row['seconds_per_step']:.2f} | {row['images_per_second']:.2f} | {row['built_rss_mib']:.0f} | "
@@ -344,54 +342,57 @@ def run_training_benchmarks(model_names, sizes, batch_size=1, steps=3, jit_optio
     return rows
 
 
-# The timed loop of the inference benchmark, run in a fresh process per format. It imports only what the format
-# needs: the SavedModel, TFLite and ONNX rows never import refinenet_tf (as in a serving process).
-_INFERENCE_TIMING = r"""
-import json, os, sys, time
-os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-import numpy as np
-fmt, path, size, runs, warmup = json.loads(sys.argv[1])
-image = np.random.default_rng(0).integers(0, 256, (1, size, size, 3)).astype(np.uint8)
-if fmt == "keras":
-    import tensorflow as tf
-    from refinenet_tf import export, saving
-    serving = export._Serving(saving.load_model(path, compile=False))  # what the SavedModel signature runs
-    run = tf.function(serving.outputs, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
-    call = lambda: run(tf.constant(image))["probabilities"].numpy()
-elif fmt == "saved_model":
-    import tensorflow as tf
-    serve = tf.saved_model.load(path).signatures["serving_default"]
-    call = lambda: serve(images=tf.constant(image))["probabilities"].numpy()
-elif fmt.startswith("tflite"):
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
+def measure_served(fmt, path, size, runs=10, warmup=2):
+    """Times one exported model as a serving process runs it, in this process: the first call, then ``runs``
+    calls after ``warmup`` more, on a uint8 ``[1, size, size, 3]`` image (labels and probabilities out).
+
+    ``fmt``: ``"keras"`` (a ``.keras`` file, run through the SavedModel's serving function), ``"saved_model"``,
+    ``"tflite_*"`` or ``"onnx"``. It imports only what the format needs: the SavedModel, TFLite and ONNX rows
+    import no Keras and no TensorFlow-dependent part of refinenet_tf. Returns a dict: ``median_ms``, ``min_ms``,
+    ``first_ms``, ``peak_rss_mib``, ``file_mib``.
+    """
+    import numpy as np
+
+    image = np.random.default_rng(0).integers(0, 256, (1, size, size, 3)).astype(np.uint8)
+    if fmt == "keras":
         import tensorflow as tf
-        Interpreter = tf.lite.Interpreter
-    runner = Interpreter(model_path=path, num_threads=os.cpu_count()).get_signature_runner("serving_default")
-    call = lambda: runner(images=image)["probabilities"]
-elif fmt == "onnx":
-    import onnxruntime
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    call = lambda: session.run(["probabilities"], {"images": image})[0]
-start = time.perf_counter()
-call()
-first = time.perf_counter() - start
-for _ in range(warmup):
-    call()
-times = []
-for _ in range(runs):
+
+        from refinenet_tf import export, saving
+
+        serving = export._Serving(saving.load_model(path, compile=False))  # what the SavedModel signature runs
+        run = tf.function(serving.outputs, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+        call = lambda: run(tf.constant(image))["probabilities"].numpy()  # noqa: E731
+    elif fmt == "saved_model":
+        import tensorflow as tf
+
+        serve = tf.saved_model.load(path).signatures["serving_default"]
+        call = lambda: serve(images=tf.constant(image))["probabilities"].numpy()  # noqa: E731
+    elif fmt.startswith("tflite"):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            import tensorflow as tf
+
+            Interpreter = tf.lite.Interpreter
+        runner = Interpreter(model_path=path, num_threads=os.cpu_count()).get_signature_runner("serving_default")
+        call = lambda: runner(images=image)["probabilities"]  # noqa: E731
+    elif fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        call = lambda: session.run(["probabilities"], {"images": image})[0]  # noqa: E731
+    else:
+        raise ValueError(f"unknown format {fmt!r}; use one of {options.INFERENCE_FORMATS}")
     start = time.perf_counter()
     call()
-    times.append(time.perf_counter() - start)
-peak = [int(line.split()[1]) / 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:")][0]
-if os.path.isdir(path):
-    size_bytes = sum(os.path.getsize(os.path.join(top, name)) for top, _, names in os.walk(path) for name in names)
-else:
-    size_bytes = os.path.getsize(path)
-print(json.dumps({"median_ms": 1000 * float(np.median(times)), "min_ms": 1000 * min(times),
-                  "first_ms": 1000 * first, "peak_rss_mib": peak, "file_mib": size_bytes / 2**20}))
-"""
+    first = time.perf_counter() - start
+    best, median = _best_seconds(call, runs, warmup)
+    if os.path.isdir(path):
+        size_bytes = sum(os.path.getsize(os.path.join(top, name)) for top, _, names in os.walk(path) for name in names)
+    else:
+        size_bytes = os.path.getsize(path)
+    return {"median_ms": 1000 * median, "min_ms": 1000 * best, "first_ms": 1000 * first, "peak_rss_mib": _rss_mib("VmHWM"),
+            "file_mib": size_bytes / 2**20}
 
 
 def run_inference_benchmark(model_name="lw_resnet50", size=512, runs=10, warmup=2, formats=None, workdir=None,
@@ -400,7 +401,7 @@ def run_inference_benchmark(model_name="lw_resnet50", size=512, runs=10, warmup=
     when ``tf2onnx`` and ``onnxruntime`` are installed, ONNX Runtime.
 
     ``model_name``: a preset (built with random weights and 21 classes), a keras model, or anything
-    :func:`refinenet_tf.inference.load_inference_model` takes (a training run folder, a ``.keras`` file, a
+    :func:`refinenet_tf.runs.load_inference_model` takes (a training run folder, a ``.keras`` file, a
     SavedModel written by ``model.save``), so that a trained model is timed as it is.
     All formats compute the same thing: uint8 ``[1, size, size, 3]`` -> labels and probabilities at the input
     size. The model is exported once into ``workdir`` (a temporary folder by default); each format is then timed
@@ -410,15 +411,16 @@ def run_inference_benchmark(model_name="lw_resnet50", size=512, runs=10, warmup=
     import shutil
     import tempfile
 
-    from refinenet_tf import export, inference, models
+    from refinenet_tf import export, models
+    from refinenet_tf.runs import load_inference_model  # (``runs`` is this function's count of calls)
 
-    formats = list(formats or ["keras", "saved_model", "tflite_float32", "tflite_float16", "tflite_int8", "onnx"])
+    formats = list(formats or options.INFERENCE_FORMATS)
     if not isinstance(model_name, str):
         model, model_name = model_name, model_name.name
     elif model_name in models.PRESETS:
         model = models.build(model_name, num_classes=21, backbone_weights=None)
     else:
-        model = inference.load_inference_model(model_name)
+        model = load_inference_model(model_name)
     folder = workdir or tempfile.mkdtemp(prefix="refinenet_tf-bench-")
     try:
         paths = {}
@@ -444,12 +446,8 @@ def run_inference_benchmark(model_name="lw_resnet50", size=512, runs=10, warmup=
             log(f"(exported {fmt} in {time.perf_counter() - start:.1f} s)")
         rows, reference = [], None
         for fmt, path in paths.items():
-            result = subprocess.run([sys.executable, "-c", _INFERENCE_TIMING, json.dumps([fmt, path, size, runs,
-                                                                                         warmup])],
-                                    capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-            if result.returncode != 0:
-                raise RuntimeError(f"inference benchmark of {fmt} failed:\n{result.stderr[-2000:]}")
-            row = dict(json.loads(result.stdout.strip().splitlines()[-1]), format=fmt, model=model_name, size=size)
+            row = dict(in_fresh_process("measure_served", fmt, path, size, runs, warmup), format=fmt,
+                       model=model_name, size=size)
             reference = reference or row["median_ms"]
             row["vs_keras"] = row["median_ms"] / reference
             rows.append(row)
@@ -495,3 +493,17 @@ def run_soak(model, num_images=300, min_side=64, max_side=640, seed=0, log=print
             f"{report['rss_start_mib']:.0f} | {report['rss_half_mib']:.0f} | {report['rss_end_mib']:.0f} | "
             f"{report['peak_rss_start_mib']:.0f} | {report['peak_rss_mib']:.0f} | {report['seconds']:.0f} |")
     return report
+
+
+def _main(argv):
+    """``python -m refinenet_tf.benchmarks FUNCTION JSON_ARGUMENTS``: prints the function's JSON result (see
+    :func:`in_fresh_process`)."""
+    function, arguments = argv
+    if function not in __all__ or not function.startswith("measure_"):
+        raise SystemExit(f"unknown measurement {function!r}; use one of "
+                         f"{[name for name in __all__ if name.startswith('measure_')]}")
+    print(json.dumps(globals()[function](*json.loads(arguments))))
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])

@@ -1,13 +1,18 @@
 """The ``refinenet-tf`` command line: one entry point with subcommands.
 
-Every subcommand is a function of parsed arguments; :func:`main` takes ``argv`` so tests call it directly.
-Bad input ends with one error line naming the argument or file and the fix, and exit status 2 (argparse
-prints its usage line before errors in the arguments themselves).
+Every subcommand is a function of parsed arguments and has its own parser function (``_add_<name>_parser``);
+:func:`main` takes ``argv`` so tests call it directly. Bad input ends with one error line naming the flag or
+file and the fix, and exit status 2 (argparse prints its usage line before errors in the arguments themselves):
+the library's errors name its Python arguments (``num_classes=``), which :func:`main` turns into the flags
+(``--num-classes``). Building the parser imports no TensorFlow: ``refinenet-tf --help`` answers at once.
 """
 
 import argparse
 import os
+import re
 import sys
+
+from refinenet_tf import __version__, benchmarks, options, recipes
 
 __all__ = ["build_parser", "main"]
 
@@ -24,15 +29,16 @@ def _train(args):
 
     weights = None if args.backbone_weights in ("none", "None") else args.backbone_weights
     config = training.TrainConfig(
-        recipe=args.preset, data=args.data, val_data=args.val_data, train_split=args.train_split,
+        recipe=args.recipe, data=args.data, val_data=args.val_data, train_split=args.train_split,
         val_split=args.val_split, num_classes=args.num_classes, run_dir=args.run_dir, epochs=args.epochs,
         batch_size=args.batch_size, crop_size=args.crop_size, learning_rate=args.lr,
         steps_per_epoch=args.steps_per_epoch, backbone_weights=weights, strategy=args.strategy,
         jit_compile="auto" if args.jit is None else args.jit, mixed_precision=args.mixed_precision,
-        image_every=args.image_every, init_from=args.init_from, resume=args.resume, seed=args.seed)
+        image_every=args.image_every, init_from=args.init_from, resume=args.resume, overwrite=args.overwrite,
+        seed=args.seed)
     _, history = training.train(config)
     final = {key: round(values[-1], 4) for key, values in history.history.items()}
-    print(f"trained {len(history.epoch)} epoch(s) into {args.run_dir}: {final}")
+    print(f"trained {len(history.epoch)} epoch(s) into {config.run_dir}: {final}")
     return 0
 
 
@@ -117,7 +123,7 @@ def _train_benchmark(args):
     import os
     import platform
 
-    from refinenet_tf import benchmarks, models
+    from refinenet_tf import models
 
     unknown = [name for name in args.models if name not in models.PRESETS]
     if unknown:
@@ -133,7 +139,7 @@ def _train_benchmark(args):
 
 
 def _benchmark(args):
-    from refinenet_tf import _files, benchmarks, models
+    from refinenet_tf import _files, models
 
     names = models.list_models() if args.models == ["all"] else args.models
     unknown = [name for name in names if name not in models.PRESETS]
@@ -155,24 +161,24 @@ def _benchmark(args):
 
 
 def _model_from_args(args):
-    from refinenet_tf import inference
+    from refinenet_tf import runs
 
     weights = None if args.backbone_weights in ("none", "None") else args.backbone_weights
-    return inference.load_inference_model(args.model, num_classes=args.num_classes, backbone_weights=weights,
+    return runs.load_inference_model(args.model, num_classes=args.num_classes, backbone_weights=weights,
                                           weights=args.weights)
 
 
 def _evaluate(args):
-    from refinenet_tf import _files, inference
+    from refinenet_tf import _files, evaluation, inference, runs
 
     if args.output:  # before any work, not after a long evaluation
         _files.writable_folder(args.output, "--output")
     model = _model_from_args(args)
     if args.freeze:
         model = inference.freeze(model)
-    result = inference.evaluate(model, args.data, args.split, num_classes=args.num_classes, scales=args.scales,
-                                class_names=inference.saved_class_names(args.model),
-                                flip=args.flip, max_side=args.max_side, limit=args.limit, progress=args.progress)
+    result = evaluation.evaluate(model, args.data, args.split, num_classes=args.num_classes, scales=args.scales,
+                                 class_names=runs.saved_class_names(args.model),
+                                 flip=args.flip, max_side=args.max_side, limit=args.limit, progress=args.progress)
     print(f"{result.source}: {model.name} on {result.pixels:,} labelled pixels")
     print(result.table())
     if args.output:
@@ -182,7 +188,7 @@ def _evaluate(args):
 
 
 def _predict(args):
-    from refinenet_tf import inference, visualization
+    from refinenet_tf import inference, runs, visualization
 
     palette = visualization.read_palette(args.palette) if args.palette else None
     model = _model_from_args(args)
@@ -190,7 +196,7 @@ def _predict(args):
         model = inference.freeze(model)
     result = inference.predict_files(model, args.inputs, args.output, scales=args.scales, flip=args.flip,
                                      max_side=args.max_side, palette=palette, probabilities=args.probabilities,
-                                     class_names=inference.saved_class_names(args.model),
+                                     class_names=runs.saved_class_names(args.model),
                                      overlay_alpha=args.alpha, skip_errors=args.skip_errors, progress=args.progress,
                                      max_pixels=args.max_pixels or None)
     for path, message in result["failed"].items():
@@ -201,7 +207,7 @@ def _predict(args):
 
 
 def _export(args):
-    from refinenet_tf import export, inference
+    from refinenet_tf import export, runs
 
     output = args.output
     if args.format != "saved_model":
@@ -217,7 +223,7 @@ def _export(args):
     if args.format == "saved_model":
         export.export_saved_model(model, output, scales=args.scales, flip=args.flip, max_side=args.max_side,
                                   overwrite=args.overwrite, source=args.model,
-                                  class_names=inference.saved_class_names(args.model))
+                                  class_names=runs.saved_class_names(args.model))
     elif args.format == "tflite":
         export.export_tflite(model, output, quantization=args.quantization, input_size=args.input_size,
                              scales=args.scales, flip=args.flip, overwrite=args.overwrite)
@@ -231,12 +237,12 @@ def _export(args):
 def _inference_benchmark(args):
     import platform
 
-    from refinenet_tf import benchmarks, inference, models
+    from refinenet_tf import models, runs
 
     model = args.model
     weights = "random weights, 21 classes"
     if model not in models.PRESETS:  # a trained model: a run folder, .keras file, ...; loaded before any output
-        model = inference.load_inference_model(model)
+        model = runs.load_inference_model(model)
         weights = f"{args.model}, {model.output_shape[-1]} classes"
     print(f"Inference latency, uint8 [1, {args.size}, {args.size}, 3] -> labels + probabilities at input size, "
           f"{weights}; {platform.machine()}, {os.cpu_count()} cores; each format in a fresh "
@@ -314,15 +320,23 @@ def _non_negative_int(text):
     return value
 
 
-def build_parser():
-    """The argument parser of ``refinenet-tf`` (also the source of the README's CLI reference)."""
-    from refinenet_tf import __version__, backbones
+_SPEC_HELP = "data spec: voc:PATH, voc_aug:PATH, folder:IMAGES:MASKS[?options] or tfds:NAME[:DATA_DIR]"
+_EXPORTED_FORMATS = tuple(name for name in options.INFERENCE_FORMATS if name != "keras")
 
-    parser = argparse.ArgumentParser(prog="refinenet-tf", description="RefineNet semantic segmentation "
-                                     "for TensorFlow / Keras.")
-    parser.add_argument("--version", action="version", version=f"refinenet_tf {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+class _DeprecatedAlias(argparse.Action):
+    """An old spelling of an option: stores like the new one and warns on stderr."""
+
+    def __init__(self, option_strings, dest, new_flag, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.new_flag = new_flag
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog}: warning: {option_string} is deprecated; use {self.new_flag}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _add_demo_parser(commands):
     demo = commands.add_parser("demo", help="train a small RefineNet on a generated dataset (no downloads)",
                                description="Generate a synthetic VOC-layout dataset of shapes, train Light-Weight "
                                "RefineNet-MobileNetV2 from scratch on the CPU, evaluate it on held-out scenes, "
@@ -335,20 +349,25 @@ def build_parser():
     demo.add_argument("--seed", type=int, default=0, help="seed of the data and the run (default: %(default)s)")
     demo.set_defaults(run=_demo)
 
-    from refinenet_tf import training
 
+def _add_train_parser(commands):
     train = commands.add_parser("train", help="train a model with a recipe (model.fit)",
                                 description="Train with a recipe's model and optimizer; the run folder gets the "
                                 "resolved config, best and last weights, a BackupAndRestore backup (an "
                                 "interrupted run resumes), TensorBoard logs and a CSV log.")
-    train.add_argument("--preset", required=True, choices=training.list_recipes(), help="training recipe")
+    train.add_argument("--recipe", choices=recipes.list_recipes(), metavar="RECIPE",
+                       help=f"training recipe, one of {', '.join(recipes.list_recipes())} (required)")
+    train.add_argument("--preset", dest="recipe", choices=recipes.list_recipes(), metavar="RECIPE",
+                       action=_DeprecatedAlias, new_flag="--recipe", help="deprecated spelling of --recipe")
     train.add_argument("--data", required=True, metavar="SPEC", help="training data spec (see check-data)")
     train.add_argument("--val-data", metavar="SPEC", help="validation data spec (best weights by its mean IoU)")
     train.add_argument("--train-split", default="train", help="split of --data (default: %(default)s)")
     train.add_argument("--val-split", default="val", help="split of --val-data (default: %(default)s)")
     train.add_argument("--num-classes", type=_positive_int, help="classes (default: the data's; VOC: 21)")
-    train.add_argument("--run-dir", default=os.path.join("checkpoints", "run"),
-                       help="run folder (default: %(default)s)")
+    train.add_argument("--run-dir", help="run folder (default: a new checkpoints/RECIPE-YYYYmmdd-HHMMSS); one that "
+                       "holds a finished run is refused unless --overwrite")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the run in --run-dir (finished or interrupted) instead of refusing or resuming")
     train.add_argument("--epochs", type=_positive_int, help="epochs (default: the recipe's)")
     train.add_argument("--batch-size", type=_positive_int, help="per-replica batch size (default: the recipe's)")
     train.add_argument("--crop-size", type=_positive_int, help="training crop side (default: the recipe's)")
@@ -356,7 +375,7 @@ def build_parser():
     train.add_argument("--steps-per-epoch", type=_positive_int, help="default: one pass over the data")
     train.add_argument("--backbone-weights", default="imagenet",
                        help="imagenet (downloaded by keras), none, or a weights file (default: %(default)s)")
-    train.add_argument("--strategy", default="default", choices=["default", "mirrored", "multiworker", "tpu"],
+    train.add_argument("--strategy", default="default", choices=options.STRATEGIES,
                        help="tf.distribute strategy (default: %(default)s)")
     train.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
                        help="XLA (default: on with a GPU, off on CPU)")
@@ -366,12 +385,12 @@ def build_parser():
                        help="TensorBoard prediction images every N epochs, 0: never (default: %(default)s)")
     train.add_argument("--init-from", metavar="WEIGHTS", help="start from these weights (.weights.h5)")
     train.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                       help="continue an interrupted run in --run-dir (default: on)")
+                       help="continue an interrupted run in --run-dir with the same settings (default: on)")
     train.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
-    train.set_defaults(run=_train)
+    train.set_defaults(run=_train, required_options={"recipe": "--recipe"})
 
-    from refinenet_tf import benchmarks
 
+def _add_benchmark_parser(commands):
     bench = commands.add_parser(
         "benchmark", help="the one benchmark table of this machine (make bench)",
         description="For each model at SIZE x SIZE: inference FLOPs (TF profiler), forward latency, effective "
@@ -387,7 +406,7 @@ def build_parser():
     bench.add_argument("--train-steps", type=_positive_int, default=3,
                        help="timed training steps (default: %(default)s)")
     bench.add_argument("--formats", nargs="*", default=["saved_model", "tflite_float32"],
-                       choices=["saved_model", "tflite_float32", "tflite_float16", "tflite_int8", "onnx"],
+                       choices=_EXPORTED_FORMATS,
                        help="exported formats to time (default: %(default)s)")
     bench.add_argument("--accelerate", choices=["auto", "on", "off"], default="auto",
                        help="XLA + mixed precision: auto = with a GPU (default: %(default)s)")
@@ -402,6 +421,8 @@ def build_parser():
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench.set_defaults(run=_benchmark)
 
+
+def _add_train_benchmark_parser(commands):
     train_bench = commands.add_parser("train-benchmark", help="training images/s and peak memory per step",
                                       description="Time training steps of model presets on random data (each "
                                       "configuration in a fresh process) and print images/s and peak memory.")
@@ -415,6 +436,8 @@ def build_parser():
                              help="XLA off, on or both (default: %(default)s)")
     train_bench.set_defaults(run=_train_benchmark)
 
+
+def _add_flops_parser(commands):
     flops = commands.add_parser("flops", help="parameters and FLOPs of the model presets (TF profiler)",
                                 description="Build each preset with random weights and print a table of its "
                                 "parameters and FLOPs (TensorFlow profiler on the inference graph) next to the "
@@ -426,15 +449,15 @@ def build_parser():
     flops.add_argument("--num-classes", type=_positive_int, default=21, help="classes (default: %(default)s)")
     flops.set_defaults(run=_flops)
 
-    spec_help = "data spec: voc:PATH, voc_aug:PATH, folder:IMAGES:MASKS[?options] or tfds:NAME[:DATA_DIR]"
 
+def _add_evaluate_parser(commands):
     evaluate = commands.add_parser("evaluate", help="mean IoU, per-class IoU and confusion matrix on a dataset",
                                    description="Run a model on every image of a dataset at its original label "
                                    "resolution (whole images; optional multi-scale and flip averaging) and print "
                                    "the per-class IoU table; --output also saves the confusion matrix (CSV, NPY) "
                                    "and metrics.json.")
     _add_model_arguments(evaluate)
-    evaluate.add_argument("--data", required=True, metavar="SPEC", help=spec_help)
+    evaluate.add_argument("--data", required=True, metavar="SPEC", help=_SPEC_HELP)
     evaluate.add_argument("--split", default="val", help="split (default: %(default)s)")
     evaluate.add_argument("--output", metavar="DIR", help="write confusion_matrix.csv/.npy and metrics.json here")
     evaluate.add_argument("--limit", type=_positive_int, help="evaluate only the first N images")
@@ -444,6 +467,8 @@ def build_parser():
     _add_augmentation_arguments(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
+
+def _add_predict_parser(commands):
     predict = commands.add_parser("predict", help="segment image files into palette PNGs and overlays",
                                   description="Segment images (files, folders, glob patterns) and write, per "
                                   "image NAME, NAME.png (class indices, palette PNG at the image's size), "
@@ -466,8 +491,8 @@ def build_parser():
     _add_augmentation_arguments(predict)
     predict.set_defaults(run=_predict)
 
-    from refinenet_tf import export
 
+def _add_export_parser(commands):
     export_parser = commands.add_parser(
         "export", help="export a SavedModel, TFLite or ONNX model for serving",
         description="Export a model for serving without refinenet_tf: a SavedModel (signatures serving_default: "
@@ -476,9 +501,9 @@ def build_parser():
     _add_model_arguments(export_parser)
     export_parser.add_argument("--output", required=True,
                                help="SavedModel folder, or .tflite / .onnx file")
-    export_parser.add_argument("--format", default="saved_model", choices=["saved_model", "tflite", "onnx"],
+    export_parser.add_argument("--format", default="saved_model", choices=options.EXPORT_FORMATS,
                                help="format (default: %(default)s)")
-    export_parser.add_argument("--quantization", default="float32", choices=export.QUANTIZATIONS,
+    export_parser.add_argument("--quantization", default="float32", choices=options.QUANTIZATIONS,
                                help="TFLite weights: float32, float16, or int8 dynamic-range (default: "
                                "%(default)s)")
     export_parser.add_argument("--input-size", type=_size, metavar="HxW",
@@ -487,6 +512,8 @@ def build_parser():
     _add_augmentation_arguments(export_parser)
     export_parser.set_defaults(run=_export)
 
+
+def _add_inference_benchmark_parser(commands):
     inference_bench = commands.add_parser(
         "inference-benchmark", help="latency of in-process Keras vs SavedModel vs TFLite (vs ONNX)",
         description="Export one preset (random weights) to every format and time each in a fresh process.")
@@ -498,23 +525,27 @@ def build_parser():
     inference_bench.add_argument("--runs", type=_positive_int, default=10, help="timed calls (default: %(default)s)")
     inference_bench.add_argument("--warmup", type=int, default=2, help="untimed calls first (default: %(default)s)")
     inference_bench.add_argument("--formats", nargs="+", metavar="FORMAT",
-                                 choices=["keras", "saved_model", "tflite_float32", "tflite_float16", "tflite_int8",
-                                          "onnx"], help="formats (default: all)")
+                                 choices=options.INFERENCE_FORMATS, help="formats (default: all)")
     inference_bench.set_defaults(run=_inference_benchmark)
+
+
+def _add_check_data_parser(commands):
     check = commands.add_parser("check-data", help="scan a dataset and report every bad file",
                                 description="Read every image and mask of a dataset and report every problem "
                                 "(unreadable files, size mismatches, mask values out of range, ...); exit status 1 "
                                 "if there is any.")
-    check.add_argument("spec", metavar="SPEC", help=spec_help)
+    check.add_argument("spec", metavar="SPEC", help=_SPEC_HELP)
     check.add_argument("--split", default="train", help="split (default: %(default)s)")
     check.add_argument("--num-classes", type=_positive_int, help="classes (default: the source's; VOC: 21)")
     check.add_argument("--ignore-value", type=int, help="mask value to ignore (default: the source's; 255)")
     check.set_defaults(run=_check_data)
 
+
+def _add_data_benchmark_parser(commands):
     bench = commands.add_parser("data-benchmark", help="images/s of the training input pipeline",
                                 description="Time the training pipeline (decode, random scale, crop, flip) and "
                                 "print images per second.")
-    bench.add_argument("spec", metavar="SPEC", help=spec_help)
+    bench.add_argument("spec", metavar="SPEC", help=_SPEC_HELP)
     bench.add_argument("--split", default="train", help="split (default: %(default)s)")
     bench.add_argument("--crop-size", type=_positive_int, default=512, help="crop side (default: %(default)s)")
     bench.add_argument("--batch-size", type=_positive_int, default=8, help="batch size (default: %(default)s)")
@@ -523,6 +554,9 @@ def build_parser():
     bench.add_argument("--color", action=argparse.BooleanOptionalAction, default=False,
                        help="colour distortion (default: off)")
     bench.set_defaults(run=_data_benchmark)
+
+
+def _add_convert_parser(commands):
     convert = commands.add_parser("convert", help="convert a TF-slim or official PyTorch checkpoint to .keras",
                                   description="Read a foreign checkpoint (never unpickling code), map every tensor "
                                   "by name and shape onto a refinenet_tf model and write it as a .keras file that "
@@ -553,27 +587,99 @@ def build_parser():
                        help="classes (default: inferred from the checkpoint's classifier, and reported)")
     torch.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     torch.set_defaults(run=_convert)
+
+
+def build_parser():
+    """The argument parser of ``refinenet-tf`` (also the source of the CLI reference): one function per
+    subcommand; building it (and ``--help``) imports no TensorFlow."""
+    parser = argparse.ArgumentParser(prog="refinenet-tf", description="RefineNet semantic segmentation "
+                                     "for TensorFlow / Keras.")
+    parser.add_argument("--version", action="version", version=f"refinenet_tf {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_demo_parser, _add_train_parser, _add_benchmark_parser, _add_train_benchmark_parser,
+                _add_flops_parser, _add_evaluate_parser, _add_predict_parser, _add_export_parser,
+                _add_inference_benchmark_parser, _add_check_data_parser, _add_data_benchmark_parser,
+                _add_convert_parser):
+        add(commands)
+    for subparser in _leaf_parsers(parser):
+        subparser.set_defaults(parser=subparser)
     return parser
+
+
+def _leaf_parsers(parser):
+    """The parsers that run a command (a subcommand's own subcommands, for ``convert``)."""
+    nested = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    if not nested:
+        return [parser]
+    return [leaf for action in nested for sub in dict.fromkeys(action.choices.values()) for leaf in _leaf_parsers(sub)]
 
 
 def main(argv=None):
     """Runs ``refinenet-tf`` with ``argv`` (default: ``sys.argv[1:]``) and returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    for dest, flag in getattr(args, "required_options", {}).items():
+        if getattr(args, dest) is None:
+            args.parser.error(f"the following arguments are required: {flag}")
     if getattr(args, "command", None) == "flops" and not args.size:
         args.size = [(512, 512), (625, 468)]
     try:
         return args.run(args)
     except (ValueError, OSError, FloatingPointError, ImportError) as error:
-        print(f"refinenet-tf {args.command}: error: {error}", file=sys.stderr)
+        print(f"refinenet-tf {args.command}: error: {as_flags(str(error), args.parser)}", file=sys.stderr)
         return 2
     except Exception as error:  # bad data met inside tf.data: its first line names the file and the fix
         import tensorflow as tf
 
         if not isinstance(error, tf.errors.InvalidArgumentError):
             raise
-        print(f"refinenet-tf {args.command}: error: {_first_line(error.message)}", file=sys.stderr)
+        print(f"refinenet-tf {args.command}: error: {as_flags(_first_line(error.message), args.parser)}",
+              file=sys.stderr)
         return 2
+
+
+# Python arguments whose flag is not their name with dashes.
+_RENAMED = {"learning_rate": "lr", "spec": "model", "output_dir": "output", "path": "output", "jit_compile": "jit"}
+
+
+def _flags(parser):
+    """``{python argument: (flag, BooleanOptionalAction?)}`` for the flags of ``parser``."""
+    by_dest = {}
+    for action in parser._actions:
+        long = [option for option in action.option_strings if option.startswith("--") and
+                not option.startswith("--no-")]
+        if long and action.dest not in by_dest and not isinstance(action, _DeprecatedAlias):
+            by_dest[action.dest] = (long[0], isinstance(action, argparse.BooleanOptionalAction))
+    flags = dict(by_dest)
+    for name, dest in _RENAMED.items():
+        if dest in by_dest:
+            flags[name] = by_dest[dest]
+    return flags
+
+
+def as_flags(message, parser):
+    """A library error in the command's words: ``num_classes=3`` -> ``--num-classes 3``, ``overwrite=True`` ->
+    ``--overwrite``, ``resume=False`` -> ``--no-resume``, and a bare ``run_dir`` -> ``--run-dir`` (names with
+    an underscore only); quoted text (file names) is left as it is.
+
+    Example:
+        >>> parser = build_parser()
+        >>> train = parser._subparsers._group_actions[0].choices["train"]
+        >>> as_flags("run_dir='runs/a' holds a finished run; pass overwrite=True or choose another run_dir.", train)
+        "--run-dir 'runs/a' holds a finished run; pass --overwrite or choose another --run-dir."
+    """
+    flags = _flags(parser)
+    parts = re.split(r"('[^']*'|\"[^\"]*\")", message)
+    for index in range(0, len(parts), 2):  # the text between quoted strings
+        text = parts[index]
+        for name, (flag, negatable) in sorted(flags.items(), key=lambda item: -len(item[0])):
+            text = re.sub(rf"\b{name}=True\b", flag, text)
+            text = re.sub(rf"\b{name}=False\b", "--no-" + flag[2:] if negatable else f"no {flag}", text)
+            text = re.sub(rf"\b{name}=\s?", flag + " ", text)
+            if "_" in name:
+                text = re.sub(rf"(?<![\w-]){name}\b", flag, text)
+        parts[index] = text
+    return "".join(parts)
 
 
 def _first_line(message):

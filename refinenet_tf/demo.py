@@ -3,8 +3,9 @@
 1. Writes a deterministic synthetic dataset in the VOC layout (:mod:`refinenet_tf.data.synthetic`: discs,
    rectangles, triangles in random colours on noisy backgrounds; held-out ``val`` scenes).
 2. Trains the ``demo_shapes`` recipe (Light-Weight RefineNet-MobileNetV2, random initial weights) with
-   :func:`refinenet_tf.training.train`, keeping the run under ``<output>/run``.
-3. Evaluates on the held-out scenes with :func:`refinenet_tf.inference.evaluate` (mean IoU, per-class IoU, pixel
+   :func:`refinenet_tf.training.train`, keeping the run under ``<output>/run`` (a finished earlier demo run
+   there is replaced; an interrupted one resumes).
+3. Evaluates on the held-out scenes with :func:`refinenet_tf.evaluation.evaluate` (mean IoU, per-class IoU, pixel
    accuracy) and writes an overlay grid.
 
 Nothing is downloaded.
@@ -16,7 +17,7 @@ import time
 
 import numpy as np
 
-from refinenet_tf import inference, training, visualization
+from refinenet_tf import evaluation, recipes, runs, training, visualization
 from refinenet_tf.data import pipeline, sources, synthetic
 
 __all__ = ["run_demo"]
@@ -39,7 +40,7 @@ def run_demo(output_dir=os.path.join("checkpoints", "demo"), epochs=None, num_tr
     start = time.perf_counter()
     os.makedirs(output_dir, exist_ok=True)
     if not os.access(output_dir, os.W_OK):
-        raise PermissionError(f"--output {output_dir!r} is not writable; choose another folder.")
+        raise PermissionError(f"output_dir={output_dir!r} is not writable; choose another folder.")
     data_root = os.path.join(output_dir, "data")
     marker = os.path.join(data_root, f"done-{num_train}-{num_val}-{seed}")
     if not os.path.exists(marker):
@@ -50,26 +51,25 @@ def run_demo(output_dir=os.path.join("checkpoints", "demo"), epochs=None, num_tr
         f" in {data_root} ({time.perf_counter() - start:.0f} s)")
 
     run_dir = os.path.join(output_dir, "run")
-    if os.path.exists(os.path.join(run_dir, "model.keras")):  # a finished earlier demo: start afresh
-        shutil.rmtree(run_dir)
     spec = f"voc:{data_root}"
     num_classes = len(synthetic.SHAPE_CLASSES)
-    recipe = training.get_recipe("demo_shapes")
-    config = training.TrainConfig(recipe="demo_shapes", data=spec, val_data=spec, num_classes=num_classes,
-                                  run_dir=run_dir, epochs=epochs, backbone_weights=None, seed=seed, verbose=2,
+    recipe = recipes.get_recipe("demo_shapes")
+    config = training.TrainConfig(recipe=recipe, data=spec, val_data=spec, num_classes=num_classes,
+                                  run_dir=run_dir, overwrite=runs.run_state(run_dir) != "interrupted",
+                                  epochs=epochs, backbone_weights=None, seed=seed, verbose=2,
                                   class_names=synthetic.SHAPE_CLASSES,
                                   image_every=max(1, (epochs or recipe.epochs) // 4))
     log(f"Training {recipe.model} ({recipe.source}) for {epochs or recipe.epochs} epochs on the CPU ...")
     train_start = time.perf_counter()
     model, history = training.train(config)
     train_seconds = time.perf_counter() - train_start
-    best = os.path.join(run_dir, "best.weights.h5")
+    best = os.path.join(run_dir, runs.BEST_WEIGHTS)
     if os.path.exists(best):
         model.load_weights(best)
 
     val_source = sources.resolve(spec, "val", num_classes=num_classes)
-    scores = inference.evaluate(model, val_source, num_classes=num_classes, class_names=synthetic.SHAPE_CLASSES,
-                                progress=False)
+    scores = evaluation.evaluate(model, val_source, num_classes=num_classes, class_names=synthetic.SHAPE_CLASSES,
+                                 progress=False)
     mean_iou, iou, accuracy = scores.mean_iou, [float(v) for v in scores.iou], scores.pixel_accuracy
     overlay_path = _overlay_grid(model, val_source, os.path.join(output_dir, "overlay.png"))
     total = time.perf_counter() - start

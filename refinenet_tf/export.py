@@ -34,12 +34,10 @@ import tempfile
 
 import tensorflow as tf
 
-from refinenet_tf import _files, inference
+from refinenet_tf import _files, inference, runs
+from refinenet_tf.options import QUANTIZATIONS
 
 __all__ = ["QUANTIZATIONS", "export_onnx", "export_saved_model", "export_tflite", "tflite_interpreter"]
-
-#: TFLite weight formats: float32 (no quantization), float16 weights, int8 dynamic-range quantization.
-QUANTIZATIONS = ("float32", "float16", "int8")
 
 _METADATA = "refinenet_tf.json"
 
@@ -102,7 +100,7 @@ def _validated(images):
 def _metadata(model, serving, class_names, source):
     num_classes = model.output_shape[-1]
     return {"format": "refinenet_tf export 1", "model": model.name, "source": source, "num_classes": num_classes,
-            "class_names": list(inference.class_names_for(num_classes, class_names)),
+            "class_names": list(runs.class_names_for(num_classes, class_names)),
             "scales": list(serving.scales), "flip": serving.flip, "max_side": serving.max_side,
             "input": "uint8 RGB [N, H, W, 3], any H and W", "labels": "int32 [N, H, W]",
             "probabilities": "float32 [N, H, W, C]"}
@@ -110,9 +108,9 @@ def _metadata(model, serving, class_names, source):
 
 def _check_target(path, overwrite, what):
     if os.path.lexists(path) and not overwrite:
-        raise FileExistsError(f"{what} {path!r} already exists; remove it, choose another --output or pass "
-                              "--overwrite.")
-    _files.writable_folder(os.path.dirname(os.path.abspath(path)), f"the folder of --output {path!r}:")
+        raise FileExistsError(f"{what} path={path!r} already exists; remove it, choose another path or pass "
+                              "overwrite=True.")
+    _files.writable_folder(os.path.dirname(os.path.abspath(path)), f"the folder of path={path!r}:")
 
 
 def export_saved_model(model, path, scales=(1.0,), flip=False, max_side=None, class_names=None, overwrite=False,
@@ -189,10 +187,10 @@ def export_tflite(model, path, quantization="float32", input_size=(512, 512), sc
         ``path``.
     """
     if quantization not in QUANTIZATIONS:
-        raise ValueError(f"quantization {quantization!r} is not one of {QUANTIZATIONS}.")
+        raise ValueError(f"quantization={quantization!r} is not one of {QUANTIZATIONS}.")
     path = os.fspath(path)
     if not path.endswith(".tflite"):
-        raise ValueError(f"--output {path!r}: a TFLite model file must end with .tflite.")
+        raise ValueError(f"path={path!r}: a TFLite model file must end with .tflite.")
     _check_target(path, overwrite, "TFLite file")
     height, width = (None, None) if input_size is None else (int(input_size[0]), int(input_size[1]))
     serving = _Serving(model, scales, flip)
@@ -230,7 +228,7 @@ def export_onnx(model, path, scales=(1.0,), flip=False, opset=17, overwrite=Fals
         raise ImportError('ONNX export needs tf2onnx: pip install "refinenet_tf[onnx]"') from None
     path = os.fspath(path)
     if not path.endswith(".onnx"):
-        raise ValueError(f"--output {path!r}: an ONNX model file must end with .onnx.")
+        raise ValueError(f"path={path!r}: an ONNX model file must end with .onnx.")
     _check_target(path, overwrite, "ONNX file")
     serving = _Serving(model, scales, flip)
     function = tf.function(serving.outputs)

@@ -1,9 +1,11 @@
-"""Prediction and evaluation: class probabilities at the input's own resolution, with optional test-time
-augmentation (multi-scale + horizontal flip), and the scores of a model on a dataset.
+"""Segmentation and prediction: class probabilities at the input's own resolution, with optional test-time
+augmentation (multi-scale + horizontal flip).
 
 One TensorFlow function, :func:`segment`, is what every consumer runs: :func:`predict` (NumPy arrays),
-:func:`predict_files` (PNG files), :func:`evaluate` (a confusion matrix) and the exported SavedModel / TFLite
-signatures (:mod:`refinenet_tf.export`). That is why the exported models give the same labels as the Python API.
+:func:`predict_files` (PNG files), :func:`refinenet_tf.evaluation.evaluate` (a confusion matrix) and the exported
+SavedModel / TFLite signatures (:mod:`refinenet_tf.export`). That is why the exported models give the same labels
+as the Python API. Loading a model to run (a run folder, a ``.keras`` file, a preset) is
+:func:`refinenet_tf.runs.load_inference_model`.
 
 Example:
     >>> from refinenet_tf import RefineNet
@@ -14,22 +16,17 @@ Example:
     ((37, 53), dtype('int32'))
 """
 
-import dataclasses
 import glob
-import json
 import os
 import weakref
-from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from refinenet_tf import _files, visualization
+from refinenet_tf import _files, runs, visualization
 
-__all__ = ["Evaluation", "FrozenModel", "class_names_for", "collect_images", "evaluate", "freeze",
-           "load_inference_model", "load_weights_checked", "predict", "predict_files", "saved_class_names",
-           "segment"]
+__all__ = ["FrozenModel", "collect_images", "freeze", "predict", "predict_files", "segment"]
 
 
 def _check_scales(scales):
@@ -198,181 +195,6 @@ def predict(model, images, scales=(1.0,), flip=False, max_side=None, return_prob
     return results[0] if single else results
 
 
-# ---------------------------------------------------------------------------------------------- evaluation
-
-
-@dataclasses.dataclass
-class Evaluation:
-    """Scores from a confusion matrix (rows: true class, columns: predicted class; ignored pixels excluded).
-
-    IoU of class ``c`` is ``TP / (TP + FP + FN)``; a class that neither occurs nor is predicted has no IoU
-    (NaN) and is left out of the mean, as in Keras' ``MeanIoU``.
-
-    Example:
-        >>> result = Evaluation(np.array([[3, 1], [0, 4]]), ("background", "cat"))
-        >>> result.iou.round(4).tolist(), round(result.mean_iou, 4), result.pixel_accuracy
-        ([0.75, 0.8], 0.775, 0.875)
-    """
-
-    confusion: np.ndarray
-    class_names: Tuple[str, ...]
-    scales: Tuple[float, ...] = (1.0,)
-    flip: bool = False
-    source: str = ""
-
-    @property
-    def iou(self):
-        true_positives = np.diag(self.confusion).astype(np.float64)
-        union = self.confusion.sum(0) + self.confusion.sum(1) - true_positives
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(union > 0, true_positives / np.maximum(union, 1), np.nan)
-
-    @property
-    def mean_iou(self):
-        iou = self.iou
-        return float(np.nanmean(iou)) if np.any(np.isfinite(iou)) else float("nan")
-
-    @property
-    def pixel_accuracy(self):
-        total = self.confusion.sum()
-        return float(np.trace(self.confusion) / total) if total else float("nan")
-
-    @property
-    def class_accuracy(self):
-        """Recall of each class (NaN for classes with no pixels)."""
-        pixels = self.confusion.sum(1).astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(pixels > 0, np.diag(self.confusion) / np.maximum(pixels, 1), np.nan)
-
-    @property
-    def pixels(self):
-        return int(self.confusion.sum())
-
-    def as_dict(self):
-        """JSON-ready scores."""
-        def clean(value):
-            return None if not np.isfinite(value) else round(float(value), 6)
-
-        return {"source": self.source, "scales": list(self.scales), "flip": self.flip, "pixels": self.pixels,
-                "mean_iou": clean(self.mean_iou), "pixel_accuracy": clean(self.pixel_accuracy),
-                "mean_class_accuracy": clean(np.nanmean(self.class_accuracy)) if self.pixels else None,
-                "iou": {name: clean(v) for name, v in zip(self.class_names, self.iou)},
-                "class_accuracy": {name: clean(v) for name, v in zip(self.class_names, self.class_accuracy)}}
-
-    def table(self):
-        """A Markdown table: per-class IoU, accuracy and pixels, then the means."""
-        lines = ["| class | IoU | accuracy | true pixels |", "|---|---|---|---|"]
-        for name, iou, accuracy, pixels in zip(self.class_names, self.iou, self.class_accuracy,
-                                               self.confusion.sum(1)):
-            lines.append(f"| {name} | {_percent(iou)} | {_percent(accuracy)} | {int(pixels):,} |")
-        lines.append(f"| **mean** | **{_percent(self.mean_iou)}** | {_percent(np.nanmean(self.class_accuracy))} | "
-                     f"{self.pixels:,} |")
-        lines.append(f"\npixel accuracy {_percent(self.pixel_accuracy)}; mean IoU {_percent(self.mean_iou)} over "
-                     f"{int(np.isfinite(self.iou).sum())} classes present; scales {list(self.scales)}, flip "
-                     f"{'on' if self.flip else 'off'}")
-        return "\n".join(lines)
-
-    def save(self, folder):
-        """Writes ``confusion_matrix.npy``, ``confusion_matrix.csv`` (with class names) and ``metrics.json``,
-        each atomically; returns their paths."""
-        _files.writable_folder(folder, "evaluation output folder")
-        paths = [os.path.join(folder, name) for name in ("confusion_matrix.npy", "confusion_matrix.csv",
-                                                         "metrics.json")]
-        with _files.atomic_path(paths[0], suffix=".npy") as temporary:
-            np.save(temporary, self.confusion)
-        with _files.atomic_path(paths[1], suffix=".csv") as temporary, open(temporary, "w") as stream:
-            stream.write("true \\ predicted," + ",".join(self.class_names) + "\n")
-            for name, row in zip(self.class_names, self.confusion):
-                stream.write(name + "," + ",".join(str(int(v)) for v in row) + "\n")
-        with _files.atomic_path(paths[2], suffix=".json") as temporary, open(temporary, "w") as stream:
-            json.dump(self.as_dict(), stream, indent=2)
-        return paths
-
-
-def _percent(value):
-    return "-" if not np.isfinite(value) else f"{100 * value:.2f}"
-
-
-def class_names_for(num_classes, names=None):
-    """``names`` if given, the VOC names for 21 classes, else ``class_0, class_1, ...``."""
-    if names:
-        if len(names) != num_classes:
-            raise ValueError(f"{len(names)} class names given for {num_classes} classes.")
-        return tuple(names)
-    if num_classes == len(visualization.VOC_CLASSES):
-        return visualization.VOC_CLASSES
-    return tuple(f"class_{index}" for index in range(num_classes))
-
-
-def evaluate(model, data, split="val", num_classes=None, class_names=None, scales=(1.0,), flip=False,
-             max_side=None, limit=None, progress=True):
-    """Scores ``model`` on a dataset at each image's original label resolution.
-
-    Every image is run whole (no crops) through :func:`segment` — the probabilities are resized to the label's
-    size, the labels never are — and its prediction is accumulated into a confusion matrix; pixels whose label
-    is the source's ignore value (255) do not count.
-
-    Args:
-        model: a segmentation model (see :func:`segment`).
-        data: a data spec (``voc:PATH``, ``voc_aug:PATH``, ``folder:IMAGES:MASKS``, ``tfds:NAME``) or a resolved
-            source (:func:`refinenet_tf.data.resolve`).
-        split: the split of a spec.
-        num_classes: classes (default: the model's output channels); mask values outside ``[0, num_classes)``
-            other than the ignore value stop the evaluation with an error naming the mask file.
-        class_names: names for the table (default: the source's, VOC's for 21 classes, else ``class_i``).
-        scales, flip, max_side: test-time augmentation, see :func:`segment`.
-        limit: evaluate only the first ``limit`` examples.
-        progress: show a Keras progress bar.
-
-    Returns:
-        An :class:`Evaluation`.
-    """
-    from refinenet_tf.data import pipeline, sources
-
-    scales = _check_scales(scales)
-    source = sources.resolve(data, split) if isinstance(data, str) else data
-    model_classes = model.output_shape[-1]
-    num_classes = num_classes or model_classes  # mask values past the model's classes fail, naming the file
-    if num_classes != model_classes:
-        raise ValueError(f"the model predicts {model_classes} classes, not the {num_classes} asked for; give "
-                         "--num-classes matching the model, or a model trained for this data.")
-    source_names = source.class_names if len(source.class_names) == num_classes else None
-    names = class_names_for(num_classes, class_names or source_names)
-    if source.num_classes != num_classes:
-        source = dataclasses.replace(source, num_classes=num_classes)
-    ignore_value = source.ignore_value
-    run = _segment_function(model, scales, flip, max_side)
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([None, None], tf.uint8)],
-                 reduce_retracing=True)
-    def confusion(image, mask):
-        predicted = tf.argmax(run(image[None])[0], axis=-1, output_type=tf.int32)
-        truth = tf.cast(mask, tf.int32)
-        valid = tf.not_equal(truth, ignore_value)
-        return tf.math.confusion_matrix(tf.boolean_mask(truth, valid), tf.boolean_mask(predicted, valid),
-                                        num_classes=num_classes, dtype=tf.int64)
-
-    examples = pipeline.read_examples(source)
-    total = _count(source, examples)
-    if limit is not None:
-        examples = examples.take(limit)
-        total = limit if total is None else min(total, limit)
-    bar = keras.utils.Progbar(total, unit_name="image") if progress else None
-    matrix = np.zeros((num_classes, num_classes), np.int64)
-    for index, example in enumerate(examples):
-        matrix += confusion(example["image"], example["mask"]).numpy()
-        if bar is not None:
-            bar.update(index + 1)
-    return Evaluation(matrix, names, scales, bool(flip), getattr(source, "name", str(data)))
-
-
-def _count(source, examples):
-    if hasattr(source, "examples"):
-        return len(source.examples)
-    cardinality = int(examples.cardinality())
-    return cardinality if cardinality >= 0 else None
-
-
 # ---------------------------------------------------------------------------------------------- files
 
 _GLOB_CHARACTERS = set("*?[")
@@ -416,7 +238,7 @@ def _output_names(paths):
         stem = os.path.splitext(os.path.basename(path))[0]
         if stem in stems:
             raise ValueError(f"inputs {stems[stem]!r} and {path!r} would both write {stem}.png; predict them into "
-                             "separate --output folders.")
+                             "separate output_dir= folders.")
         stems[stem] = path
     return {path: stem for stem, path in stems.items()}
 
@@ -459,15 +281,15 @@ def predict_files(model, inputs, output_dir, scales=(1.0,), flip=False, max_side
 
     paths = collect_images(inputs)
     stems = _output_names(paths)
-    _files.writable_folder(output_dir, "--output")
+    _files.writable_folder(output_dir, "output_dir=")
     inputs_real = {os.path.realpath(path) for path in paths}
     for path, stem in stems.items():
         for name in (f"{stem}.png", f"{stem}_overlay.png", f"{stem}_probabilities.npy"):
             if os.path.realpath(os.path.join(output_dir, name)) in inputs_real:
-                raise ValueError(f"--output {output_dir!r} would overwrite the input {path!r}; choose another folder.")
+                raise ValueError(f"output_dir={output_dir!r} would overwrite the input {path!r}; choose another folder.")
     num_classes = model.output_shape[-1]
     palette = visualization.voc_palette() if palette is None else np.asarray(palette, np.uint8)
-    names = class_names_for(num_classes, class_names)
+    names = runs.class_names_for(num_classes, class_names)
     visualization.save_image_png(os.path.join(output_dir, "legend.png"),
                                  visualization.legend(names, palette))
     run = _segment_function(model, _check_scales(scales), flip, max_side)
@@ -479,9 +301,9 @@ def predict_files(model, inputs, output_dir, scales=(1.0,), flip=False, max_side
             if max_pixels is not None and width * height > max_pixels:
                 raise decoding.DataError(
                     f"{path}: {width}x{height} pixels is above the limit of {max_pixels:,} "
-                    f"(--max-pixels): its {num_classes}-class probabilities alone would take "
+                    f"(max_pixels=): its {num_classes}-class probabilities alone would take "
                     f"{4 * num_classes * width * height / 2**30:.1f} GiB; downscale the image or "
-                    "raise --max-pixels (with --max-side to bound the model's input).")
+                    "raise max_pixels= (with max_side= to bound the model's input).")
             image = decoding.read_image(path)
         except decoding.DataError as error:
             if not skip_errors:
@@ -500,99 +322,3 @@ def predict_files(model, inputs, output_dir, scales=(1.0,), flip=False, max_side
         if bar is not None:
             bar.update(index + 1)
     return {"written": written, "failed": failed}
-
-
-# ---------------------------------------------------------------------------------------------- models
-
-
-def load_inference_model(spec, num_classes=None, backbone_weights="imagenet", weights=None):
-    """The model named by ``spec``, for prediction, evaluation and export.
-
-    ``spec`` may be:
-
-    * a ``.keras`` file or a SavedModel folder written by ``model.save``;
-    * a training run folder (``refinenet-tf train --run-dir``): its model is rebuilt from ``config.json`` and
-      ``best.weights.h5`` (else ``last.weights.h5``, else ``model.keras``) is loaded;
-    * a ``.weights.h5`` file inside such a run folder;
-    * a preset name (:func:`refinenet_tf.models.list_models`), built with ``num_classes`` classes and
-      ``backbone_weights`` (its decoder is untrained unless ``weights`` are given).
-
-    ``weights`` (a ``.weights.h5`` file) are loaded last. A checkpoint that does not fit the model (another
-    variant or class count) raises a ``ValueError`` naming the file.
-    """
-    from refinenet_tf import models, saving, training
-
-    spec = os.fspath(spec)
-    if spec in models.PRESETS:
-        model = models.build(spec, num_classes=num_classes or 21, backbone_weights=backbone_weights)
-    elif os.path.isdir(spec) and os.path.exists(os.path.join(spec, "config.json")) \
-            and not os.path.exists(os.path.join(spec, "saved_model.pb")):
-        model, loaded = _model_from_run(spec, training, models, saving)
-        if loaded is None:
-            raise FileNotFoundError(f"run folder {spec!r} has no best.weights.h5, last.weights.h5 or model.keras; "
-                                    "train it first or give a model file.")
-    elif spec.endswith(".weights.h5"):
-        folder = os.path.dirname(os.path.abspath(spec))
-        if not os.path.exists(spec):
-            raise FileNotFoundError(f"--model {spec!r} does not exist.")
-        if not os.path.exists(os.path.join(folder, "config.json")):
-            raise ValueError(f"--model {spec!r}: a weights file needs the config.json of its run folder beside it; "
-                             "give the run folder, a .keras file, or a preset name with --weights.")
-        model, _ = _model_from_run(folder, training, models, saving, weights_file=spec)
-    elif os.path.exists(spec):
-        model = saving.load_model(spec, compile=False)
-    else:
-        raise FileNotFoundError(f"--model {spec!r} is neither a file, a folder nor a preset; use a .keras file, a "
-                                f"SavedModel or run folder, or one of {models.list_models()}.")
-    if num_classes is not None and model.output_shape[-1] != num_classes:
-        raise ValueError(f"--model {spec!r} predicts {model.output_shape[-1]} classes, not --num-classes "
-                         f"{num_classes}; leave --num-classes out to use the model's, or give a model trained for "
-                         f"{num_classes} classes.")
-    if weights is not None:
-        load_weights_checked(model, weights)
-    return model
-
-
-def saved_class_names(spec):
-    """The class names a training run recorded in its ``config.json`` (for a run folder or a weights file in
-    one), or ``None``."""
-    spec = os.fspath(spec)
-    folder = spec if os.path.isdir(spec) else os.path.dirname(os.path.abspath(spec))
-    config = os.path.join(folder, "config.json")
-    if not os.path.isfile(config):
-        return None
-    try:
-        with open(config) as stream:
-            names = json.load(stream).get("class_names")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return tuple(names) if names else None
-
-
-def _model_from_run(folder, training, models, saving, weights_file=None):
-    with open(os.path.join(folder, "config.json")) as stream:
-        config = json.load(stream)
-    candidates = [weights_file] if weights_file else [os.path.join(folder, name) for name in
-                                                      ("best.weights.h5", "last.weights.h5")]
-    candidates = [path for path in candidates if os.path.exists(path)]
-    if not candidates:
-        keras_file = os.path.join(folder, "model.keras")
-        if os.path.exists(keras_file):
-            return saving.load_model(keras_file, compile=False), keras_file
-        return None, None
-    recipe = training.get_recipe(config["recipe"])
-    model = models.build(recipe.model, num_classes=config["num_classes"], backbone_weights=None,
-                         **{**recipe.model_kwargs, **config.get("model_kwargs", {})})
-    load_weights_checked(model, candidates[0])
-    return model, candidates[0]
-
-
-def load_weights_checked(model, path):
-    """``model.load_weights(path)`` with a one-line error naming the file when it does not fit the model."""
-    path = _files.check_weights_file(path, "weights file")
-    try:
-        model.load_weights(path)
-    except (ValueError, KeyError, TypeError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"weights {path!r} do not fit model {model.name!r} ({model.output_shape[-1]} classes): "
-                         f"{first[:300]}; use weights saved from the same preset and class count.") from None

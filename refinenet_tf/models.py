@@ -21,6 +21,7 @@ Three decoders share the layers of :mod:`refinenet_tf.layers`; ``VARIANTS`` maps
 """
 
 import dataclasses
+import inspect
 from typing import Callable, Mapping, Optional
 
 import tf_keras as keras
@@ -265,11 +266,25 @@ class ModelPreset:
     source: str
     published: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
+    def arguments(self, num_classes=21, backbone_weights="imagenet", **kwargs):
+        """The :func:`RefineNet` arguments that build this preset, every one of them (defaults filled in);
+        ``kwargs`` override them (``backbone=`` swaps the backbone). What a training run records.
+
+        Example:
+            >>> arguments = get("lw_resnet50").arguments(num_classes=4, decoder_features=16)
+            >>> arguments["variant"], arguments["backbone"], arguments["decoder_features"], arguments["name"]
+            ('light_weight', 'resnet50', 16, 'lw_resnet50')
+        """
+        kwargs.setdefault("backbone", self.backbone)
+        kwargs.setdefault("name", self.name)
+        bound = inspect.signature(RefineNet).bind(num_classes=num_classes, backbone_weights=backbone_weights,
+                                                  variant=self.variant, **kwargs)
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
     def build(self, num_classes=21, backbone_weights="imagenet", **kwargs):
         """Builds the preset's model; ``kwargs`` go to :func:`RefineNet` (``backbone=`` swaps the backbone)."""
-        kwargs.setdefault("backbone", self.backbone)
-        return RefineNet(num_classes=num_classes, backbone_weights=backbone_weights, variant=self.variant,
-                         name=kwargs.pop("name", self.name), **kwargs)
+        return RefineNet(**self.arguments(num_classes, backbone_weights, **kwargs))
 
 
 _SLIM_SOURCE = ("TF-slim RefineNet of the reference blog post (shared/seeds/000_b0082b0ba3f8e4c0.txt); "

@@ -17,6 +17,8 @@ import zipfile
 import tf_keras as keras
 from tf_keras.src.saving import serialization_lib
 
+from refinenet_tf import layers  # noqa: F401  (registers refinenet_tf's layers with Keras)
+
 __all__ = ["load_model"]
 
 _CONFIG = "config.json"
@@ -26,7 +28,7 @@ _WEIGHTS = "model.weights.h5"
 def load_model(path, compile=True, safe_mode=True):
     """Loads a model written by ``model.save``: a ``.keras`` file, a SavedModel folder or a legacy ``.h5`` file.
 
-    Importing ``refinenet_tf`` registers its layers, so no ``custom_objects`` are needed.
+    Importing this module registers refinenet_tf's layers, so no ``custom_objects`` are needed.
 
     Args:
         path: a ``.keras`` file, or a SavedModel folder (``model.save(folder, save_format="tf")``).

@@ -2,122 +2,38 @@
 
 The pieces:
 
-* :class:`Recipe` / :data:`RECIPES` -- training settings as data, each with its source.
 * :func:`compile_model` -- loss ``SparseCategoricalCrossentropy(from_logits=True, ignore_class=255)``, metrics
   ``MeanIoU(ignore_class=255, sparse_y_pred=False)`` and :class:`PixelAccuracy`, the recipe's optimizer.
 * :class:`SGDWithMultipliers` -- SGD whose decoder variables learn ``decoder_lr_multiplier`` times faster, with
   PyTorch-style (coupled) weight decay, as the official RefineNet recipes train.
-* :func:`train` -- the whole run under ``checkpoints/<run>/``: best and last weights, ``BackupAndRestore`` (a
-  killed run resumes at the right epoch), TensorBoard, CSV log, ``TerminateOnNaN``, the resolved config.
+* :class:`AveragedWeights` -- with the optimizer's ``use_ema``, swaps the averaged weights in for validation
+  and saving, and the raw ones back for training.
+* :func:`train` -- the whole run in its own folder (by default a new ``checkpoints/<recipe>-<time>``): best and
+  last weights, ``BackupAndRestore`` (a killed run resumes at the right epoch), TensorBoard, CSV log,
+  ``TerminateOnNaN``, the resolved config with the model's build arguments (:mod:`refinenet_tf.runs`).
+
+Recipes (what to train, as data) live in :mod:`refinenet_tf.recipes`.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from refinenet_tf import models
-from refinenet_tf import _files
+from refinenet_tf import _files, models, options, runs
 from refinenet_tf._files import atomic_path
+from refinenet_tf.recipes import Recipe, get_recipe
 
-__all__ = ["PixelAccuracy", "RECIPES", "Recipe", "SGDWithMultipliers", "SafeCheckpoint", "TrainConfig", "compile_model",
-           "get_recipe", "list_recipes", "make_strategy", "resolve_jit_compile", "train"]
+__all__ = ["AveragedWeights", "PixelAccuracy", "SGDWithMultipliers", "SafeCheckpoint", "TrainConfig",
+           "averaged_weights", "compile_model", "make_strategy", "resolve_jit_compile", "train"]
 
 _register = keras.saving.register_keras_serializable(package="refinenet_tf")
-
-
-@dataclasses.dataclass(frozen=True)
-class Recipe:
-    """How to train one model.
-
-    Attributes:
-        name: the recipe's name.
-        model: a model preset (:func:`refinenet_tf.models.list_models`).
-        source: where the settings come from.
-        optimizer: ``"adam"`` or ``"sgd"`` (momentum).
-        learning_rate: the backbone's learning rate.
-        decoder_lr_multiplier: the decoder learns this many times faster (SGD only).
-        momentum: SGD momentum.
-        weight_decay: SGD weight decay (added to the gradient, as PyTorch does); the slim recipe's L2 lives
-            in the model instead (``RefineNet(weight_decay=...)``).
-        schedule: ``"constant"``, ``"poly"`` (``(1 - step / steps) ** 0.9``) or ``"step"`` (halved every
-            ``step_epochs`` epochs).
-        step_epochs: for ``"step"``.
-        use_ema: keep an exponential moving average of the weights (the optimizer's ``use_ema``) and
-            evaluate/save the averaged weights.
-        ema_momentum: its decay.
-        freeze_batch_norm: run every BatchNorm layer in inference mode and do not train it.
-        crop_size, batch_size, epochs: the data side.
-        min_scale, max_scale: range of the random rescaling of training images.
-        model_kwargs: extra :func:`refinenet_tf.RefineNet` arguments for the preset.
-    """
-
-    name: str
-    model: str
-    source: str
-    optimizer: str = "adam"
-    learning_rate: float = 1e-4
-    decoder_lr_multiplier: float = 1.0
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    step_epochs: int = 100
-    use_ema: bool = False
-    ema_momentum: float = 0.99
-    freeze_batch_norm: bool = False
-    crop_size: int = 512
-    batch_size: int = 8
-    epochs: int = 100
-    min_scale: float = 0.5
-    max_scale: float = 2.0
-    model_kwargs: dict = dataclasses.field(default_factory=dict)
-
-
-_SLIM_SOURCE = ("the reference blog's TF-slim training: Adam 1e-4, L2 1e-5 on every conv (in the model), moving "
-                "average 0.997 of the weights, 512 x 512 crops; batch size and epochs are our defaults")
-_PAPER_SOURCE = ("RefineNet (Lin et al., CVPR 2017) trained as the official releases do: SGD with momentum 0.9, "
-                 "decoder learning rate 10x the backbone's, weight decay; the values are our defaults, not "
-                 "reproduced here")
-_LW_SOURCE = ("Light-Weight RefineNet (Nekrasov et al., BMVC 2018) official training configuration as we read it: "
-              "SGD momentum 0.9, encoder 5e-4 / decoder 5e-3, weight decay 1e-5, BatchNorm frozen, 500 crops, "
-              "batch 6, learning rate halved every 100 epochs; not reproduced here")
-
-#: recipe name -> :class:`Recipe`.
-RECIPES = {recipe.name: recipe for recipe in [
-    Recipe("slim_resnet101_voc", "slim_resnet101", _SLIM_SOURCE, optimizer="adam", learning_rate=1e-4,
-           use_ema=True, ema_momentum=0.997, crop_size=512, batch_size=8, epochs=100),
-    Recipe("refinenet_resnet101_voc", "refinenet_resnet101", _PAPER_SOURCE, optimizer="sgd", learning_rate=5e-4,
-           decoder_lr_multiplier=10.0, weight_decay=1e-5, schedule="poly", crop_size=512, batch_size=8,
-           epochs=100),
-    Recipe("demo_shapes", "slim_mobilenetv2", "this project's demo: the slim RefineNet, 64 wide, on MobileNetV2 "
-           "from scratch on the synthetic shapes dataset (refinenet_tf.data.synthetic), sized for 2 CPU cores; "
-           "BatchNorm momentum 0.9 so that its statistics settle within a few hundred steps",
-           optimizer="adam", learning_rate=1e-3, crop_size=128, batch_size=8, epochs=15, min_scale=0.75,
-           max_scale=1.25, model_kwargs={"decoder_features": 64, "batch_norm_momentum": 0.9}),
-] + [
-    Recipe(f"lw_{backbone}_voc", f"lw_{backbone}", _LW_SOURCE, optimizer="sgd", learning_rate=5e-4,
-           decoder_lr_multiplier=10.0, weight_decay=1e-5, schedule="step", step_epochs=100, freeze_batch_norm=True,
-           crop_size=500, batch_size=6, epochs=300)
-    for backbone in ("resnet50", "resnet101", "resnet152", "mobilenetv2")
-]}
-
-
-def list_recipes():
-    """Names of the recipes."""
-    return sorted(RECIPES)
-
-
-def get_recipe(name):
-    """The :class:`Recipe` called ``name``."""
-    try:
-        return RECIPES[name]
-    except KeyError:
-        raise ValueError(f"Unknown recipe {name!r}; use one of {list_recipes()}.") from None
 
 
 @_register
@@ -239,7 +155,7 @@ def compile_model(model, recipe, num_classes, learning_rate=None, steps_per_epoc
 
     Args:
         model: a RefineNet (logits at the masks' resolution).
-        recipe: a :class:`Recipe` or its name.
+        recipe: a :class:`refinenet_tf.recipes.Recipe` or its name.
         num_classes: for the mean IoU.
         learning_rate: overrides the recipe's.
         steps_per_epoch, epochs: for learning-rate schedules.
@@ -248,7 +164,7 @@ def compile_model(model, recipe, num_classes, learning_rate=None, steps_per_epoc
     Returns:
         ``model``, compiled.
     """
-    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    recipe = get_recipe(recipe)
     epochs = epochs or recipe.epochs
     learning_rate = _schedule(recipe, learning_rate or recipe.learning_rate, steps_per_epoch, epochs)
     if recipe.freeze_batch_norm:
@@ -292,7 +208,7 @@ def make_strategy(name="default"):
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
         if "TF_CONFIG" not in os.environ:
-            raise ValueError("--strategy multiworker needs TF_CONFIG describing the cluster and this worker; see "
+            raise ValueError("strategy='multiworker' needs TF_CONFIG describing the cluster and this worker; see "
                              "https://www.tensorflow.org/guide/distributed_training.")
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
@@ -300,11 +216,11 @@ def make_strategy(name="default"):
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
-    raise ValueError(f"Unknown strategy {name!r}; use default, mirrored, multiworker or tpu.")
+    raise ValueError(f"Unknown strategy={name!r}; use one of {options.STRATEGIES}.")
 
 
 def mixed_precision_policy(enabled):
-    """The policy for ``--mixed-precision``: ``mixed_float16`` on GPU, ``mixed_bfloat16`` on CPU / TPU."""
+    """The policy for ``mixed_precision``: ``mixed_float16`` on GPU, ``mixed_bfloat16`` on CPU / TPU."""
     if not enabled:
         return "float32"
     return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
@@ -312,18 +228,23 @@ def mixed_precision_policy(enabled):
 
 @dataclasses.dataclass
 class TrainConfig:
-    """A training run, resolved: written as ``config.json`` in the run folder.
+    """A training run: what :func:`train` takes, written resolved as ``config.json`` in the run folder.
 
-    ``None`` fields take the recipe's value.
+    ``recipe`` is a recipe name (:func:`refinenet_tf.recipes.list_recipes`) or a
+    :class:`refinenet_tf.recipes.Recipe` object (a recipe of your own). ``None`` fields take the recipe's value.
+    ``run_dir=None`` picks a new folder, ``checkpoints/<recipe>-YYYYmmdd-HHMMSS``, when the config is made
+    (``config.run_dir`` then says which). A folder that holds a finished run is refused unless ``overwrite``
+    (which replaces it); an interrupted run there (its ``BackupAndRestore`` backup) resumes when ``resume`` and
+    the settings are the same.
     """
 
-    recipe: str
+    recipe: Union[str, Recipe]
     data: str
     val_data: Optional[str] = None
     train_split: str = "train"
     val_split: str = "val"
     num_classes: Optional[int] = None
-    run_dir: str = os.path.join("checkpoints", "run")
+    run_dir: Optional[str] = None
     epochs: Optional[int] = None
     batch_size: Optional[int] = None
     crop_size: Optional[int] = None
@@ -337,13 +258,75 @@ class TrainConfig:
     image_every: int = 1
     init_from: Optional[str] = None
     resume: bool = True
+    overwrite: bool = False
     seed: int = 0
     verbose: object = "auto"
     class_names: Tuple[str, ...] = ()
 
+    def __post_init__(self):
+        recipe = get_recipe(self.recipe)
+        self.run_dir = runs.new_run_dir(recipe.name) if self.run_dir is None else os.fspath(self.run_dir)
+
+
+def _ema_pairs(model):
+    """``(variable, its moving average)`` for the trainable variables the optimizer averages (``use_ema``);
+    empty without EMA or before the optimizer's first step."""
+    optimizer = getattr(model, "optimizer", None)
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # under a LossScaleOptimizer
+    averages = getattr(optimizer, "_model_variables_moving_average", None)
+    if not getattr(optimizer, "use_ema", False) or not averages:
+        return []
+    pairs = []
+    for variable in model.trainable_variables:
+        index = optimizer._index_dict.get(optimizer._var_key(variable))
+        if index is not None:
+            pairs.append((variable, averages[index]))
+    return pairs
+
+
+@contextlib.contextmanager
+def averaged_weights(model):
+    """Within the block ``model``'s trainable weights are its optimizer's moving averages (``use_ema``); after
+    it the raw weights are back. Without EMA (or before the first training step) nothing changes.
+
+    tf-keras' optimizer keeps the averages but only ``finalize_variable_values`` (at the end of ``fit``) puts
+    them into the model, for good; this puts them in for a while (validation, saving) and training goes on
+    with the raw weights.
+    """
+    pairs = _ema_pairs(model)
+    raw = [variable.numpy().copy() for variable, _ in pairs]
+    for variable, average in pairs:
+        variable.assign(average)
+    try:
+        yield model
+    finally:
+        for (variable, _), value in zip(pairs, raw):
+            variable.assign(value)
+
+
+class AveragedWeights(keras.callbacks.Callback):
+    """Validates with the averaged weights (``use_ema``): swaps them in when ``fit``'s validation begins and the
+    raw weights back when it ends; does nothing without EMA.
+
+    :class:`SafeCheckpoint` and :class:`PredictionImages` save and draw with the averages too
+    (:func:`averaged_weights`), and ``fit`` leaves them in the model when it returns, so ``model.keras`` holds
+    them.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._swap = contextlib.ExitStack()
+
+    def on_test_begin(self, logs=None):
+        self._swap.enter_context(averaged_weights(self.model))
+
+    def on_test_end(self, logs=None):
+        self._swap.close()
+
 
 class PredictionImages(keras.callbacks.Callback):
-    """Writes input / label / prediction images of a few validation examples to TensorBoard every N epochs."""
+    """Writes input / label / prediction images of a few validation examples to TensorBoard every N epochs
+    (predicted with the averaged weights under ``use_ema``)."""
 
     def __init__(self, log_dir, images, masks, every=1):
         super().__init__()
@@ -355,7 +338,8 @@ class PredictionImages(keras.callbacks.Callback):
             return
         from refinenet_tf import visualization
 
-        logits = self.model.predict(self.images, verbose=0)
+        with averaged_weights(self.model):
+            logits = self.model.predict(self.images, verbose=0)
         predictions = np.stack([visualization.colorize(p) for p in logits.argmax(-1)])
         labels = np.stack([visualization.colorize(m) for m in self.masks.astype(np.uint8)])
         with self.writer.as_default():
@@ -366,20 +350,31 @@ class PredictionImages(keras.callbacks.Callback):
 
 
 class SafeCheckpoint(keras.callbacks.Callback):
-    """Saves weights at the end of each epoch atomically (temp file + rename), never after a NaN/inf loss.
+    """Saves weights at the end of each epoch atomically (temp file + rename), never after a NaN/inf loss,
+    with the averaged weights under ``use_ema`` (:func:`averaged_weights`).
 
-    ``monitor=None`` keeps the last good weights; otherwise only improvements of ``monitor`` are saved.
+    ``monitor=None`` keeps the last good weights; otherwise only improvements of ``monitor`` are saved. Beside
+    the weights, ``<path>.json`` records the epoch, the run's ``fingerprint`` and (with ``monitor``) the best
+    value, so that a resumed run keeps comparing to it. A weights file there whose record carries another
+    fingerprint (or none) is not this run's: it is removed when training begins, never compared against.
     Keras' ``ModelCheckpoint`` writes in place and also after ``TerminateOnNaN`` stopped a NaN epoch.
     """
 
-    def __init__(self, path, monitor=None, mode="max"):
+    def __init__(self, path, monitor=None, mode="max", fingerprint=None):
         super().__init__()
-        self.path, self.monitor, self.mode = path, monitor, mode
+        self.path, self.monitor, self.mode, self.fingerprint = path, monitor, mode, fingerprint
         self.best = -np.inf if mode == "max" else np.inf
-        self._record = path + ".json"  # the best value so far, so that a resumed run keeps comparing to it
-        if monitor is not None and os.path.exists(self._record):
-            with open(self._record) as stream:
-                self.best = json.load(stream)["best"]
+        self._record = runs.record_path(path)
+
+    def on_train_begin(self, logs=None):
+        record = runs.read_weights_record(self.path)
+        if self.fingerprint is not None and (record is None or record.get("fingerprint") != self.fingerprint):
+            for path in (self.path, self._record):  # another run's (or unknown) weights: never kept
+                if os.path.lexists(path):
+                    os.remove(path)
+        elif self.monitor is not None and record and record.get("monitor") == self.monitor \
+                and os.path.exists(self.path):
+            self.best = record["best"]
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -390,16 +385,12 @@ class SafeCheckpoint(keras.callbacks.Callback):
             if value is None or not (value > self.best if self.mode == "max" else value < self.best):
                 return
             self.best = value
-        with atomic_path(self.path, suffix=".weights.h5") as temporary:
+        with averaged_weights(self.model), atomic_path(self.path, suffix=".weights.h5") as temporary:
             self.model.save_weights(temporary)
+        record = {"epoch": epoch + 1, "fingerprint": self.fingerprint}
         if self.monitor is not None:
-            _write_json_atomically(self._record, {"monitor": self.monitor, "best": float(self.best),
-                                                  "epoch": epoch + 1})
-
-
-def _write_json_atomically(path, payload):
-    with atomic_path(path, suffix=".json") as temporary, open(temporary, "w") as stream:
-        json.dump(payload, stream, indent=2, sort_keys=True, default=str)
+            record.update(monitor=self.monitor, best=float(self.best))
+        runs.write_json_atomically(self._record, record)
 
 
 def _count_examples(source):
@@ -411,14 +402,9 @@ def _count_examples(source):
     return tfds.builder(source.name, data_dir=source.data_dir).info.splits[source.split].num_examples
 
 
-def _has_backup(backup_dir):
-    """True when ``BackupAndRestore`` left checkpoint files (an unfinished run); it empties them at the end."""
-    return any(files for _, _, files in os.walk(backup_dir))
-
-
 def _check_run_dir(run_dir):
     try:
-        _files.writable_folder(run_dir, "run folder (--run-dir)")
+        _files.writable_folder(run_dir, "run_dir=")
     except OSError as error:
         raise OSError(f"{error} Nothing was trained.") from None
 
@@ -432,17 +418,46 @@ def _check_free_space(run_dir, model):
     free = shutil.disk_usage(run_dir).free
     if free < needed:
         raise OSError(f"run folder {run_dir!r} has {free / 2**20:.0f} MiB free but the checkpoints of this model need "
-                      f"about {needed / 2**20:.0f} MiB; free space or choose another --run-dir. Nothing was trained.")
+                      f"about {needed / 2**20:.0f} MiB; free space or choose another run_dir. Nothing was trained.")
+
+
+def _refuse_to_mix(run_dir, state, config):
+    """Refuses, before anything is written, a run folder that holds another run (see :class:`TrainConfig`)."""
+    if state == "finished" and not config.overwrite:
+        ended = ("a finished run" if os.path.exists(os.path.join(run_dir, runs.MODEL_FILE))
+                 else "a run that stopped without a backup to resume from")
+        raise FileExistsError(f"run_dir={run_dir!r} holds {ended}; pass overwrite=True to replace it or choose "
+                              "another run_dir. Nothing was changed.")
+    if state == "interrupted" and not config.resume and not config.overwrite:
+        raise FileExistsError(f"run_dir={run_dir!r} holds a backup of an unfinished run; use resume=True to continue "
+                              "it, overwrite=True to replace it, or choose another run_dir. Nothing was changed.")
+
+
+def _check_same_run(run_dir, resolved):
+    """An interrupted run resumes only with the settings it was started with (its fingerprint)."""
+    try:
+        previous = runs.read_config(run_dir)
+    except (OSError, ValueError):
+        return
+    if previous.get("fingerprint") in (None, resolved["fingerprint"]):
+        return  # the same run (or one recorded before fingerprints)
+    changed = sorted(key for key in set(previous) | set(resolved) if key not in runs.FINGERPRINT_EXCLUDED
+                     and previous.get(key) != resolved.get(key))
+    raise ValueError(f"run_dir={run_dir!r} holds an interrupted run with other settings ({', '.join(changed)}); "
+                     "give the same settings to resume it, overwrite=True to replace it, or choose another "
+                     "run_dir. Nothing was changed.")
 
 
 def train(config, callbacks=()):
-    """Trains a model as ``config`` says; returns ``(model, history)``.
+    """Trains a model as ``config`` (a :class:`TrainConfig`) says; returns ``(model, history)``.
 
-    The run folder gets ``config.json`` (the resolved config), ``best.weights.h5`` (best validation mean IoU,
-    or best training loss without validation data), ``last.weights.h5``, ``model.keras`` (the final model),
-    ``log.csv``, ``logs/`` (TensorBoard: scalars and, with validation data, images) and ``backup/``
-    (``BackupAndRestore``: a run killed mid-way resumes at its last finished epoch when started again with
-    the same run folder). ``callbacks`` are added to Keras' own.
+    The run folder (``config.run_dir``) gets ``config.json`` (the resolved config, the model's build arguments
+    and the run's fingerprint, :mod:`refinenet_tf.runs`), ``best.weights.h5`` (best validation mean IoU, or
+    best training loss without validation data), ``last.weights.h5`` (each with its record, ``*.json``),
+    ``model.keras`` (the final model), ``log.csv``, ``logs/`` (TensorBoard: scalars and, with validation data,
+    images) and ``backup/`` (``BackupAndRestore``: a run killed mid-way resumes at its last finished epoch when
+    started again with the same config). With the recipe's ``use_ema``, validation and every saved file use the
+    averaged weights. ``callbacks`` are added to Keras' own.
     """
     previous_policy = keras.mixed_precision.global_policy()
     try:
@@ -455,12 +470,16 @@ def _train(config, callbacks):
     from refinenet_tf import data as data_lib
 
     recipe = get_recipe(config.recipe)
+    run_dir = config.run_dir
+    state = runs.run_state(run_dir)
+    _refuse_to_mix(run_dir, state, config)
+    resuming = state == "interrupted" and not config.overwrite
     epochs = config.epochs or recipe.epochs
     batch_size = config.batch_size or recipe.batch_size
     crop_size = config.crop_size or recipe.crop_size
     if config.init_from:
-        _files.check_weights_file(config.init_from, "--init-from")
-    _check_run_dir(config.run_dir)
+        _files.check_weights_file(config.init_from, "init_from=")
+    _check_run_dir(run_dir)
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy(mixed_precision_policy(config.mixed_precision))
     strategy = make_strategy(config.strategy)
@@ -468,7 +487,7 @@ def _train(config, callbacks):
     train_source = data_lib.resolve(config.data, config.train_split, num_classes=config.num_classes)
     num_classes = config.num_classes or train_source.num_classes
     if not num_classes:
-        raise ValueError(f"--num-classes is needed for {config.data}: the source does not say how many classes.")
+        raise ValueError(f"num_classes is needed for {config.data}: the source does not say how many classes.")
     global_batch = batch_size * strategy.num_replicas_in_sync
     train_data = data_lib.make_dataset(train_source, batch_size=global_batch, training=True, crop_size=crop_size,
                                        min_scale=recipe.min_scale, max_scale=recipe.max_scale, seed=config.seed,
@@ -482,54 +501,59 @@ def _train(config, callbacks):
     class_names = tuple(config.class_names) or tuple(train_source.class_names)
     if len(class_names) != num_classes:  # e.g. VOC's 21 names for a VOC-layout dataset of other classes
         class_names = ()
-    resolved = dict(dataclasses.asdict(config), class_names=list(class_names), epochs=epochs, batch_size=batch_size,
-                    crop_size=crop_size,
-                    num_classes=num_classes, steps_per_epoch=steps, recipe_settings=dataclasses.asdict(recipe),
+    arguments = models.get(recipe.model).arguments(num_classes=num_classes, backbone_weights=config.backbone_weights,
+                                                   **{**recipe.model_kwargs, **config.model_kwargs})
+    resolved = dict(dataclasses.asdict(config), recipe=recipe.name, run_dir=run_dir, class_names=list(class_names),
+                    epochs=epochs, batch_size=batch_size, crop_size=crop_size, num_classes=num_classes,
+                    steps_per_epoch=steps, recipe_settings=dataclasses.asdict(recipe),
                     strategy_replicas=strategy.num_replicas_in_sync,
                     jit_compile=resolve_jit_compile(config.jit_compile),
-                    policy=keras.mixed_precision.global_policy().name)
-    _write_json_atomically(os.path.join(config.run_dir, "config.json"), resolved)
+                    policy=keras.mixed_precision.global_policy().name,
+                    model={"builder": "RefineNet", "arguments": arguments})
+    resolved = json.loads(json.dumps(resolved, default=str))  # as config.json will hold it
+    resolved["fingerprint"] = runs.fingerprint(resolved)
+    if resuming:
+        _check_same_run(run_dir, resolved)
+    else:  # a new run: nothing of an earlier one stays (a replaced run, or one that never finished an epoch)
+        runs.clear_run(run_dir)
+    runs.write_json_atomically(os.path.join(run_dir, runs.CONFIG), resolved)
 
     with strategy.scope():
-        model = models.build(recipe.model, num_classes=num_classes, backbone_weights=config.backbone_weights,
-                             **{**recipe.model_kwargs, **config.model_kwargs})
+        model = models.RefineNet(**arguments)
         if config.init_from:
-            from refinenet_tf import inference
-
-            inference.load_weights_checked(model, config.init_from)
+            runs.load_weights_checked(model, config.init_from)
         compile_model(model, recipe, num_classes, learning_rate=config.learning_rate, steps_per_epoch=steps,
                       epochs=epochs, jit_compile=config.jit_compile)
 
-    _check_free_space(config.run_dir, model)
+    _check_free_space(run_dir, model)
     monitor, mode = ("val_mean_iou", "max") if val_data is not None else ("loss", "min")
-    backup_dir = os.path.join(config.run_dir, "backup")
-    if not config.resume and _has_backup(backup_dir):
-        raise FileExistsError(f"{config.run_dir} holds a backup of an unfinished run; use --resume to continue it "
-                              "or choose another --run-dir.")
-    removed = _files.remove_stale_temporaries(config.run_dir)  # left by a process killed mid-write
+    removed = _files.remove_stale_temporaries(run_dir)  # left by a process killed mid-write
     if removed and config.verbose:
-        print(f"removed {len(removed)} partial file(s) of an interrupted write from {config.run_dir}")
+        print(f"removed {len(removed)} partial file(s) of an interrupted write from {run_dir}")
     # The backup comes last: an epoch counts as done (and is not redone on resume) only once its weights and
-    # log line are written.
+    # log line are written. The CSV log is appended to only when this run resumes.
     keras_callbacks = [
-        SafeCheckpoint(os.path.join(config.run_dir, "best.weights.h5"), monitor=monitor, mode=mode),
-        SafeCheckpoint(os.path.join(config.run_dir, "last.weights.h5")),
-        keras.callbacks.TensorBoard(os.path.join(config.run_dir, "logs")),
-        keras.callbacks.CSVLogger(os.path.join(config.run_dir, "log.csv"), append=True),
+        AveragedWeights(),
+        SafeCheckpoint(os.path.join(run_dir, runs.BEST_WEIGHTS), monitor=monitor, mode=mode,
+                       fingerprint=resolved["fingerprint"]),
+        SafeCheckpoint(os.path.join(run_dir, runs.LAST_WEIGHTS), fingerprint=resolved["fingerprint"]),
+        keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
+        keras.callbacks.CSVLogger(os.path.join(run_dir, runs.LOG), append=resuming),
         keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.BackupAndRestore(backup_dir),
+        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
     ]
     callbacks = keras_callbacks + list(callbacks)
     if val_data is not None and config.image_every:
         sample = list(val_data.take(1))[0]
-        callbacks.append(PredictionImages(os.path.join(config.run_dir, "logs"), sample[0].numpy(),
+        callbacks.append(PredictionImages(os.path.join(run_dir, "logs"), sample[0].numpy(),
                                           sample[1].numpy(), config.image_every))
     history = model.fit(train_data, epochs=epochs, steps_per_epoch=steps, validation_data=val_data,
                         callbacks=callbacks, verbose=config.verbose)
     if any(not np.isfinite(loss) for loss in history.history.get("loss", [])):
         raise FloatingPointError(f"training stopped: the loss became NaN/inf at epoch {len(history.epoch)}; the "
-                                 f"last good weights are in {config.run_dir}/last.weights.h5 (try a lower "
-                                 "--lr).")
-    with atomic_path(os.path.join(config.run_dir, "model.keras"), suffix=".keras") as temporary:
+                                 f"last good weights are in {run_dir}/{runs.LAST_WEIGHTS} (try a lower "
+                                 "learning_rate).")
+    # fit ended with finalize_variable_values: under use_ema the model now holds the averaged weights
+    with atomic_path(os.path.join(run_dir, runs.MODEL_FILE), suffix=".keras") as temporary:
         model.save(temporary)
     return model, history

@@ -49,7 +49,7 @@ def read_palette(path):
     """
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"--palette {path!r} does not exist.")
+        raise FileNotFoundError(f"palette {path!r} does not exist.")
     if path.lower().endswith(".json"):
         import json
 
@@ -57,17 +57,17 @@ def read_palette(path):
             with open(path) as stream:
                 colors = np.asarray(json.load(stream))
         except ValueError as error:
-            raise ValueError(f"--palette {path!r} is not valid JSON: {error}") from None
+            raise ValueError(f"palette {path!r} is not valid JSON: {error}") from None
         if colors.ndim != 2 or colors.shape[1] != 3 or len(colors) > 256 or colors.min() < 0 or colors.max() > 255:
-            raise ValueError(f"--palette {path!r} must be a JSON list of at most 256 [r, g, b] triples in [0, 255].")
+            raise ValueError(f"palette {path!r} must be a JSON list of at most 256 [r, g, b] triples in [0, 255].")
     else:
         try:
             with Image.open(path) as image:
                 colors = image.getpalette() if image.mode == "P" else None
         except OSError:
-            raise ValueError(f"--palette {path!r} is neither a palette PNG nor a .json file.") from None
+            raise ValueError(f"palette {path!r} is neither a palette PNG nor a .json file.") from None
         if colors is None:
-            raise ValueError(f"--palette {path!r} has no palette (mode is not 'P'); give a palette PNG or a .json "
+            raise ValueError(f"palette {path!r} has no palette (mode is not 'P'); give a palette PNG or a .json "
                              "list of colours.")
         colors = np.asarray(colors).reshape(-1, 3)[:256]
     palette = voc_palette()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from refinenet_tf import cli, data, inference, models, saving
+from refinenet_tf import cli, data, evaluation, inference, models, runs, saving
 from refinenet_tf.data import decoding
 
 # ------------------------------------------------------------------------------------------------ file makers
@@ -182,7 +182,7 @@ def test_very_large_image(tmp_path, tiny_model_file, capsys):
     Image.new("RGB", (3000, 2000), (90, 90, 90)).save(big)  # 6 MP, a few KB on disk
     model = saving.load_model(tiny_model_file, compile=False)
     with pytest.raises(decoding.DataError, match=r"big\.png: 3000x2000 pixels is above the limit of 1,000,000 "
-                                                 r"\(--max-pixels\).*downscale the image or raise --max-pixels"):
+                                                 r"\(max_pixels=\).*downscale the image or raise max_pixels="):
         with pytest.MonkeyPatch.context() as patch:  # refused from its header, before its pixels take memory
             patch.setattr(decoding, "read_image", lambda path: pytest.fail(f"{path} was decoded"))
             inference.predict_files(model, [str(big)], str(tmp_path / "out"), max_pixels=10**6, progress=False)
@@ -203,9 +203,9 @@ def test_very_large_image(tmp_path, tiny_model_file, capsys):
 
 
 def test_wrong_num_classes_for_checkpoint(tmp_path, tiny_model_file, capsys):
-    with pytest.raises(ValueError, match=r"tiny\.keras' predicts 4 classes, not --num-classes 21; leave "
-                                         "--num-classes out"):
-        inference.load_inference_model(tiny_model_file, num_classes=21)
+    with pytest.raises(ValueError, match=r"tiny\.keras' predicts 4 classes, not num_classes=21; leave "
+                                         "num_classes out"):
+        runs.load_inference_model(tiny_model_file, num_classes=21)
     from tests.conftest import TINY_BACKBONE
 
     model = models.RefineNet(num_classes=21, backbone=TINY_BACKBONE, backbone_weights=None, variant="light_weight",
@@ -213,7 +213,7 @@ def test_wrong_num_classes_for_checkpoint(tmp_path, tiny_model_file, capsys):
     weights = tiny_model_file.replace(".keras", ".weights.h5")
     with pytest.raises(ValueError, match=r"tiny\.weights\.h5' do not fit model .*21 classes.*same preset and "
                                          "class count"):
-        inference.load_weights_checked(model, weights)
+        runs.load_weights_checked(model, weights)
     assert cli.main(["predict", "--model", tiny_model_file, "--num-classes", "21", "--output",
                      str(tmp_path / "out"), tiny_model_file, "--no-progress"]) == 2
     _one_line_error(capsys, r"tiny\.keras", "--num-classes 21")
@@ -225,7 +225,7 @@ def test_checkpoint_of_another_variant(tmp_path, tiny_model_file):
     slim = models.RefineNet(num_classes=4, backbone=TINY_BACKBONE, backbone_weights=None, variant="slim",
                             decoder_features=16)
     with pytest.raises(ValueError, match=r"tiny\.weights\.h5' do not fit model 'refinenet_slim"):
-        inference.load_weights_checked(slim, tiny_model_file.replace(".keras", ".weights.h5"))
+        runs.load_weights_checked(slim, tiny_model_file.replace(".keras", ".weights.h5"))
 
 
 def test_non_image_in_predict_folder(tmp_path, tiny_model_file, capsys):
@@ -252,7 +252,7 @@ def test_unwritable_output(tmp_path, tiny_model_file, capsys):
     blocker.write_text("")
     model = saving.load_model(tiny_model_file, compile=False)
     image = _jpeg(tmp_path / "x.jpg")
-    with pytest.raises(OSError, match=r"--output '.*a_file/out' is not a writable folder .*choose another folder"):
+    with pytest.raises(OSError, match=r"output_dir= '.*a_file/out' is not a writable folder .*choose another folder"):
         inference.predict_files(model, [image], str(blocker / "out"), progress=False)
     for argv in (["predict", "--model", tiny_model_file, "--output", str(blocker / "out"), image, "--no-progress"],
                  ["export", "--model", tiny_model_file, "--output", str(blocker / "saved")],
@@ -262,7 +262,7 @@ def test_unwritable_output(tmp_path, tiny_model_file, capsys):
         assert cli.main(argv) == 2
         _one_line_error(capsys, "a_file", "not a writable folder")
     with pytest.raises(OSError, match="evaluation output folder .*not a writable folder"):
-        inference.Evaluation(np.eye(2, dtype=np.int64), ("a", "b")).save(str(blocker / "scores"))
+        evaluation.Evaluation(np.eye(2, dtype=np.int64), ("a", "b")).save(str(blocker / "scores"))
     assert blocker.read_text() == "", "the blocking file is untouched"
 
 

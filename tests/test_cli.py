@@ -68,7 +68,8 @@ def test_demo_into_a_file_fails_with_one_clear_line(tmp_path, capsys):
     assert error.startswith("refinenet-tf demo: error:") and "a_file" in error and "\n" not in error
 
 
-@pytest.mark.parametrize("argv", [["demo", "--epochs", "0"], ["train", "--preset", "vgg", "--data", "voc:x"],
+@pytest.mark.parametrize("argv", [["demo", "--epochs", "0"], ["train", "--recipe", "vgg", "--data", "voc:x"],
+                                  ["train", "--preset", "vgg", "--data", "voc:x"], ["train", "--data", "voc:x"],
                                   ["nope"]])
 def test_bad_arguments_exit_with_usage_error(argv):
     with pytest.raises(SystemExit) as exit_info:
@@ -145,3 +146,60 @@ def test_benchmark_prints_the_table_with_matmul_ratios_and_the_soak(tmp_path, ca
     soak = results["soak"]
     assert soak["images"] == 4 and soak["traces"] == 1 and soak["rss_end_mib"] > 0
     assert "| lw_mobilenetv2 | 4 | 64-640 | 1 |" in output
+
+
+def test_help_of_every_command_answers_without_tensorflow():
+    script = """
+import sys
+from refinenet_tf import cli
+parser = cli.build_parser()
+commands = next(a for a in parser._actions if a.dest == "command").choices
+for argv in [["--help"]] + [[name, "--help"] for name in commands] + [["convert", "slim", "--help"]]:
+    try:
+        cli.main(argv)
+    except SystemExit as exit:
+        assert exit.code == 0, argv
+print(len(commands), "tensorflow" in sys.modules, "tf_keras" in sys.modules)
+"""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root,
+                            env=dict(os.environ, PYTHONPATH=root))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[-1] == "12 False False", result.stdout[-500:]
+
+
+def test_train_preset_is_a_deprecated_alias_of_recipe(capsys):
+    parser = cli.build_parser()
+    args = parser.parse_args(["train", "--preset", "demo_shapes", "--data", "voc:x"])
+    assert args.recipe == "demo_shapes"
+    assert capsys.readouterr().err.strip() == "refinenet-tf train: warning: --preset is deprecated; use --recipe"
+    assert parser.parse_args(["train", "--recipe", "lw_resnet50_voc", "--data", "voc:x"]).recipe == "lw_resnet50_voc"
+    assert capsys.readouterr().err == ""
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--data", "voc:x"])
+    assert "the following arguments are required: --recipe" in capsys.readouterr().err
+
+
+def test_library_errors_are_told_in_the_commands_flags():
+    commands = next(a for a in cli.build_parser()._actions if a.dest == "command").choices
+    assert cli.as_flags("spec='m.keras' predicts 21 classes, not num_classes=3; leave num_classes out",
+                        commands["predict"]) == "--model 'm.keras' predicts 21 classes, not --num-classes 3; leave " \
+                                                "--num-classes out"
+    assert cli.as_flags("use resume=True to continue it or resume=False; try a lower learning_rate",
+                        commands["train"]) == "use --resume to continue it or --no-resume; try a lower --lr"
+    # Quoted text (a file name) stays as it is; so do names the command has no flag for.
+    assert cli.as_flags("run_dir='/x/run_dir' holds a finished run; overwrite=True", commands["train"]) == \
+        "--run-dir '/x/run_dir' holds a finished run; --overwrite"
+    assert cli.as_flags("path='a.tflite' exists; pass overwrite=True", commands["export"]) == \
+        "--output 'a.tflite' exists; pass --overwrite"
+    assert cli.as_flags("max_pixels= and run_dir", commands["predict"]) == "--max-pixels and run_dir"
+
+
+def test_a_measurement_runs_in_a_fresh_process_by_name():
+    import tensorflow as tf
+
+    from refinenet_tf import benchmarks
+
+    assert benchmarks.in_fresh_process("measure_gpus") == len(tf.config.list_physical_devices("GPU"))
+    with pytest.raises(RuntimeError, match="unknown measurement 'run_benchmark'"):
+        benchmarks.in_fresh_process("run_benchmark")

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from refinenet_tf import cli, export, inference, models, training
+from refinenet_tf import cli, export, inference, models, recipes, training
 from refinenet_tf.data import synthetic
 
 _FRESH_PROCESS_HEADER = """
@@ -57,7 +57,7 @@ def trained():
     images, masks = _scenes(rng, 64, 64, 64)
     model = models.RefineNet(num_classes=4, backbone="tiny_test_backbone", backbone_weights=None,
                              variant="light_weight", batch_norm_momentum=0.5)
-    training.compile_model(model, training.Recipe("test", "lw_resnet50", "", optimizer="adam", learning_rate=3e-3),
+    training.compile_model(model, recipes.Recipe("test", "lw_resnet50", "", optimizer="adam", learning_rate=3e-3),
                            4)
     model.fit(np.stack(images).astype(np.float32), np.stack(masks).astype(np.int32), batch_size=8, epochs=10,
               verbose=0)
@@ -138,7 +138,7 @@ def test_export_never_leaves_a_partial_model_and_overwrites_only_when_asked(trai
     export.export_saved_model(model, target)
     before = sorted(os.listdir(target))
     saved_graph = (target / "saved_model.pb").read_bytes()
-    with pytest.raises(FileExistsError, match="already exists.*--overwrite"):
+    with pytest.raises(FileExistsError, match="already exists.*overwrite=True"):
         export.export_saved_model(model, target)
 
     real_save = tf.saved_model.save
@@ -199,7 +199,7 @@ def test_tflite_with_a_fixed_input_size_and_bad_paths(trained, tmp_path):
     np.testing.assert_array_equal(labels[0], inference.predict(model, image))
     with pytest.raises(ValueError, match="must end with .tflite"):
         export.export_tflite(model, tmp_path / "model.bin")
-    with pytest.raises(ValueError, match="quantization 'int4' is not one of"):
+    with pytest.raises(ValueError, match="quantization='int4' is not one of"):
         export.export_tflite(model, tmp_path / "x.tflite", quantization="int4")
 
 

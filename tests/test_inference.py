@@ -9,7 +9,7 @@ import tensorflow as tf
 import tf_keras as keras
 from PIL import Image
 
-from refinenet_tf import cli, inference, models, visualization
+from refinenet_tf import cli, evaluation, inference, models, runs, visualization
 
 # --------------------------------------------------------------------------------------- a model we can reason about
 
@@ -38,8 +38,8 @@ def test_evaluate_matches_hand_computed_iou_with_ignored_pixels(tmp_path):
     truth = np.array([[0, 0, 1], [1, 1, 255], [2, 2, 2]])
     predicted = np.array([[0, 1, 1], [1, 0, 2], [2, 2, 0]])  # the 255 pixel is predicted 2: it must not count
     _write_pair(tmp_path, "a", predicted, truth)
-    result = inference.evaluate(_red_channel_classifier(), f"folder:{tmp_path}/images:{tmp_path}/masks?num_classes=3",
-                                class_names=("bg", "one", "two"), progress=False)
+    result = evaluation.evaluate(_red_channel_classifier(), f"folder:{tmp_path}/images:{tmp_path}/masks?num_classes=3",
+                                 class_names=("bg", "one", "two"), progress=False)
     # rows: truth, columns: prediction; 8 valid pixels
     np.testing.assert_array_equal(result.confusion, [[1, 1, 0], [1, 2, 0], [1, 0, 2]])
     # IoU = TP / (TP + FP + FN): 1/(2+3-1), 2/(3+3-2), 2/(3+2-2)
@@ -56,8 +56,8 @@ def test_evaluate_matches_hand_computed_iou_with_ignored_pixels(tmp_path):
 def test_a_class_that_is_absent_and_never_predicted_is_left_out_of_the_mean(tmp_path):
     truth = np.array([[0, 0, 0], [1, 1, 1], [255, 255, 255]])
     _write_pair(tmp_path, "a", truth.clip(0, 1), truth)  # perfect on classes 0 and 1; class 2 absent everywhere
-    result = inference.evaluate(_red_channel_classifier(), f"folder:{tmp_path}/images:{tmp_path}/masks?num_classes=3",
-                                progress=False)
+    result = evaluation.evaluate(_red_channel_classifier(), f"folder:{tmp_path}/images:{tmp_path}/masks?num_classes=3",
+                                 progress=False)
     assert result.iou[:2].tolist() == [1.0, 1.0] and np.isnan(result.iou[2])
     assert result.mean_iou == 1.0 and result.pixels == 6
     assert result.class_names == ("class_0", "class_1", "class_2")
@@ -65,7 +65,7 @@ def test_a_class_that_is_absent_and_never_predicted_is_left_out_of_the_mean(tmp_
 
 
 def test_evaluation_files_are_written_and_readable(tmp_path):
-    result = inference.Evaluation(np.array([[3, 1], [0, 4]]), ("background", "cat"), source="x")
+    result = evaluation.Evaluation(np.array([[3, 1], [0, 4]]), ("background", "cat"), source="x")
     npy, csv, metrics = result.save(tmp_path / "out")
     np.testing.assert_array_equal(np.load(npy), [[3, 1], [0, 4]])
     assert open(csv).read().splitlines() == ["true \\ predicted,background,cat", "background,3,1", "cat,0,4"]
@@ -75,12 +75,12 @@ def test_evaluation_files_are_written_and_readable(tmp_path):
 
 
 def test_evaluate_refuses_a_class_count_or_masks_that_do_not_fit_the_model(voc_sample_dir):
-    with pytest.raises(ValueError, match="predicts 3 classes, not the 21 asked for"):
-        inference.evaluate(_red_channel_classifier(3), f"voc:{voc_sample_dir}", "val", num_classes=21,
-                           progress=False)
+    with pytest.raises(ValueError, match="predicts 3 classes, not num_classes=21"):
+        evaluation.evaluate(_red_channel_classifier(3), f"voc:{voc_sample_dir}", "val", num_classes=21,
+                            progress=False)
     # VOC masks hold classes up to 20: a 3-class model's evaluation stops at the first such mask, naming it
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"SegmentationClass/\w+\.png.*outside"):
-        inference.evaluate(_red_channel_classifier(3), f"voc:{voc_sample_dir}", "val", progress=False)
+        evaluation.evaluate(_red_channel_classifier(3), f"voc:{voc_sample_dir}", "val", progress=False)
 
 
 # --------------------------------------------------------------------------------------- test-time augmentation
@@ -208,7 +208,7 @@ def test_predict_files_writes_palette_pngs_at_each_input_size(tmp_path, voc_samp
     Image.fromarray(rng.integers(0, 256, (33, 47, 3)).astype(np.uint8)).save(inputs / "odd.png")
     Image.fromarray(rng.integers(0, 256, (21, 17)).astype(np.uint8), mode="L").save(inputs / "gray.PNG")
     (inputs / "notes.txt").write_text("not an image")  # folders contribute image files only
-    model = inference.load_inference_model(tiny_model_file)
+    model = runs.load_inference_model(tiny_model_file)
     result = inference.predict_files(model, [str(inputs), os.path.join(voc_sample_dir, "JPEGImages", "*.jpg")],
                                      tmp_path / "out", probabilities=True, progress=False)
     assert len(result["written"]) == 6 and not result["failed"]
@@ -228,7 +228,7 @@ def test_predict_files_writes_palette_pngs_at_each_input_size(tmp_path, voc_samp
 
 
 def test_predict_files_refuses_to_overwrite_inputs_or_write_one_name_twice(tmp_path, tiny_model_file):
-    model = inference.load_inference_model(tiny_model_file)
+    model = runs.load_inference_model(tiny_model_file)
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
     with pytest.raises(ValueError, match="would overwrite the input"):
         inference.predict_files(model, [str(tmp_path / "a.png")], tmp_path, progress=False)
@@ -287,7 +287,7 @@ def test_a_checkpoint_that_does_not_fit_names_the_file(tmp_path, tiny_backbone):
     other.save_weights(weights)
     model = models.RefineNet(num_classes=21, backbone=tiny_backbone, backbone_weights=None, variant="light_weight")
     with pytest.raises(ValueError, match="other.weights.h5.* do not fit model"):
-        inference.load_weights_checked(model, weights)
+        runs.load_weights_checked(model, weights)
 
 
 def test_legend_and_palette_files(tmp_path):

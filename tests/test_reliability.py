@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from refinenet_tf import backbones, benchmarks, cli, inference, models, saving, training
+from refinenet_tf import backbones, benchmarks, cli, models, runs, saving, training
 from refinenet_tf.data import synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -122,7 +122,7 @@ def test_training_killed_twice_with_sigkill_resumes_and_loses_nothing(shapes_spe
     with open(run_dir / "log.csv") as stream:
         assert [row["epoch"] for row in csv.DictReader(stream)] == ["0", "1", "2"], "each epoch logged once"
     assert not [name for name in os.listdir(run_dir) if name.startswith(".tmp-")], "partial files removed"
-    assert not training._has_backup(str(run_dir / "backup")), "a finished run leaves no backup"
+    assert not runs.has_backup(str(run_dir / "backup")), "a finished run leaves no backup"
     for name in ("best.weights.h5", "last.weights.h5"):
         assert _weights_load(run_dir / name), name
     assert saving.load_model(str(run_dir / "model.keras"), compile=False).output_shape[-1] == 4
@@ -138,7 +138,7 @@ def test_a_full_disk_fails_before_training(shapes_spec, tmp_path, tiny_backbone,
                                   epochs=1, steps_per_epoch=1, batch_size=2, crop_size=32, backbone_weights=None,
                                   verbose=0, model_kwargs={"backbone": tiny_backbone, "decoder_features": 16})
     with pytest.raises(OSError, match=r"run' has 1 MiB free but the checkpoints of this model need about .* MiB; "
-                                      "free space or choose another --run-dir. Nothing was trained."):
+                                      "free space or choose another run_dir. Nothing was trained."):
         training.train(config)
     assert sorted(os.listdir(tmp_path / "run")) == ["config.json"], "no log, weights or backup were started"
 
@@ -174,20 +174,20 @@ def test_every_weights_loader_refuses_pickles_without_unpickling(tmp_path, tiny_
     for path in files:
         name = os.path.basename(path)
         with pytest.raises(ValueError, match=rf"{name}' is a (Python pickle|PyTorch/pickle archive).*never unpickles"):
-            inference.load_weights_checked(model, path)
+            runs.load_weights_checked(model, path)
         with pytest.raises(ValueError, match=rf"backbone_weights= '.*{name}' is a .*pickle"):
             backbones.build_backbone("resnet50", weights=path)
         assert cli.main(["predict", "--model", "lw_mobilenetv2", "--backbone-weights", "none", "--weights", path,
                          "--output", str(tmp_path / "out"), path]) == 2
         assert "never unpickles" in capsys.readouterr().err
-        assert cli.main(["train", "--preset", "demo_shapes", "--data", shapes_spec, "--init-from", path,
+        assert cli.main(["train", "--recipe", "demo_shapes", "--data", shapes_spec, "--init-from", path,
                          "--backbone-weights", "none", "--run-dir", str(tmp_path / "run"), "--epochs", "1"]) == 2
         error = capsys.readouterr().err.strip()
         assert "--init-from" in error and "never unpickles" in error and "\n" not in error
     npy = tmp_path / "weights.npy"
     np.save(npy, np.zeros(3))
     with pytest.raises(ValueError, match=r"weights\.npy' is a NumPy array file"):
-        inference.load_weights_checked(model, str(npy))
+        runs.load_weights_checked(model, str(npy))
     assert not os.path.exists(marker), "a pickle was loaded"
 
 
@@ -229,7 +229,7 @@ def test_run_config_files_are_data_not_code(tmp_path):
                              "Unknown backbone")):
         (run / "config.json").write_text(json.dumps(config))
         with pytest.raises(ValueError, match=message):
-            inference.load_inference_model(str(run))
+            runs.load_inference_model(str(run))
     assert not marker.exists()
 
 

@@ -15,7 +15,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 import refinenet_tf
-from refinenet_tf import cli, training
+from refinenet_tf import cli, recipes, runs, training
 from refinenet_tf.data import synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,19 +74,19 @@ def test_sgd_with_multipliers_is_a_per_variable_learning_rate_with_coupled_decay
 
 
 def test_recipes_are_data_with_sources():
-    assert set(training.list_recipes()) >= {"slim_resnet101_voc", "refinenet_resnet101_voc", "lw_resnet50_voc",
+    assert set(recipes.list_recipes()) >= {"slim_resnet101_voc", "refinenet_resnet101_voc", "lw_resnet50_voc",
                                             "lw_resnet101_voc", "lw_resnet152_voc", "lw_mobilenetv2_voc",
                                             "demo_shapes"}
-    slim = training.get_recipe("slim_resnet101_voc")
+    slim = recipes.get_recipe("slim_resnet101_voc")
     assert (slim.optimizer, slim.learning_rate, slim.use_ema, slim.ema_momentum, slim.crop_size) == (
         "adam", 1e-4, True, 0.997, 512)
-    paper = training.get_recipe("refinenet_resnet101_voc")
+    paper = recipes.get_recipe("refinenet_resnet101_voc")
     assert (paper.optimizer, paper.decoder_lr_multiplier, paper.momentum) == ("sgd", 10.0, 0.9)
-    for name in training.list_recipes():
-        recipe = training.get_recipe(name)
+    for name in recipes.list_recipes():
+        recipe = recipes.get_recipe(name)
         assert recipe.source and recipe.model in refinenet_tf.models.PRESETS
     with pytest.raises(ValueError, match="Unknown recipe"):
-        training.get_recipe("nope")
+        recipes.get_recipe("nope")
 
 
 def test_compile_uses_decoder_multiplier_and_ema(tiny_backbone):
@@ -118,6 +118,78 @@ def _config(spec, run_dir, tiny_backbone, **overrides):
     return training.TrainConfig(**arguments)
 
 
+class _RecordEMA(keras.callbacks.Callback):
+    """Records, after the library's callbacks, what the model holds when validation runs, the raw weights and the
+    optimizer's averages at each epoch's end, and the weights the next epoch starts training from."""
+
+    def __init__(self):
+        super().__init__()
+        self.validated, self.raw, self.averages, self.started = {}, {}, {}, {}
+        self.epoch = 0
+
+    def _trainable(self):
+        return [w.numpy().copy() for w in self.model.trainable_weights]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 0 and self.epoch > 0:
+            self.started[self.epoch] = self._trainable()
+
+    def on_test_begin(self, logs=None):
+        self.validated[self.epoch] = self._trainable()
+
+    def on_epoch_end(self, epoch, logs=None):
+        pairs = training._ema_pairs(self.model)
+        assert len(pairs) == len(self.model.trainable_weights), "every trainable weight is averaged"
+        self.raw[epoch] = self._trainable()
+        self.averages[epoch] = [average.numpy().copy() for _, average in pairs]
+
+
+def _assert_same(actual, expected, what):
+    assert len(actual) == len(expected), what
+    for a, b in zip(actual, expected):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-7, err_msg=what)
+
+
+def _differ(first, second):
+    return max(float(np.abs(a - b).max()) for a, b in zip(first, second))
+
+
+def test_with_use_ema_validation_and_every_saved_file_hold_the_averaged_weights(shapes_spec, tmp_path,
+                                                                                 tiny_backbone):
+    recipe = recipes.Recipe("ema_test", "slim_mobilenetv2", "this test", optimizer="adam", learning_rate=1e-2,
+                            use_ema=True, ema_momentum=0.5, crop_size=32, batch_size=4,
+                            model_kwargs={"decoder_features": 16, "batch_norm_momentum": 0.9})
+    run_dir = tmp_path / "run"
+    record = _RecordEMA()
+    config = _config(shapes_spec, run_dir, tiny_backbone, recipe=recipe, epochs=3, steps_per_epoch=2,
+                     image_every=0, model_kwargs={"backbone": tiny_backbone})
+    model, _ = training.train(config, callbacks=[record])
+    last = max(record.raw)
+    assert _differ(record.raw[last], record.averages[last]) > 1e-3, "the test must tell raw from averaged weights"
+    for epoch in record.raw:
+        _assert_same(record.validated[epoch], record.averages[epoch], f"validation of epoch {epoch}")
+    for epoch in record.started:  # training goes on from the raw weights, not the averages
+        _assert_same(record.started[epoch], record.raw[epoch - 1], f"start of epoch {epoch}")
+
+    def weights_of(path):
+        rebuilt = runs.build_model(json.load(open(run_dir / "config.json")))
+        rebuilt.load_weights(str(path))
+        return [w.numpy() for w in rebuilt.trainable_weights]
+
+    _assert_same(weights_of(run_dir / "last.weights.h5"), record.averages[last], "last.weights.h5")
+    best_epoch = runs.read_weights_record(run_dir / "best.weights.h5")["epoch"] - 1
+    _assert_same(weights_of(run_dir / "best.weights.h5"), record.averages[best_epoch], "best.weights.h5")
+    saved = refinenet_tf.load_model(str(run_dir / "model.keras"), compile=False)
+    _assert_same([w.numpy() for w in saved.trainable_weights], record.averages[last], "model.keras")
+    _assert_same([w.numpy() for w in model.trainable_weights], record.averages[last], "the returned model")
+    assert [r.use_ema for r in recipes.RECIPES.values()] == [r.name == "slim_resnet101_voc"
+                                                             for r in recipes.RECIPES.values()]
+
+
+
 def test_a_tiny_model_overfits_through_the_api(shapes_spec, tmp_path, tiny_backbone):
     model, history = training.train(_config(shapes_spec, tmp_path / "run", tiny_backbone, val_data=None))
     losses, ious = history.history["loss"], history.history["mean_iou"]
@@ -127,7 +199,7 @@ def test_a_tiny_model_overfits_through_the_api(shapes_spec, tmp_path, tiny_backb
     assert {"config.json", "best.weights.h5", "last.weights.h5", "model.keras", "log.csv", "logs"} <= files
     config = json.load(open(tmp_path / "run" / "config.json"))
     assert config["num_classes"] == 4 and config["jit_compile"] is False and config["policy"] == "float32"
-    assert not training._has_backup(str(tmp_path / "run" / "backup")), "BackupAndRestore clears it at the end"
+    assert not runs.has_backup(str(tmp_path / "run" / "backup")), "BackupAndRestore clears it at the end"
     assert refinenet_tf.load_model(str(tmp_path / "run" / "model.keras")).output_shape[-1] == 4
 
 
@@ -152,7 +224,7 @@ def test_an_interrupted_run_resumes_at_epoch_2_with_its_optimizer_state(shapes_s
     config = _config(shapes_spec, tmp_path / "run", tiny_backbone, epochs=3, steps_per_epoch=2)
     with pytest.raises(KeyboardInterrupt):
         training.train(config, callbacks=[_Crash()])
-    assert training._has_backup(str(tmp_path / "run" / "backup"))
+    assert runs.has_backup(str(tmp_path / "run" / "backup"))
     record = _Record()
     training.train(config, callbacks=[record])
     assert record.starts[0] == (1, 2), "resumed at the second epoch after the 2 steps of the first"
@@ -183,7 +255,7 @@ def test_xla_and_bfloat16_train_and_the_loss_goes_down(shapes_spec, tmp_path, ti
 
 def test_cli_train_writes_a_run(shapes_spec, tmp_path, capsys):
     run_dir = tmp_path / "cli_run"
-    assert cli.main(["train", "--preset", "demo_shapes", "--data", shapes_spec, "--val-data", shapes_spec,
+    assert cli.main(["train", "--recipe", "demo_shapes", "--data", shapes_spec, "--val-data", shapes_spec,
                      "--num-classes", "4", "--run-dir", str(run_dir), "--epochs", "6", "--batch-size", "4",
                      "--crop-size", "32", "--steps-per-epoch", "2", "--backbone-weights", "none", "--no-jit",
                      "--lr", "3e-3"]) == 0
@@ -197,7 +269,7 @@ def test_cli_train_writes_a_run(shapes_spec, tmp_path, capsys):
 
 
 def test_cli_train_bad_data_is_one_clear_error(tmp_path, capsys):
-    assert cli.main(["train", "--preset", "demo_shapes", "--data", f"voc:{tmp_path}", "--run-dir",
+    assert cli.main(["train", "--recipe", "demo_shapes", "--data", f"voc:{tmp_path}", "--run-dir",
                      str(tmp_path / "r"), "--backbone-weights", "none"]) == 2
     assert "no VOC 2012 folder" in capsys.readouterr().err
 
@@ -211,7 +283,7 @@ _DISTRIBUTED_STEP = textwrap.dedent("""
     import tf_keras as keras
     from tests import conftest  # registers the tiny backbone
     import refinenet_tf
-    from refinenet_tf import training
+    from refinenet_tf import recipes, training
 
     def run(strategy, out):
         keras.utils.set_random_seed(0)
@@ -224,7 +296,7 @@ _DISTRIBUTED_STEP = textwrap.dedent("""
             else:
                 np.savez(initial, *model.get_weights())
             training.freeze_batch_norm(model)  # replicas would otherwise normalise with their own batches
-            recipe = training.Recipe("t", "lw_resnet50", "", optimizer="sgd", learning_rate=0.05)
+            recipe = recipes.Recipe("t", "lw_resnet50", "", optimizer="sgd", learning_rate=0.05)
             training.compile_model(model, recipe, 3, jit_compile=False)
         rng = np.random.default_rng(1)
         images = rng.uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
@@ -301,7 +373,7 @@ def test_cli_train_on_a_bad_mask_fails_with_one_line_naming_it(tmp_path, capsys)
     for stem, value in (("a", 1), ("b", 9)):  # b's mask holds class 9 of a 3-class dataset
         Image.fromarray(np.full((40, 40, 3), 120, np.uint8)).save(images / f"{stem}.png")
         Image.fromarray(np.full((40, 40), value, np.uint8)).save(masks / f"{stem}.png")
-    code = cli.main(["train", "--preset", "demo_shapes", "--data", f"folder:{images}:{masks}?num_classes=3",
+    code = cli.main(["train", "--recipe", "demo_shapes", "--data", f"folder:{images}:{masks}?num_classes=3",
                      "--run-dir", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "1", "--crop-size", "32",
                      "--backbone-weights", "none"])
     error = capsys.readouterr().err.strip().splitlines()[-1]

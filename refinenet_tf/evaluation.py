@@ -1,0 +1,180 @@
+"""Evaluation: a model's scores on a dataset from a confusion matrix (per-class IoU, mean IoU, accuracies).
+
+:func:`evaluate` runs every image whole through :func:`refinenet_tf.inference.segment` at its label's
+resolution and accumulates a confusion matrix; :class:`Evaluation` holds it and derives the scores, a Markdown
+table and the files (``confusion_matrix.csv`` / ``.npy``, ``metrics.json``).
+"""
+
+import dataclasses
+import json
+import os
+from typing import Tuple
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from refinenet_tf import _files, inference, runs
+
+__all__ = ["Evaluation", "evaluate"]
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """Scores from a confusion matrix (rows: true class, columns: predicted class; ignored pixels excluded).
+
+    IoU of class ``c`` is ``TP / (TP + FP + FN)``; a class that neither occurs nor is predicted has no IoU
+    (NaN) and is left out of the mean, as in Keras' ``MeanIoU``.
+
+    Example:
+        >>> result = Evaluation(np.array([[3, 1], [0, 4]]), ("background", "cat"))
+        >>> result.iou.round(4).tolist(), round(result.mean_iou, 4), result.pixel_accuracy
+        ([0.75, 0.8], 0.775, 0.875)
+    """
+
+    confusion: np.ndarray
+    class_names: Tuple[str, ...]
+    scales: Tuple[float, ...] = (1.0,)
+    flip: bool = False
+    source: str = ""
+
+    @property
+    def iou(self):
+        true_positives = np.diag(self.confusion).astype(np.float64)
+        union = self.confusion.sum(0) + self.confusion.sum(1) - true_positives
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(union > 0, true_positives / np.maximum(union, 1), np.nan)
+
+    @property
+    def mean_iou(self):
+        iou = self.iou
+        return float(np.nanmean(iou)) if np.any(np.isfinite(iou)) else float("nan")
+
+    @property
+    def pixel_accuracy(self):
+        total = self.confusion.sum()
+        return float(np.trace(self.confusion) / total) if total else float("nan")
+
+    @property
+    def class_accuracy(self):
+        """Recall of each class (NaN for classes with no pixels)."""
+        pixels = self.confusion.sum(1).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(pixels > 0, np.diag(self.confusion) / np.maximum(pixels, 1), np.nan)
+
+    @property
+    def pixels(self):
+        return int(self.confusion.sum())
+
+    def as_dict(self):
+        """JSON-ready scores."""
+        def clean(value):
+            return None if not np.isfinite(value) else round(float(value), 6)
+
+        return {"source": self.source, "scales": list(self.scales), "flip": self.flip, "pixels": self.pixels,
+                "mean_iou": clean(self.mean_iou), "pixel_accuracy": clean(self.pixel_accuracy),
+                "mean_class_accuracy": clean(np.nanmean(self.class_accuracy)) if self.pixels else None,
+                "iou": {name: clean(v) for name, v in zip(self.class_names, self.iou)},
+                "class_accuracy": {name: clean(v) for name, v in zip(self.class_names, self.class_accuracy)}}
+
+    def table(self):
+        """A Markdown table: per-class IoU, accuracy and pixels, then the means."""
+        lines = ["| class | IoU | accuracy | true pixels |", "|---|---|---|---|"]
+        for name, iou, accuracy, pixels in zip(self.class_names, self.iou, self.class_accuracy,
+                                               self.confusion.sum(1)):
+            lines.append(f"| {name} | {_percent(iou)} | {_percent(accuracy)} | {int(pixels):,} |")
+        lines.append(f"| **mean** | **{_percent(self.mean_iou)}** | {_percent(np.nanmean(self.class_accuracy))} | "
+                     f"{self.pixels:,} |")
+        lines.append(f"\npixel accuracy {_percent(self.pixel_accuracy)}; mean IoU {_percent(self.mean_iou)} over "
+                     f"{int(np.isfinite(self.iou).sum())} classes present; scales {list(self.scales)}, flip "
+                     f"{'on' if self.flip else 'off'}")
+        return "\n".join(lines)
+
+    def save(self, folder):
+        """Writes ``confusion_matrix.npy``, ``confusion_matrix.csv`` (with class names) and ``metrics.json``,
+        each atomically; returns their paths."""
+        _files.writable_folder(folder, "evaluation output folder")
+        paths = [os.path.join(folder, name) for name in ("confusion_matrix.npy", "confusion_matrix.csv",
+                                                         "metrics.json")]
+        with _files.atomic_path(paths[0], suffix=".npy") as temporary:
+            np.save(temporary, self.confusion)
+        with _files.atomic_path(paths[1], suffix=".csv") as temporary, open(temporary, "w") as stream:
+            stream.write("true \\ predicted," + ",".join(self.class_names) + "\n")
+            for name, row in zip(self.class_names, self.confusion):
+                stream.write(name + "," + ",".join(str(int(v)) for v in row) + "\n")
+        with _files.atomic_path(paths[2], suffix=".json") as temporary, open(temporary, "w") as stream:
+            json.dump(self.as_dict(), stream, indent=2)
+        return paths
+
+
+def _percent(value):
+    return "-" if not np.isfinite(value) else f"{100 * value:.2f}"
+
+
+def evaluate(model, data, split="val", num_classes=None, class_names=None, scales=(1.0,), flip=False,
+             max_side=None, limit=None, progress=True):
+    """Scores ``model`` on a dataset at each image's original label resolution.
+
+    Every image is run whole (no crops) through :func:`refinenet_tf.inference.segment` — the probabilities are
+    resized to the label's size, the labels never are — and its prediction is accumulated into a confusion
+    matrix; pixels whose label is the source's ignore value (255) do not count.
+
+    Args:
+        model: a segmentation model (see :func:`refinenet_tf.inference.segment`).
+        data: a data spec (``voc:PATH``, ``voc_aug:PATH``, ``folder:IMAGES:MASKS``, ``tfds:NAME``) or a resolved
+            source (:func:`refinenet_tf.data.resolve`).
+        split: the split of a spec.
+        num_classes: classes (default: the model's output channels); mask values outside ``[0, num_classes)``
+            other than the ignore value stop the evaluation with an error naming the mask file.
+        class_names: names for the table (default: the source's, VOC's for 21 classes, else ``class_i``).
+        scales, flip, max_side: test-time augmentation, see :func:`refinenet_tf.inference.segment`.
+        limit: evaluate only the first ``limit`` examples.
+        progress: show a Keras progress bar.
+
+    Returns:
+        An :class:`Evaluation`.
+    """
+    from refinenet_tf.data import pipeline, sources
+
+    scales = inference._check_scales(scales)
+    source = sources.resolve(data, split) if isinstance(data, str) else data
+    model_classes = model.output_shape[-1]
+    num_classes = num_classes or model_classes  # mask values past the model's classes fail, naming the file
+    if num_classes != model_classes:
+        raise ValueError(f"the model predicts {model_classes} classes, not num_classes={num_classes}; give "
+                         "num_classes matching the model, or a model trained for this data.")
+    source_names = source.class_names if len(source.class_names) == num_classes else None
+    names = runs.class_names_for(num_classes, class_names or source_names)
+    if source.num_classes != num_classes:
+        source = dataclasses.replace(source, num_classes=num_classes)
+    ignore_value = source.ignore_value
+    run = inference._segment_function(model, scales, flip, max_side)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([None, None], tf.uint8)],
+                 reduce_retracing=True)
+    def confusion(image, mask):
+        predicted = tf.argmax(run(image[None])[0], axis=-1, output_type=tf.int32)
+        truth = tf.cast(mask, tf.int32)
+        valid = tf.not_equal(truth, ignore_value)
+        return tf.math.confusion_matrix(tf.boolean_mask(truth, valid), tf.boolean_mask(predicted, valid),
+                                        num_classes=num_classes, dtype=tf.int64)
+
+    examples = pipeline.read_examples(source)
+    total = _count(source, examples)
+    if limit is not None:
+        examples = examples.take(limit)
+        total = limit if total is None else min(total, limit)
+    bar = keras.utils.Progbar(total, unit_name="image") if progress else None
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    for index, example in enumerate(examples):
+        matrix += confusion(example["image"], example["mask"]).numpy()
+        if bar is not None:
+            bar.update(index + 1)
+    return Evaluation(matrix, names, scales, bool(flip), getattr(source, "name", str(data)))
+
+
+def _count(source, examples):
+    if hasattr(source, "examples"):
+        return len(source.examples)
+    cardinality = int(examples.cardinality())
+    return cardinality if cardinality >= 0 else None
