@@ -324,8 +324,8 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="train a small RefineNet on a generated dataset (no downloads)",
-                               description="Generate a synthetic VOC-layout dataset of shapes, train Light-Weight "
-                               "RefineNet-MobileNetV2 from scratch on the CPU, evaluate it on held-out scenes, "
+                               description="Generate a synthetic VOC-layout dataset of shapes, train the slim "
+                               "RefineNet (64 wide) on MobileNetV2 from scratch on the CPU, evaluate it on held-out scenes, "
                                "keep the checkpoint and write prediction overlays.")
     demo.add_argument("--output", default=os.path.join("checkpoints", "demo"),
                       help="folder for the data, the run and the PNGs (default: %(default)s)")
@@ -341,7 +341,8 @@ def build_parser():
                                 description="Train with a recipe's model and optimizer; the run folder gets the "
                                 "resolved config, best and last weights, a BackupAndRestore backup (an "
                                 "interrupted run resumes), TensorBoard logs and a CSV log.")
-    train.add_argument("--preset", required=True, choices=training.list_recipes(), help="training recipe")
+    train.add_argument("--recipe", "--preset", dest="preset", required=True, choices=training.list_recipes(),
+                       help="training recipe (--preset: the old spelling)")
     train.add_argument("--data", required=True, metavar="SPEC", help="training data spec (see check-data)")
     train.add_argument("--val-data", metavar="SPEC", help="validation data spec (best weights by its mean IoU)")
     train.add_argument("--train-split", default="train", help="split of --data (default: %(default)s)")
