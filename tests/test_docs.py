@@ -110,3 +110,19 @@ def test_the_cli_reference_matches_the_parser_command_by_command():
     top = {name for name in synopses if name.startswith("-")}
     assert top == _options(parser)[1], top  # --version
 
+
+
+def test_the_griffe_extension_keeps_every_documented_name_checked():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("griffe_examples", os.path.join(DOCS, "griffe_examples.py"))
+    extension = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(extension)
+    docstring = ("Summary.\n\nArgs:\n    x: an input.\n    scales, flip: augmentation,\n        see segment.\n"
+                 "    momentum: of the base.\n    ghost: gone.\n\nExample:\n    >>> 1 + 1\n    2")
+    rewritten = extension._rewrite(docstring, parameters={"x", "scales", "flip", "kwargs"}, var_keyword="kwargs",
+                                   inherited={"momentum"})
+    assert rewritten.split("\n") == [
+        "Summary.", "", "Args:", "    x: an input.", "    scales: augmentation,", "        see segment.",
+        "    flip: see ``scales``.", "    **kwargs: ``momentum``: of the base.", "    ghost: gone.",  # griffe reports it
+        "", "Examples:", "    >>> 1 + 1", "    2"]
