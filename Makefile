@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo docs bench clean
 
 install: $(STAMP)
 
@@ -21,9 +21,13 @@ test: install
 demo: install
 	$(BIN)/refinenet-tf demo --output checkpoints/demo
 
-# The benchmark table of this machine (about 20 minutes on 2 CPU cores); see the README's Benchmarks section.
+# The documentation site from docs/ and the docstrings, into site/ (a broken link or stale reference fails).
+docs: install
+	$(BIN)/mkdocs build --strict
+
+# The benchmark table of this machine (about 20 minutes on 2 CPU cores); see docs/benchmarks.md.
 bench: install
 	$(BIN)/refinenet-tf benchmark --precision float32 mixed --json benchmarks/last_run.json
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build site *.egg-info .pytest_cache

@@ -338,8 +338,8 @@ class _DeprecatedAlias(argparse.Action):
 
 def _add_demo_parser(commands):
     demo = commands.add_parser("demo", help="train a small RefineNet on a generated dataset (no downloads)",
-                               description="Generate a synthetic VOC-layout dataset of shapes, train Light-Weight "
-                               "RefineNet-MobileNetV2 from scratch on the CPU, evaluate it on held-out scenes, "
+                               description="Generate a synthetic VOC-layout dataset of shapes, train the slim "
+                               "RefineNet (64 wide) on MobileNetV2 from scratch on the CPU, evaluate it on held-out scenes, "
                                "keep the checkpoint and write prediction overlays.")
     demo.add_argument("--output", default=os.path.join("checkpoints", "demo"),
                       help="folder for the data, the run and the PNGs (default: %(default)s)")

@@ -2,7 +2,7 @@
 
 1. Writes a deterministic synthetic dataset in the VOC layout (:mod:`refinenet_tf.data.synthetic`: discs,
    rectangles, triangles in random colours on noisy backgrounds; held-out ``val`` scenes).
-2. Trains the ``demo_shapes`` recipe (Light-Weight RefineNet-MobileNetV2, random initial weights) with
+2. Trains the ``demo_shapes`` recipe (the slim RefineNet, 64 wide, on MobileNetV2, random initial weights) with
    :func:`refinenet_tf.training.train`, keeping the run under ``<output>/run`` (a finished earlier demo run
    there is replaced; an interrupted one resumes).
 3. Evaluates on the held-out scenes with :func:`refinenet_tf.evaluation.evaluate` (mean IoU, per-class IoU, pixel

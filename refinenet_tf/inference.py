@@ -116,11 +116,10 @@ def freeze(model, batch_shape=None):
 
     ``batch_shape`` fixes the input shape (e.g. ``(1, 512, 512, 3)``); by default any batch and image size.
     On a CPU with oneDNN (TensorFlow's default on x86), constant weights let each convolution keep its weights
-    in the layout it computes with instead of converting them on every call: on our 2-core machine the forward
-    pass of the slim RefineNet-101 at 512 x 512 took 1.17 s frozen against 1.52 s as a Keras model
-    (``refinenet-tf benchmark``). Freezing takes seconds (11 s for that model) and memory (that process peaked
-    at 7.1 GiB against 4.4 GiB for the Keras forward pass), so it pays for many images, not for one. Results
-    equal the Keras model's up to float rounding.
+    in the layout it computes with instead of converting them on every call, which makes the forward pass
+    faster (``refinenet-tf benchmark`` measures both; the documentation's Benchmarks page has the figures).
+    Freezing takes seconds and a copy of the weights in memory, so it pays for many images, not for one.
+    Results equal the Keras model's up to float rounding.
 
     Example:
         >>> from refinenet_tf import RefineNet

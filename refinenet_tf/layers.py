@@ -1,6 +1,6 @@
 """The RefineNet blocks of the reference TF-slim code, as serializable tf-keras layers.
 
-The reference code (the blog post in ``shared/seeds``, itself a copy of the public TF-slim RefineNet) runs
+The reference code (the reference blog post, itself a copy of the public TF-slim RefineNet) runs
 every ``slim.conv2d`` of the decoder inside one ``arg_scope``::
 
     slim.arg_scope([slim.conv2d], activation_fn=tf.nn.relu, normalizer_fn=slim.batch_norm,

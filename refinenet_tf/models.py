@@ -287,7 +287,7 @@ class ModelPreset:
         return RefineNet(**self.arguments(num_classes, backbone_weights, **kwargs))
 
 
-_SLIM_SOURCE = ("TF-slim RefineNet of the reference blog post (shared/seeds/000_b0082b0ba3f8e4c0.txt); "
+_SLIM_SOURCE = ("TF-slim RefineNet of the reference blog post (itself a copy of the public TF-slim RefineNet); "
                 "no published figures")
 _PAPER_SOURCE = ("Lin, Milan, Shen, Reid: RefineNet, CVPR 2017; structure and parameter count of the official "
                  "release (MatConvNet code, PyTorch port with the VOC weights)")

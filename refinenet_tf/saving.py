@@ -1,9 +1,9 @@
 """Loading saved models quickly and with clear errors.
 
 ``keras.models.load_model`` (tf-keras) reads the weights of a ``.keras`` file through h5py straight from
-the zip archive, seeking back and forth in a compressed-stream reader: for the slim RefineNet on ResNet-50 that
-took 98.7 s here, against 4.9 s for the same file through :func:`load_model` (``benchmarks/load_model.py``),
-which extracts the weights to a temporary file first and then uses the same public Keras calls
+the zip archive, seeking back and forth in a compressed-stream reader, which is slow for large models
+(``benchmarks/load_model.py`` measures both; the documentation's Python API page has the figures).
+:func:`load_model` extracts the weights to a temporary file first and then uses the same public Keras calls
 (``deserialize_keras_object`` + ``load_weights``). The archive's ``assets/`` folder is not read: RefineNet
 models have no assets (a file that has some goes through ``keras.models.load_model``).
 """

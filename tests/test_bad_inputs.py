@@ -1,8 +1,9 @@
 """The bad-input matrix: every kind of bad file or argument a user meets, through the API and the CLI.
 
 Each case is either an error of a specific type whose one-line message names the file or argument and the fix,
-or a documented, well-defined conversion (checked for its result). The README's "Bad inputs" table lists these
-cases by the names in ``CASES``; a test checks that it does.
+or a documented, well-defined conversion (checked for its result). The bad-input matrix of
+``docs/reliability.md`` lists these cases by the names in ``CASES``, one table row each; a test checks that it
+does.
 """
 
 import os
@@ -153,13 +154,13 @@ def test_list_id_without_file(tmp_path, capsys):
     _one_line_error(capsys, "ghost")
 
 
-def test_empty_split(tmp_path, voc_sample_dir, tiny_model_file, capsys):
+def test_empty_split(tmp_path, voc_tiny_dir, tiny_model_file, capsys):
     images, masks = _folder_dataset(tmp_path)
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(ValueError, match=r"empty\.txt.*empty"):
         data.folder_source(str(images), str(masks), list_file=str(tmp_path / "empty.txt"))
     with pytest.raises(FileNotFoundError, match=r"test\.txt not found"):
-        data.resolve(f"voc:{voc_sample_dir}", "test")  # VOC 2012 has no public test masks: no list file
+        data.resolve(f"voc:{voc_tiny_dir}", "test")  # VOC 2012 has no public test masks: no list file
     assert cli.main(["evaluate", "--model", tiny_model_file,
                      "--data", f"folder:{images}:{masks}?list={tmp_path / 'empty.txt'}", "--no-progress"]) == 2
     _one_line_error(capsys, r"empty\.txt")
@@ -266,9 +267,10 @@ def test_unwritable_output(tmp_path, tiny_model_file, capsys):
     assert blocker.read_text() == "", "the blocking file is untouched"
 
 
-def test_every_case_has_a_test_and_a_readme_row():
+def test_every_case_has_a_test_and_a_documented_row():
     names = {name[len("test_"):] for name in globals() if name.startswith("test_")}
     assert set(CASES) <= names, set(CASES) - names
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
-    missing = [case for case in CASES if f"`{case}`" not in readme]
-    assert not missing, f"README's bad-input matrix lacks {missing}"
+    with open(os.path.join(os.path.dirname(__file__), "..", "docs", "reliability.md"), encoding="utf-8") as page:
+        rows = {match for match in re.findall(r"^\| `(\w+)` \|", page.read(), flags=re.M)}
+    missing = [case for case in CASES if case not in rows]
+    assert not missing, f"the bad-input matrix of docs/reliability.md lacks rows for {missing}"

@@ -12,7 +12,7 @@ from PIL import Image
 from refinenet_tf import cli
 
 
-def test_demo_trains_evaluates_and_writes_its_files(tmp_path, capsys):
+def test_demo_trains_evaluates_and_writes_its_files(tmp_path, capsys, voc_tiny_dir):
     # The real demo trains for minutes; one short epoch on a few scenes checks that every step runs.
     assert cli.main(["demo", "--output", str(tmp_path), "--epochs", "1", "--num-train", "8", "--num-val", "2"]) == 0
     output = capsys.readouterr().out
@@ -24,11 +24,10 @@ def test_demo_trains_evaluates_and_writes_its_files(tmp_path, capsys):
     assert len(os.listdir(tmp_path / "data" / "VOCdevkit" / "VOC2012" / "JPEGImages")) == 10
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")], "no temporary files left"
 
-    # The demo's checkpoint exported as a SavedModel segments a real VOC image in a process without refinenet_tf.
+    # The demo's checkpoint exported as a SavedModel segments a VOC-layout JPEG in a process without refinenet_tf.
     saved = tmp_path / "saved_model"
     assert cli.main(["export", "--model", str(tmp_path / "run"), "--output", str(saved)]) == 0
-    jpeg = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "voc_sample", "VOCdevkit", "VOC2012",
-                        "JPEGImages", "2007_004189.jpg")
+    jpeg = os.path.join(voc_tiny_dir, "JPEGImages", "shapes_0001.jpg")
     script = f"""
 import sys
 sys.modules["refinenet_tf"] = sys.modules["tf_keras"] = None  # importing either now fails

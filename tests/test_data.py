@@ -1,4 +1,4 @@
-"""The data pipeline: real VOC files, folders, TFDS adapters, transforms, bad data, and feeding model.fit."""
+"""The data pipeline: VOC files (the generated tests/data/voc_tiny and the real sample), folders, TFDS adapters, transforms, bad data, and feeding model.fit."""
 
 import os
 import re
@@ -15,39 +15,60 @@ from refinenet_tf.data import decoding, sources, transforms
 
 
 @pytest.fixture
-def voc_spec(voc_sample_dir):
-    return f"voc:{voc_sample_dir}"
+def voc_spec(voc_dir):
+    return f"voc:{voc_dir}"
 
 
-def _list(voc_sample_dir, split):
-    with open(os.path.join(voc_sample_dir, "ImageSets", "Segmentation", f"{split}.txt")) as stream:
+def _list(voc_dir, split):
+    with open(os.path.join(voc_dir, "ImageSets", "Segmentation", f"{split}.txt")) as stream:
         return [line.strip() for line in stream if line.strip()]
 
 
-# --- PASCAL VOC on the real sample files ---------------------------------------------------------------------
+def test_the_committed_voc_fixture_is_what_its_script_writes(voc_tiny_dir, tmp_path):
+    import importlib.util
+
+    script = os.path.join(os.path.dirname(__file__), "data", "make_voc_tiny.py")
+    spec = importlib.util.spec_from_file_location("make_voc_tiny", script)
+    make_voc_tiny = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_voc_tiny)
+    fresh = make_voc_tiny.write_voc_tiny(str(tmp_path))
+    for split in ("train", "val", "trainval"):
+        assert _list(fresh, split) == _list(voc_tiny_dir, split)
+    for example_id in _list(voc_tiny_dir, "trainval"):
+        committed = Image.open(os.path.join(voc_tiny_dir, "SegmentationClass", f"{example_id}.png"))
+        written = Image.open(os.path.join(fresh, "SegmentationClass", f"{example_id}.png"))
+        assert committed.mode == written.mode == "P" and committed.getpalette() == written.getpalette()
+        np.testing.assert_array_equal(np.array(committed), np.array(written))
+        # JPEG bytes depend on the libjpeg build; the pixels may differ by rounding only
+        committed, written = (np.array(Image.open(os.path.join(folder, "JPEGImages", f"{example_id}.jpg")), np.int16)
+                              for folder in (voc_tiny_dir, fresh))
+        assert committed.shape == written.shape and np.abs(committed - written).max() <= 2
+
+
+# --- PASCAL VOC: the generated fixture and the real sample-----------------------------------------------------------
 
 @pytest.mark.parametrize("split", ["train", "val", "trainval"])
-def test_voc_splits_come_from_the_list_files(voc_spec, voc_sample_dir, split):
+def test_voc_splits_come_from_the_list_files(voc_spec, voc_dir, split):
     source = data.resolve(voc_spec, split)
-    assert [example_id for example_id, _, _ in source.examples] == _list(voc_sample_dir, split)
+    assert [example_id for example_id, _, _ in source.examples] == _list(voc_dir, split)
     assert source.num_classes == 21 and source.ignore_value == 255 and source.class_names[15] == "person"
 
 
-def test_voc_root_can_be_any_level_of_the_layout(voc_sample_dir):
-    devkit = os.path.dirname(voc_sample_dir)
-    for path in (voc_sample_dir, devkit, os.path.dirname(devkit)):
+def test_voc_root_can_be_any_level_of_the_layout(voc_dir):
+    devkit = os.path.dirname(voc_dir)
+    for path in (voc_dir, devkit, os.path.dirname(devkit)):
         assert len(data.resolve(f"voc:{path}", "val").examples) == 2
 
 
-def test_voc_masks_are_the_palette_indices_with_255_kept(voc_spec, voc_sample_dir):
+def test_voc_masks_are_the_palette_indices_with_255_kept(voc_spec, voc_dir):
     seen = 0
     for example in data.read_examples(voc_spec, "trainval"):
         example_id = example["id"].numpy().decode()
-        png = Image.open(os.path.join(voc_sample_dir, "SegmentationClass", f"{example_id}.png"))
+        png = Image.open(os.path.join(voc_dir, "SegmentationClass", f"{example_id}.png"))
         assert png.mode == "P"
         np.testing.assert_array_equal(example["mask"].numpy(), np.array(png))
         assert 255 in example["mask"].numpy(), "the VOC borders (255) must survive decoding"
-        jpeg = tf.io.decode_jpeg(tf.io.read_file(os.path.join(voc_sample_dir, "JPEGImages", f"{example_id}.jpg")))
+        jpeg = tf.io.decode_jpeg(tf.io.read_file(os.path.join(voc_dir, "JPEGImages", f"{example_id}.jpg")))
         assert example["image"].shape == jpeg.shape
         seen += 1
     assert seen == 4
@@ -69,11 +90,11 @@ def test_seeded_pipelines_are_reproducible(voc_spec):
     assert not all(np.array_equal(a, b) for a, b in zip(first, other))
 
 
-def test_evaluation_keeps_whole_images_and_pads_masks_with_ignore(voc_spec, voc_sample_dir):
+def test_evaluation_keeps_whole_images_and_pads_masks_with_ignore(voc_spec, voc_dir):
     single = list(data.make_dataset(voc_spec, "val", batch_size=1))
     sizes = [tuple(b[0].shape[1:3]) for b in single]
-    assert sizes == [Image.open(os.path.join(voc_sample_dir, "JPEGImages", f"{i}.jpg")).size[::-1]
-                     for i in _list(voc_sample_dir, "val")]
+    assert sizes == [Image.open(os.path.join(voc_dir, "JPEGImages", f"{i}.jpg")).size[::-1]
+                     for i in _list(voc_dir, "val")]
     images, masks = next(iter(data.make_dataset(voc_spec, "val", batch_size=2)))
     height, width = max(s[0] for s in sizes), max(s[1] for s in sizes)
     assert images.shape == (2, height, width, 3)
@@ -275,7 +296,7 @@ def test_grayscale_and_rgba_images_are_converted_to_rgb(folder_dataset, case):
     assert data.check_dataset(data.folder_source(str(images), str(masks), num_classes=3)).ok
 
 
-def test_list_ids_without_files_missing_list_and_empty_split(tmp_path, voc_sample_dir, folder_dataset):
+def test_list_ids_without_files_missing_list_and_empty_split(tmp_path, voc_tiny_dir, folder_dataset):
     images, masks = folder_dataset
     (tmp_path / "ids.txt").write_text("good\nghost\n")
     with pytest.raises(FileNotFoundError, match="ghost"):
@@ -284,7 +305,7 @@ def test_list_ids_without_files_missing_list_and_empty_split(tmp_path, voc_sampl
     with pytest.raises(ValueError, match="empty"):
         data.folder_source(str(images), str(masks), list_file=str(tmp_path / "empty.txt"))
     with pytest.raises(FileNotFoundError, match="test.txt not found"):
-        data.resolve(f"voc:{voc_sample_dir}", "test")
+        data.resolve(f"voc:{voc_tiny_dir}", "test")
     os.remove(masks / "good.png")
     with pytest.raises(FileNotFoundError, match="good"):
         data.folder_source(str(images), str(masks))
@@ -318,27 +339,27 @@ def test_voc_and_folder_sources_feed_model_fit(voc_spec, folder_dataset, tiny_ba
     _fit_one_epoch(folder, tiny_backbone, 3)
 
 
-def test_tfds_voc2012_segmentation_feeds_model_fit(voc_sample_dir, tmp_path, tiny_backbone):
+def test_tfds_voc2012_segmentation_feeds_model_fit(voc_dir, tmp_path, tiny_backbone):
     import tensorflow_datasets as tfds
 
-    manual_dir = os.path.dirname(os.path.dirname(voc_sample_dir))  # holds VOCdevkit/VOC2012, used read-only
+    manual_dir = os.path.dirname(os.path.dirname(voc_dir))  # holds VOCdevkit/VOC2012, used read-only
     builder = tfds.builder("voc2012_segmentation", data_dir=str(tmp_path))
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     spec = f"tfds:voc2012_segmentation:{tmp_path}"
     for example in data.read_examples(spec, "val"):
-        png = os.path.join(voc_sample_dir, "SegmentationClass", example["id"].numpy().decode() + ".png")
+        png = os.path.join(voc_dir, "SegmentationClass", example["id"].numpy().decode() + ".png")
         np.testing.assert_array_equal(example["mask"], np.array(Image.open(png)))
     _fit_one_epoch(data.make_dataset(spec, "train", batch_size=2, crop_size=64, seed=0), tiny_backbone, 21)
 
 
-def _voc_aug_layout(voc_sample_dir, root):
+def _voc_aug_layout(voc_dir, root):
     """A VOC 2012 folder with SBD-style SegmentationClassAug grayscale masks and a train_aug list."""
     import shutil
 
     voc = root / "VOCdevkit" / "VOC2012"
-    shutil.copytree(voc_sample_dir, voc)
+    shutil.copytree(voc_dir, voc)
     (voc / "SegmentationClassAug").mkdir()
-    ids = _list(voc_sample_dir, "trainval")
+    ids = _list(voc_dir, "trainval")
     for example_id in ids:
         indices = np.array(Image.open(voc / "SegmentationClass" / f"{example_id}.png"))
         Image.fromarray(indices).save(voc / "SegmentationClassAug" / f"{example_id}.png")  # mode "L"
@@ -346,14 +367,14 @@ def _voc_aug_layout(voc_sample_dir, root):
     return ids
 
 
-def test_voc_aug_reads_train_aug_with_sbd_masks_and_feeds_fit(voc_sample_dir, tmp_path, tiny_backbone):
-    ids = _voc_aug_layout(voc_sample_dir, tmp_path)
+def test_voc_aug_reads_train_aug_with_sbd_masks_and_feeds_fit(voc_dir, tmp_path, tiny_backbone):
+    ids = _voc_aug_layout(voc_dir, tmp_path)
     source = data.resolve(f"voc_aug:{tmp_path}", "train")
     assert [e[0] for e in source.examples] == ids
     assert all("SegmentationClassAug" in mask for _, _, mask in source.examples)
     assert all("SegmentationClass" + os.sep in e[2] for e in data.resolve(f"voc_aug:{tmp_path}", "val").examples)
     for example in data.read_examples(source):
-        png = os.path.join(voc_sample_dir, "SegmentationClass", example["id"].numpy().decode() + ".png")
+        png = os.path.join(voc_dir, "SegmentationClass", example["id"].numpy().decode() + ".png")
         np.testing.assert_array_equal(example["mask"], np.array(Image.open(png)))
     _fit_one_epoch(data.make_dataset(source, batch_size=2, crop_size=64, seed=0), tiny_backbone, 21)
 

@@ -1,8 +1,10 @@
-"""The ``voc2012_segmentation`` TFDS builder, built from a small sample of real VOC 2012 files.
+"""The ``voc2012_segmentation`` TFDS builder, built from small VOC-layout trees.
 
-The sample (4 images, 2 train + 2 val) lives in ``shared/data/voc_sample`` beside the checkout; the tests
-pack it into a fake ``VOCtrainval_11-May-2012.tar`` with the real archive's layout, or use it as an
-already-extracted ``VOCdevkit``, and never copy it into the repository.
+Each test runs on two trees of 4 images (2 train + 2 val): the generated ``tests/data/voc_tiny`` that the
+repository holds, and the sample of real VOC 2012 files in ``../shared/data/voc_sample`` beside the checkout
+(skipped, with the reason, where it is absent). The tests pack a tree into a fake
+``VOCtrainval_11-May-2012.tar`` with the real archive's layout, or use it as an already-extracted ``VOCdevkit``,
+and never copy the real sample into the repository.
 """
 
 import os
@@ -20,27 +22,23 @@ from PIL import Image  # noqa: E402
 import refinenet_tf.data.voc2012_segmentation as voc2012_segmentation  # noqa: E402  (registers the builder)
 
 DATASET_NAME = "voc2012_segmentation"
-SAMPLE_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "voc_sample")
-SAMPLE_VOC_ROOT = os.path.join(SAMPLE_DIR, "VOCdevkit", "VOC2012")
 LIST_FILES = {"train": "train.txt", "validation": "val.txt"}
 
-if not os.path.isdir(SAMPLE_VOC_ROOT):  # a missing sample must fail the suite, never skip it
-    raise RuntimeError(f"VOC sample not found at {SAMPLE_VOC_ROOT}: the tests need ../shared beside the checkout")
+
+def _sample_path(voc_root, *parts):
+    return os.path.join(voc_root, *parts)
 
 
-def _sample_path(*parts):
-    return os.path.join(SAMPLE_VOC_ROOT, *parts)
-
-
-def _sample_ids(split):
-    with open(_sample_path("ImageSets", "Segmentation", LIST_FILES[split])) as list_file:
+def _sample_ids(voc_root, split):
+    with open(_sample_path(voc_root, "ImageSets", "Segmentation", LIST_FILES[split])) as list_file:
         return [line.strip() for line in list_file if line.strip()]
 
 
-def _write_trainval_tar(manual_dir, list_contents=None, skip_files=()):
-    """Writes ``VOCtrainval_11-May-2012.tar`` with the real archive's layout from the sample files.
+def _write_trainval_tar(voc_root, manual_dir, list_contents=None, skip_files=()):
+    """Writes ``VOCtrainval_11-May-2012.tar`` with the real archive's layout from the files of a VOC tree.
 
     Args:
+        voc_root: The ``VOCdevkit/VOC2012`` folder to pack.
         manual_dir: Directory to write the tar into (created).
         list_contents: Optional ``{list file name: text}`` replacing the sample's id lists.
         skip_files: Paths relative to ``VOC2012`` (e.g. ``JPEGImages/x.jpg``) left out of the archive.
@@ -52,11 +50,11 @@ def _write_trainval_tar(manual_dir, list_contents=None, skip_files=()):
     list_contents = list_contents or {}
     with tarfile.open(os.path.join(manual_dir, voc2012_segmentation.TRAINVAL_TAR_NAME), "w") as archive:
         for sub_dir in ("JPEGImages", "SegmentationClass", os.path.join("ImageSets", "Segmentation")):
-            for file_name in sorted(os.listdir(_sample_path(sub_dir))):
+            for file_name in sorted(os.listdir(_sample_path(voc_root, sub_dir))):
                 relative_path = os.path.join(sub_dir, file_name)
                 if relative_path in skip_files or file_name in list_contents:
                     continue
-                archive.add(_sample_path(relative_path), arcname=f"VOCdevkit/VOC2012/{relative_path}")
+                archive.add(_sample_path(voc_root, relative_path), arcname=f"VOCdevkit/VOC2012/{relative_path}")
         for file_name, text in list_contents.items():
             list_path = os.path.join(str(manual_dir), file_name)
             with open(list_path, "w") as list_file:
@@ -71,10 +69,10 @@ def _download_config(manual_dir):
 
 
 @pytest.fixture(scope="module")
-def loaded_from_tar(tmp_path_factory):
-    """``(datasets by split, info, data_dir)`` of the sample packed as the official tar, loaded by name."""
+def loaded_from_tar(voc_dir, tmp_path_factory):
+    """``(datasets by split, info, data_dir)`` of a VOC tree packed as the official tar, loaded by name."""
     root = tmp_path_factory.mktemp("voc_tar")
-    manual_dir = _write_trainval_tar(root / "manual")
+    manual_dir = _write_trainval_tar(voc_dir, root / "manual")
     data_dir = str(root / "data")
     datasets, info = tfds.load(DATASET_NAME, data_dir=data_dir, split=["train", "validation"], with_info=True,
                                download_and_prepare_kwargs={"download_config": _download_config(manual_dir)})
@@ -102,14 +100,14 @@ def test_split_sizes_and_info(loaded_from_tar):
 
 
 @pytest.mark.parametrize("split", ["train", "validation"])
-def test_examples_match_the_voc_files(loaded_from_tar, split):
+def test_examples_match_the_voc_files(loaded_from_tar, voc_dir, split):
     datasets, _, _ = loaded_from_tar
     seen_ids = []
     for example in tfds.as_numpy(datasets[split]):
         image_id = example["file_name"].decode()
         seen_ids.append(image_id)
-        png_path = _sample_path("SegmentationClass", f"{image_id}.png")
-        jpeg_path = _sample_path("JPEGImages", f"{image_id}.jpg")
+        png_path = _sample_path(voc_dir, "SegmentationClass", f"{image_id}.png")
+        jpeg_path = _sample_path(voc_dir, "JPEGImages", f"{image_id}.jpg")
 
         expected_mask = np.array(Image.open(png_path))  # palette indices, not colours
         mask = example["segmentation_mask"]
@@ -122,7 +120,7 @@ def test_examples_match_the_voc_files(loaded_from_tar, split):
         image = example["image"]
         assert image.dtype == np.uint8 and image.shape == expected_mask.shape + (3,)
         np.testing.assert_array_equal(image, expected_image)
-    assert sorted(seen_ids) == sorted(_sample_ids(split))
+    assert sorted(seen_ids) == sorted(_sample_ids(voc_dir, split))
 
 
 def test_prepared_dataset_reloads_as_supervised_pairs(loaded_from_tar):
@@ -135,18 +133,20 @@ def test_prepared_dataset_reloads_as_supervised_pairs(loaded_from_tar):
     assert pair_count == 2
 
 
-def test_extracted_vocdevkit_in_manual_dir(tmp_path):
+def test_extracted_vocdevkit_in_manual_dir(voc_dir, tmp_path):
     builder = tfds.builder(DATASET_NAME, data_dir=str(tmp_path / "data"))
-    builder.download_and_prepare(download_config=_download_config(SAMPLE_DIR))
+    manual_dir = os.path.dirname(os.path.dirname(voc_dir))  # holds VOCdevkit/VOC2012, used read-only
+    builder.download_and_prepare(download_config=_download_config(manual_dir))
     for split in ("train", "validation"):
         file_names = [example["file_name"].decode() for example in tfds.as_numpy(builder.as_dataset(split=split))]
-        assert sorted(file_names) == sorted(_sample_ids(split))
+        assert sorted(file_names) == sorted(_sample_ids(voc_dir, split))
 
 
-def test_listed_id_without_jpeg_fails_naming_the_id(tmp_path):
+def test_listed_id_without_jpeg_fails_naming_the_id(voc_tiny_dir, tmp_path):
     missing_id = "2099_000001"
     manual_dir = _write_trainval_tar(
-        tmp_path / "manual", list_contents={"train.txt": "\n".join(_sample_ids("train") + [missing_id]) + "\n"})
+        voc_tiny_dir, tmp_path / "manual",
+        list_contents={"train.txt": "\n".join(_sample_ids(voc_tiny_dir, "train") + [missing_id]) + "\n"})
     builder = tfds.builder(DATASET_NAME, data_dir=str(tmp_path / "data"))
     with pytest.raises(FileNotFoundError, match=missing_id) as error:
         builder.download_and_prepare(download_config=_download_config(manual_dir))

@@ -72,10 +72,10 @@ def _mean_iou(predictions, masks, num_classes=4):
     return float(metric.result())
 
 
-def test_saved_model_runs_in_a_fresh_process_with_only_tensorflow(trained, tmp_path, voc_sample_dir):
+def test_saved_model_runs_in_a_fresh_process_with_only_tensorflow(trained, tmp_path, voc_dir):
     model, images, _ = trained
     path = export.export_saved_model(model, tmp_path / "saved", class_names=synthetic.SHAPE_CLASSES)
-    jpegs = sorted(glob.glob(os.path.join(voc_sample_dir, "JPEGImages", "*.jpg")))[:2]
+    jpegs = sorted(glob.glob(os.path.join(voc_dir, "JPEGImages", "*.jpg")))[:2]
     decoded = [tf.io.decode_jpeg(open(name, "rb").read()).numpy() for name in jpegs]  # TF's decoder, as served
     inputs = [images[0], images[1][:37, :47]] + decoded
     expected = inference.predict(model, inputs, return_probabilities=True)

@@ -1,5 +1,6 @@
 """Prediction and evaluation: hand-computed IoU, test-time augmentation, palette PNGs, the CLI."""
 
+import glob
 import json
 import os
 
@@ -74,13 +75,13 @@ def test_evaluation_files_are_written_and_readable(tmp_path):
     assert sorted(os.listdir(tmp_path / "out")) == ["confusion_matrix.csv", "confusion_matrix.npy", "metrics.json"]
 
 
-def test_evaluate_refuses_a_class_count_or_masks_that_do_not_fit_the_model(voc_sample_dir):
+def test_evaluate_refuses_a_class_count_or_masks_that_do_not_fit_the_model(voc_dir):
     with pytest.raises(ValueError, match="predicts 3 classes, not num_classes=21"):
-        evaluation.evaluate(_red_channel_classifier(3), f"voc:{voc_sample_dir}", "val", num_classes=21,
+        evaluation.evaluate(_red_channel_classifier(3), f"voc:{voc_dir}", "val", num_classes=21,
                             progress=False)
     # VOC masks hold classes up to 20: a 3-class model's evaluation stops at the first such mask, naming it
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"SegmentationClass/\w+\.png.*outside"):
-        evaluation.evaluate(_red_channel_classifier(3), f"voc:{voc_sample_dir}", "val", progress=False)
+        evaluation.evaluate(_red_channel_classifier(3), f"voc:{voc_dir}", "val", progress=False)
 
 
 # --------------------------------------------------------------------------------------- test-time augmentation
@@ -201,7 +202,7 @@ def tiny_model_file(tmp_path, tiny_backbone):
     return path
 
 
-def test_predict_files_writes_palette_pngs_at_each_input_size(tmp_path, voc_sample_dir, tiny_model_file):
+def test_predict_files_writes_palette_pngs_at_each_input_size(tmp_path, voc_dir, tiny_model_file):
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     rng = np.random.default_rng(0)
@@ -209,7 +210,7 @@ def test_predict_files_writes_palette_pngs_at_each_input_size(tmp_path, voc_samp
     Image.fromarray(rng.integers(0, 256, (21, 17)).astype(np.uint8), mode="L").save(inputs / "gray.PNG")
     (inputs / "notes.txt").write_text("not an image")  # folders contribute image files only
     model = runs.load_inference_model(tiny_model_file)
-    result = inference.predict_files(model, [str(inputs), os.path.join(voc_sample_dir, "JPEGImages", "*.jpg")],
+    result = inference.predict_files(model, [str(inputs), os.path.join(voc_dir, "JPEGImages", "*.jpg")],
                                      tmp_path / "out", probabilities=True, progress=False)
     assert len(result["written"]) == 6 and not result["failed"]
     for source, label_path in result["written"].items():
@@ -241,11 +242,12 @@ def test_predict_files_refuses_to_overwrite_inputs_or_write_one_name_twice(tmp_p
         inference.predict_files(model, [str(tmp_path / "*.bmp")], tmp_path / "out", progress=False)
 
 
-def test_cli_predict_evaluate_on_the_voc_sample(tmp_path, voc_sample_dir, tiny_model_file, capsys, monkeypatch):
+def test_cli_predict_evaluate_on_voc_files(tmp_path, voc_dir, tiny_model_file, capsys, monkeypatch):
     corrupt = tmp_path / "in" / "corrupt.jpg"
     corrupt.parent.mkdir()
     corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    good = os.path.join(voc_sample_dir, "JPEGImages", "2007_004189.jpg")
+    good = sorted(glob.glob(os.path.join(voc_dir, "JPEGImages", "*.jpg")))[0]
+    good_png = os.path.basename(good)[:-len(".jpg")] + ".png"
     argv = ["predict", "--model", tiny_model_file, "--output", str(tmp_path / "out"), "--no-progress",
             "--scales", "0.5", "1", "--flip", str(corrupt), good]
     assert cli.main(argv) == 2
@@ -254,9 +256,9 @@ def test_cli_predict_evaluate_on_the_voc_sample(tmp_path, voc_sample_dir, tiny_m
     assert cli.main(argv + ["--skip-errors"]) == 1
     captured = capsys.readouterr()
     assert "skipped" in captured.err and "corrupt.jpg" in captured.err
-    assert "of 1 image(s)" in captured.out and (tmp_path / "out" / "2007_004189.png").exists()
+    assert "of 1 image(s)" in captured.out and (tmp_path / "out" / good_png).exists()
 
-    assert cli.main(["evaluate", "--model", tiny_model_file, "--data", f"voc:{voc_sample_dir}", "--split", "val",
+    assert cli.main(["evaluate", "--model", tiny_model_file, "--data", f"voc:{voc_dir}", "--split", "val",
                      "--no-progress", "--output", str(tmp_path / "eval")]) == 0
     output = capsys.readouterr().out
     assert "| aeroplane |" in output and "| **mean** |" in output
@@ -266,18 +268,18 @@ def test_cli_predict_evaluate_on_the_voc_sample(tmp_path, voc_sample_dir, tiny_m
     frozen_models = []
     freeze = inference.freeze
     monkeypatch.setattr(inference, "freeze", lambda model: frozen_models.append(freeze(model)) or frozen_models[-1])
-    assert cli.main(["evaluate", "--model", tiny_model_file, "--data", f"voc:{voc_sample_dir}", "--split", "val",
+    assert cli.main(["evaluate", "--model", tiny_model_file, "--data", f"voc:{voc_dir}", "--split", "val",
                      "--no-progress", "--freeze", "--output", str(tmp_path / "eval_frozen")]) == 0
     frozen_metrics = json.load(open(tmp_path / "eval_frozen" / "metrics.json"))
     assert frozen_metrics["pixels"] == metrics["pixels"]
     assert frozen_metrics["mean_iou"] == pytest.approx(metrics["mean_iou"], abs=1e-3)
     assert cli.main(["predict", "--model", tiny_model_file, "--output", str(tmp_path / "out_frozen"),
                      "--no-progress", "--scales", "0.5", "1", "--flip", "--freeze", good]) == 0
-    assert (np.asarray(Image.open(tmp_path / "out_frozen" / "2007_004189.png"))
-            == np.asarray(Image.open(tmp_path / "out" / "2007_004189.png"))).mean() > 0.999
+    assert (np.asarray(Image.open(tmp_path / "out_frozen" / good_png))
+            == np.asarray(Image.open(tmp_path / "out" / good_png))).mean() > 0.999
     assert [type(model).__name__ for model in frozen_models] == ["FrozenModel", "FrozenModel"]  # both froze
     assert cli.main(["evaluate", "--model", tiny_model_file, "--num-classes", "3", "--data",
-                     f"voc:{voc_sample_dir}"]) == 2
+                     f"voc:{voc_dir}"]) == 2
     assert "predicts 21 classes, not --num-classes 3" in capsys.readouterr().err
 
 

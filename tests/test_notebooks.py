@@ -18,7 +18,6 @@ nbclient = pytest.importorskip("nbclient")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK_DIR = os.path.join(ROOT, "notebooks")
-VOC_SAMPLE = os.path.abspath(os.path.join(ROOT, "..", "shared", "data", "voc_sample"))
 NOTEBOOKS = ("01_quickstart", "02_train_on_voc", "03_export_and_serve", "04_inside_refinenet")
 
 
@@ -26,16 +25,21 @@ def _read(name):
     return nbformat.read(os.path.join(NOTEBOOK_DIR, f"{name}.ipynb"), as_version=4)
 
 
-def _execute(name, tmp_path, monkeypatch):
-    """Runs notebook ``name`` in ``tmp_path``; returns (executed notebook, its outputs, the folder it wrote)."""
+def _execute(name, tmp_path, monkeypatch, voc_sample=None):
+    """Runs notebook ``name`` in ``tmp_path``; returns (executed notebook, its outputs, the folder it wrote).
+
+    ``voc_sample``: the folder holding ``VOCdevkit/VOC2012`` that notebook 02 prepares; ``None``: it generates one.
+    """
     monkeypatch.setenv("REFINENET_TF_NOTEBOOK_SMOKE", "1")
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")  # figures become image/png
     monkeypatch.delenv("REFINENET_TF_DOWNLOAD", raising=False)
     monkeypatch.delenv("REFINENET_TF_MODEL", raising=False)
     monkeypatch.delenv("TF_USE_LEGACY_KERAS", raising=False)
-    if os.path.isdir(VOC_SAMPLE):
-        monkeypatch.setenv("REFINENET_TF_VOC_SAMPLE", VOC_SAMPLE)
+    if voc_sample is None:
+        monkeypatch.delenv("REFINENET_TF_VOC_SAMPLE", raising=False)
+    else:
+        monkeypatch.setenv("REFINENET_TF_VOC_SAMPLE", voc_sample)
     notebook = _read(name)
     client = nbclient.NotebookClient(notebook, kernel_name="python3", timeout=600,
                                      resources={"metadata": {"path": str(tmp_path)}})
@@ -102,16 +106,23 @@ def test_quickstart_trains_evaluates_and_plots(tmp_path, monkeypatch):
     assert (written / "model.keras").is_file()
 
 
-def test_train_on_voc_prepares_tfds_from_the_sample_and_trains(tmp_path, monkeypatch):
-    _, outputs, written = _execute("02_train_on_voc", tmp_path, monkeypatch)
+@pytest.mark.parametrize("source", ["generated", "voc_sample"])
+def test_train_on_voc_prepares_tfds_offline_and_trains(source, tmp_path, monkeypatch, request):
+    # "voc_sample": the real VOC images (skipped, with the reason, where ../shared is absent); "generated": none
+    # given, so the notebook writes a VOC-layout tree of synthetic shapes itself and prepares TFDS from it.
+    voc_sample = None
+    if source == "voc_sample":
+        voc_sample = os.path.dirname(os.path.dirname(request.getfixturevalue("voc_sample_dir")))
+    _, outputs, written = _execute("02_train_on_voc", tmp_path, monkeypatch, voc_sample=voc_sample)
     summary = _json(written / "summary.json")
-    if os.path.isdir(VOC_SAMPLE):  # offline: the real VOC sample through the TFDS builder (manual_dir)
-        assert summary["data_source"] == "voc_sample"
-        assert summary["spec"].startswith("tfds:voc2012_segmentation:")
+    assert summary["data_source"] == source
+    assert summary["spec"].startswith("tfds:voc2012_segmentation:")  # offline through the TFDS builder (manual_dir)
+    if source == "voc_sample":
         assert (summary["num_classes"], summary["train_examples"], summary["val_examples"]) == (21, 2, 2)
         assert "{'train': 2, 'validation': 2}" in outputs.text  # the prepared TFDS splits
     else:
-        assert summary["data_source"] == "synthetic"
+        assert (summary["num_classes"], summary["train_examples"], summary["val_examples"]) == (4, 8, 4)
+        assert "{'train': 8, 'validation': 4}" in outputs.text
     assert summary["backbone_weights"] is None and summary["epochs_run"] == 2
     assert 0 <= summary["mean_iou"] <= 1 and 0 <= summary["mean_iou_tta"] <= 1
     run = written / "run"

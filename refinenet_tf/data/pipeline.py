@@ -1,10 +1,14 @@
 """``tf.data`` pipelines that feed ``model.fit`` / ``model.evaluate``: source -> decode -> transforms -> batches.
 
 Example:
+    >>> import tempfile
     >>> import refinenet_tf.data as data
-    >>> dataset = data.make_dataset("voc:../shared/data/voc_sample", "train", batch_size=2,
-    ...                             crop_size=64, seed=0)  # doctest: +SKIP
-    >>> images, masks = next(iter(dataset))  # doctest: +SKIP
+    >>> from refinenet_tf.data import synthetic
+    >>> voc = synthetic.write_shapes_dataset(tempfile.mkdtemp(), num_train=2, num_val=1, height=40, width=50)
+    >>> dataset = data.make_dataset(f"voc:{voc}", "train", batch_size=2, crop_size=32, seed=0)
+    >>> images, masks = next(iter(dataset))
+    >>> images.shape, masks.shape
+    (TensorShape([2, 32, 32, 3]), TensorShape([2, 32, 32]))
 """
 
 import tensorflow as tf
