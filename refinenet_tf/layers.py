@@ -570,8 +570,8 @@ class ImagePreprocessing(keras.layers.Layer):
     Example:
         >>> ImagePreprocessing("tf")(tf.constant([[[[0, 255, 127.5]]]])).numpy().tolist()
         [[[[-1.0, 1.0, 0.0]]]]
-        >>> ImagePreprocessing("rgb_mean")(tf.constant([[[[123.68, 116.78, 0.0]]]])).numpy().round(2).tolist()
-        [[[[0.0, 0.0, -103.94]]]]
+        >>> ImagePreprocessing("rgb_mean")(tf.constant([[[[123.68, 116.78, 103.94]]]])).numpy().tolist()
+        [[[[0.0, 0.0, 0.0]]]]
     """
 
     _MEAN_BGR = (103.939, 116.779, 123.68)

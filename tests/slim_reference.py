@@ -210,7 +210,9 @@ def random_values(variables, seed):
 def initialize(session, values):
     """Initializes every variable of the session's graph, those of ``values`` with their value (one run)."""
     variables = tf1.global_variables()
-    feed = {variable.initial_value: values[variable.op.name] for variable in variables
+    # the value an initializer assigns (what Variable.load feeds): the initial value, or for an EMA shadow, whose
+    # initial value reads its variable, the guarded copy of it
+    feed = {variable.initializer.inputs[1]: values[variable.op.name] for variable in variables
             if variable.op.name in values}
     session.run([variable.initializer for variable in variables], feed)
 

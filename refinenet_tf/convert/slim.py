@@ -27,7 +27,7 @@ taken as they are.
 import os
 import re
 
-from refinenet_tf import _files, slim_backbones
+from refinenet_tf import _files, models, slim_backbones
 from refinenet_tf.convert.mapping import ConversionError, assign_weights
 
 __all__ = ["FUSION_SCOPE", "convert_checkpoint", "decoder_convs", "decoder_table", "load_backbone_checkpoint",
@@ -113,15 +113,18 @@ def _backbone_scope(tensors):
     return resnets[0]
 
 
-def _take_shadows(table, tensors, ema):
+def _check_shadows(tensors, scope, ema):
+    """Before any model is built: ``ema=True`` needs ExponentialMovingAverage shadows in the checkpoint."""
+    if ema and not any(name.endswith(slim_backbones.EMA_SUFFIX) for name in tensors):
+        raise ConversionError(f"{tensors.path}: ema=True but the checkpoint has no ExponentialMovingAverage shadow "
+                              f"variables (no {scope}/conv1/weights{slim_backbones.EMA_SUFFIX}, none at all); "
+                              "convert it without ema.")
+
+
+def _take_shadows(table, ema):
     """With ``ema``, points every trainable variable of ``table`` at its ExponentialMovingAverage shadow."""
     if not ema:
         return table
-    if not any(name.endswith(slim_backbones.EMA_SUFFIX) for name in tensors):
-        example = next(foreign for foreign, _ in table.values() if not foreign.endswith(_UNSHADOWED))
-        raise ConversionError(f"{tensors.path}: ema=True but the checkpoint has no ExponentialMovingAverage shadow "
-                              f"variables (no {example}{slim_backbones.EMA_SUFFIX}, none at all); convert it "
-                              "without ema.")
     return {name: (foreign if foreign.endswith(_UNSHADOWED) else foreign + slim_backbones.EMA_SUFFIX, transform)
             for name, (foreign, transform) in table.items()}
 
@@ -142,8 +145,9 @@ def load_backbone_checkpoint(checkpoint, ema=False, input_shape=(None, None, 3))
     """
     tensors = slim_backbones.read_checkpoint(checkpoint)
     scope = _backbone_scope(tensors)
+    _check_shadows(tensors, scope, ema)
     backbone = slim_backbones.build_resnet_v1(scope, input_shape=input_shape)
-    table = _take_shadows(slim_backbones.checkpoint_table(backbone), tensors, ema)
+    table = _take_shadows(slim_backbones.checkpoint_table(backbone), ema)
     assign_weights(backbone, tensors, table, tensors.path,
                    ignored=slim_backbones.ignored_variables(tensors, table, logits_scope=scope))
     return backbone
@@ -177,8 +181,6 @@ def load_slim_checkpoint(checkpoint, num_classes=None, ema=False, **kwargs):
     Raises:
         ConversionError: naming every missing, unused or wrongly shaped variable, in one message.
     """
-    from refinenet_tf import models
-
     tensors = slim_backbones.read_checkpoint(checkpoint)
     scope = _backbone_scope(tensors)
     if not _checkpoint_conv_indices(tensors):
@@ -190,12 +192,13 @@ def load_slim_checkpoint(checkpoint, num_classes=None, ema=False, **kwargs):
         raise ValueError(f"num_classes={num_classes} but the checkpoint's classifier "
                          f"({_conv_scope(_checkpoint_conv_indices(tensors)[-1])}/weights) has {classes} classes; "
                          f"omit num_classes= or give {classes}.")
+    _check_shadows(tensors, scope, ema)
     model = models.build(f"seed_{scope}", num_classes=classes, backbone_weights=None, decoder_features=features,
                          **kwargs)
     backbone = model.get_layer(scope)
     table = dict(slim_backbones.checkpoint_table(backbone))
     table.update(decoder_table(model, tensors))
-    table = _take_shadows(table, tensors, ema)
+    table = _take_shadows(table, ema)
     assign_weights(model, tensors, table, tensors.path, ignored=slim_backbones.ignored_variables(tensors, table))
     return model
 
