@@ -43,8 +43,8 @@ class BackboneSpec:
         preprocessing: the ``ImagePreprocessing`` mode the backbone's weights expect.
         weights_source: where ``weights="imagenet"`` comes from, for the docs.
         slim_layout: the builder makes a TF-slim-layout network: it also takes ``weight_decay=`` and
-            ``batch_norm_momentum=`` (slim's ``resnet_arg_scope``, built in) and reads TF-slim checkpoints (a
-            prefix such as ``resnet_v1_101.ckpt``) as ``weights``.
+            ``batch_norm_momentum=`` (slim's ``resnet_arg_scope``, built in) and reads TF-slim checkpoints
+            (``resnet_v1_101.ckpt``: a V1 file or a V2 prefix) as ``weights``.
     """
 
     builder: Callable[..., keras.Model]
@@ -128,10 +128,10 @@ def _check_weights(weights, spec):
         return
     if not isinstance(weights, (str, os.PathLike)):
         raise ValueError(f"backbone_weights={weights!r}: use None, 'imagenet' or the path of a weights file.")
-    if spec.slim_layout and not os.path.isfile(weights) and os.path.isfile(os.fspath(weights) + ".index"):
-        return  # a TF-slim checkpoint prefix, read by the builder
+    if spec.slim_layout and slim_backbones.is_checkpoint(weights):
+        return  # a TF-slim checkpoint (V1 file, V2 prefix or folder), read by the builder
     if not os.path.isfile(weights):
-        kinds = ("a TF-slim checkpoint (its prefix, e.g. resnet_v1_101.ckpt) or a keras weights file"
+        kinds = ("a TF-slim checkpoint (e.g. resnet_v1_101.ckpt) or a keras weights file"
                  if spec.slim_layout else "a keras weights file (.h5)")
         raise FileNotFoundError(f"backbone_weights={os.fspath(weights)!r}: no such file; give the path of "
                                 f"{kinds} for this backbone, 'imagenet' or None.")

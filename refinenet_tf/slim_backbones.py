@@ -33,7 +33,7 @@ import re
 import tf_keras as keras
 
 __all__ = ["BLOCKS", "EMA_SUFFIX", "OPTIMIZER_SLOTS", "STAGE_TAPS", "CheckpointTensors", "build_resnet_v1",
-           "checkpoint_table", "ignored_variables", "load_checkpoint", "read_checkpoint", "taps"]
+           "checkpoint_table", "ignored_variables", "is_checkpoint", "load_checkpoint", "read_checkpoint", "taps"]
 
 #: Units per block of each depth (TF-slim's ``resnet_v1_50/101/152``). Block ``i`` has base depth ``64 * 2**i``.
 BLOCKS = {
@@ -107,8 +107,9 @@ def build_resnet_v1(name="resnet_v1_101", weights=None, input_shape=(None, None,
 
     Args:
         name: ``"resnet_v1_50"``, ``"resnet_v1_101"`` or ``"resnet_v1_152"`` (also the model's name).
-        weights: ``None`` (random), a TF-slim checkpoint (its prefix: ``resnet_v1_101.ckpt``, read by
-            :func:`load_checkpoint`) or a Keras weights file of this backbone (``.weights.h5``, ``.keras``).
+        weights: ``None`` (random), a TF-slim checkpoint (``resnet_v1_101.ckpt``: a V1 file as TF-slim's ImageNet
+            tarballs hold, or a V2 prefix; read by :func:`load_checkpoint`) or a Keras weights file of this
+            backbone (``.weights.h5``, ``.keras``).
         input_shape: ``(height, width, 3)``; ``None`` for any size.
         weight_decay: the arg scope's L2 scale (``weight_decay * sum(w**2) / 2`` per conv kernel), or ``None``.
         batch_norm_momentum: BatchNorm decay (default 0.997, ``resnet_arg_scope``'s).
@@ -138,7 +139,7 @@ def build_resnet_v1(name="resnet_v1_101", weights=None, input_shape=(None, None,
     model = keras.Model(images, x, name=name)
     if weights is not None:
         weights = os.fspath(weights)
-        if _is_checkpoint(weights):
+        if is_checkpoint(weights):
             load_checkpoint(model, weights)
         else:
             model.load_weights(weights)
@@ -150,8 +151,33 @@ def builder(name):
     return functools.partial(build_resnet_v1, name)
 
 
-def _is_checkpoint(path):
-    return os.path.isdir(path) or (not os.path.isfile(path) and os.path.isfile(path + ".index"))
+#: How Keras weights files begin (HDF5, a .keras zip archive): never read as TensorFlow checkpoints.
+_KERAS_MAGIC = (b"\x89HDF\r\n\x1a\n", b"PK\x03\x04")
+
+
+def is_checkpoint(path):
+    """``path`` names a TensorFlow checkpoint, not a Keras weights file: a prefix with an ``.index`` file (the V2
+    format), a folder, or a single file in the V1 format (TF-slim's 2016 ImageNet ``resnet_v1_*.ckpt`` files).
+
+    Example:
+        >>> is_checkpoint("no/such/model.ckpt")
+        False
+    """
+    import tensorflow as tf
+
+    path = os.fspath(path)
+    if os.path.isdir(path) or os.path.isfile(path + ".index"):
+        return True
+    if not os.path.isfile(path):
+        return False
+    with open(path, "rb") as stream:
+        if stream.read(8).startswith(_KERAS_MAGIC):
+            return False
+    try:  # the V1 reader only reads the file's table of contents; nothing in the file runs
+        tf.train.load_checkpoint(path)
+    except Exception:
+        return False
+    return True
 
 
 _CONV_NAME = re.compile(r"^(conv1|block(\d+)_unit(\d+)_(conv[123]|shortcut))$")
@@ -207,16 +233,17 @@ class CheckpointTensors(collections.abc.Mapping):
                 raise FileNotFoundError(f"{argument} {path!r} is a folder without a 'checkpoint' file naming "
                                         "the latest checkpoint; give the checkpoint's prefix (model.ckpt-1000).")
             path = latest
-        if not os.path.isfile(path + ".index"):
+        if not os.path.isfile(path + ".index") and not os.path.isfile(path):
             hint = (f"; give the prefix {path[:-len('.index')]!r} instead" if path.endswith(".index") else
                     f"; give the prefix {path.rsplit('.data-', 1)[0]!r} instead" if ".data-" in path else
-                    ": give a TF checkpoint prefix (the name before .index / .data-00000-of-00001)")
+                    ": give a TF checkpoint prefix (the name before .index / .data-00000-of-00001) or a V1 "
+                    "checkpoint file")
             raise FileNotFoundError(f"{argument} {path!r} is not a TensorFlow checkpoint (no {path}.index){hint}.")
         try:
             self._reader = tf.train.load_checkpoint(path)
-        except Exception as error:  # a corrupt or foreign .index file
+        except Exception as error:  # a corrupt or foreign file
             raise ValueError(f"{argument} {path!r} is not a readable TensorFlow checkpoint: "
-                             f"{str(error).splitlines()[0]}") from None
+                             f"{str(error).strip().splitlines()[0]}") from None
         self.path = path
         self.shapes = {name: tuple(shape) for name, shape in self._reader.get_variable_to_shape_map().items()
                        if not name.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")}
@@ -234,7 +261,8 @@ class CheckpointTensors(collections.abc.Mapping):
 
 
 def read_checkpoint(path, argument="checkpoint="):
-    """:class:`CheckpointTensors` of ``path``: a checkpoint prefix, or a folder (its latest checkpoint)."""
+    """:class:`CheckpointTensors` of ``path``: a checkpoint prefix (V2), a V1 checkpoint file, or a folder (its
+    latest checkpoint)."""
     return CheckpointTensors(path, argument)
 
 

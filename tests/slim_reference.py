@@ -285,8 +285,9 @@ def run_reference(checkpoint_prefix, image, resnet="resnet_v1_101", features=256
 
 
 def save_backbone(checkpoint_prefix, image, resnet="resnet_v1_50", seed=0):
-    """A TF-slim-style ImageNet checkpoint of ``resnet`` alone, named as TF-slim's ``resnet_v1_50.ckpt`` is:
-    ``<resnet>/...``, the 1000-class classifier ``<resnet>/logits`` and ``global_step``.
+    """A TF-slim-style ImageNet checkpoint of ``resnet`` alone, as TF-slim's ``resnet_v1_50.ckpt`` is: one file in
+    the V1 checkpoint format, variables ``<resnet>/...``, the 1000-class classifier ``<resnet>/logits`` and
+    ``global_step``.
 
     Returns ``{variable name: value}`` and, under ``pool2``..``pool5``, the end points the reference code taps,
     computed on ``image`` in inference mode.
@@ -300,7 +301,8 @@ def save_backbone(checkpoint_prefix, image, resnet="resnet_v1_50", seed=0):
         values = random_values(tf1.global_variables(), seed)
         with tf1.Session(graph=graph) as session:
             initialize(session, values)
-            tf1.train.Saver(tf1.global_variables()).save(session, checkpoint_prefix, write_meta_graph=False)
+            tf1.train.Saver(tf1.global_variables(), write_version=tf1.train.SaverDef.V1).save(
+                session, checkpoint_prefix, write_meta_graph=False)
             stored = {variable.op.name: session.run(variable) for variable in tf1.global_variables()}
             pools = ("pool2", "pool3", "pool4", "pool5")
             features = session.run([end_points[pool] for pool in pools], {images: image[None].astype(np.float32)})

@@ -4,6 +4,8 @@ TF-slim ImageNet checkpoints in through ``backbone_weights=``.
 The oracle is tf-slim's own ``resnet_v1`` (tests/slim_reference.py, run in a TF1 process of its own).
 """
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -93,7 +95,7 @@ def test_rgb_mean_preprocessing_is_mean_image_subtraction():
 
 @pytest.fixture(scope="module")
 def imagenet_checkpoint(tmp_path_factory):
-    """A TF-slim-style ImageNet checkpoint of resnet_v1_50 (random weights) written by tf-slim's own graph, and
+    """A TF-slim-style ImageNet checkpoint of resnet_v1_50 (random weights, V1 format) written by tf-slim's graph, and
     that graph's pool2..pool5 on a 65x97 image: an odd size, where conv2d_same and SAME pooling matter."""
     folder = tmp_path_factory.mktemp("imagenet")
     image = np.random.default_rng(5).uniform(0, 255, (65, 97, 3)).astype(np.float32)
@@ -104,6 +106,7 @@ def imagenet_checkpoint(tmp_path_factory):
 
 def test_imagenet_checkpoint_round_trips_into_backbone_weights(imagenet_checkpoint):
     prefix, stored, image = imagenet_checkpoint
+    assert os.path.isfile(prefix) and not os.path.exists(prefix + ".index"), "one V1 file, as TF-slim's"
     assert stored["resnet_v1_50/logits/weights"].shape == (1, 1, 2048, 1000) and "global_step" in stored
     model = refinenet_tf.RefineNet(num_classes=3, backbone="resnet_v1_50", backbone_weights=prefix)
     backbone = model.get_layer("resnet_v1_50")
