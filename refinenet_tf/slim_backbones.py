@@ -30,12 +30,13 @@ import functools
 import os
 import re
 
+import tensorflow as tf
 import tf_keras as keras
 
 __all__ = ["BLOCKS", "EMA_SUFFIX", "OPTIMIZER_SLOTS", "STAGE_TAPS", "CheckpointTensors", "build_resnet_v1",
            "checkpoint_table", "ignored_variables", "is_checkpoint", "load_checkpoint", "read_checkpoint", "taps"]
 
-#: Units per block of each depth (TF-slim's ``resnet_v1_50/101/152``). Block ``i`` has base depth ``64 * 2**i``.
+#: Units per block of each depth (TF-slim's ``resnet_v1_50/101/152``). Block ``i`` (from 1) has base depth ``64 * 2**(i - 1)``.
 BLOCKS = {
     "resnet_v1_50": (3, 4, 6, 3),
     "resnet_v1_101": (3, 4, 23, 3),
@@ -163,8 +164,6 @@ def is_checkpoint(path):
         >>> is_checkpoint("no/such/model.ckpt")
         False
     """
-    import tensorflow as tf
-
     path = os.fspath(path)
     if os.path.isdir(path) or os.path.isfile(path + ".index"):
         return True
@@ -224,8 +223,6 @@ class CheckpointTensors(collections.abc.Mapping):
     code from the file), so that optimizer slots a table does not use are never read."""
 
     def __init__(self, path, argument="checkpoint="):
-        import tensorflow as tf
-
         path = os.fspath(path)
         if os.path.isdir(path):
             latest = tf.train.latest_checkpoint(path)
