@@ -6,6 +6,11 @@ the RefineNet paper refines (the slim code's ``end_points['pool2'..'pool5']``). 
 at strides 16 and 32 each; the earlier one is ``"P4a"`` / ``"P5a"``, so it offers the six levels that the
 official Light-Weight RefineNet fuses, and ``P2``..``P5`` for the other decoders.
 
+``resnet_v1_50``, ``resnet_v1_101`` and ``resnet_v1_152`` are TF-slim's ResNets layer for layer (the reference
+code's backbone, :mod:`refinenet_tf.slim_backbones`), tapped where the reference code taps them: ``P2`` is the
+output of ``pool1`` (64 channels), ``P3`` of ``block1``, ``P4`` of ``block2`` and ``P5`` of ``block4``. They read
+TF-slim checkpoints as weights.
+
 Other backbones plug in with :func:`register_backbone`, e.g. a tiny one for tests::
 
     register_backbone("tiny", BackboneSpec(builder=my_builder, taps={"P2": "s4", ...}, preprocessing="tf"))
@@ -17,7 +22,7 @@ from typing import Callable, Mapping
 
 import tf_keras as keras
 
-from refinenet_tf import _files
+from refinenet_tf import _files, slim_backbones
 
 __all__ = ["BACKBONES", "BackboneSpec", "PYRAMID_LEVELS", "build_backbone", "get_backbone_spec",
            "list_backbones", "register_backbone"]
@@ -37,12 +42,16 @@ class BackboneSpec:
             level, finest first.
         preprocessing: the ``ImagePreprocessing`` mode the backbone's weights expect.
         weights_source: where ``weights="imagenet"`` comes from, for the docs.
+        slim_layout: the builder makes a TF-slim-layout network: it also takes ``weight_decay=`` and
+            ``batch_norm_momentum=`` (slim's ``resnet_arg_scope``, built in) and reads TF-slim checkpoints
+            (``resnet_v1_101.ckpt``: a V1 file or a V2 prefix) as ``weights``.
     """
 
     builder: Callable[..., keras.Model]
     taps: Mapping[str, str]
     preprocessing: str = "caffe"
     weights_source: str = ""
+    slim_layout: bool = False
 
 
 def _application(constructor):
@@ -54,6 +63,13 @@ def _application(constructor):
 def _resnet_taps(blocks_per_stage):
     return {level: f"conv{stage}_block{blocks}_out"
             for level, stage, blocks in zip(PYRAMID_LEVELS, (2, 3, 4, 5), blocks_per_stage)}
+
+
+def _slim_resnet(name):
+    return BackboneSpec(slim_backbones.builder(name), slim_backbones.taps(name), "rgb_mean",
+                        f"TF-slim's ImageNet checkpoint {name}.ckpt ({name}_2016_08_28.tar.gz of the TF-slim model "
+                        "page), given as backbone_weights='.../" + name + ".ckpt'; not downloaded automatically",
+                        slim_layout=True)
 
 
 _KERAS_RESNET_WEIGHTS = ("keras.applications ImageNet weights (converted from the original Caffe ResNets of "
@@ -73,6 +89,10 @@ BACKBONES = {
         {"P2": "block_2_add", "P3": "block_5_add", "P4a": "block_9_add", "P4": "block_12_add",
          "P5a": "block_15_add", "P5": "block_16_project_BN"},
         "tf", "keras.applications MobileNetV2 (alpha 1.0) ImageNet weights, downloaded by keras on first use"),
+    # TF-slim's resnet_v1 layer for layer (the reference code's backbone): TF-slim checkpoints load into them.
+    "resnet_v1_50": _slim_resnet("resnet_v1_50"),
+    "resnet_v1_101": _slim_resnet("resnet_v1_101"),
+    "resnet_v1_152": _slim_resnet("resnet_v1_152"),
 }
 
 
@@ -103,14 +123,18 @@ def get_backbone_spec(name):
                          "or add yours with refinenet_tf.backbones.register_backbone.") from None
 
 
-def _check_weights(weights):
+def _check_weights(weights, spec):
     if weights is None or weights == "imagenet":
         return
     if not isinstance(weights, (str, os.PathLike)):
         raise ValueError(f"backbone_weights={weights!r}: use None, 'imagenet' or the path of a weights file.")
+    if spec.slim_layout and slim_backbones.is_checkpoint(weights):
+        return  # a TF-slim checkpoint (V1 file, V2 prefix or folder), read by the builder
     if not os.path.isfile(weights):
-        raise FileNotFoundError(f"backbone_weights={os.fspath(weights)!r}: no such file; give the path of a "
-                                "keras weights file (.h5) for this backbone, 'imagenet' or None.")
+        kinds = ("a TF-slim checkpoint (e.g. resnet_v1_101.ckpt) or a keras weights file"
+                 if spec.slim_layout else "a keras weights file (.h5)")
+        raise FileNotFoundError(f"backbone_weights={os.fspath(weights)!r}: no such file; give the path of "
+                                f"{kinds} for this backbone, 'imagenet' or None.")
     _files.check_weights_file(weights, "backbone_weights=")
 
 
@@ -139,7 +163,8 @@ def build_backbone(name="resnet101", weights=None, input_shape=(None, None, 3), 
 
     Args:
         name: a registered backbone name (see :func:`list_backbones`).
-        weights: ``None`` (random), ``"imagenet"`` (downloaded by keras) or the path of a weights file.
+        weights: ``None`` (random), ``"imagenet"`` (downloaded by keras) or the path of a weights file; for the
+            slim-layout ResNets also a TF-slim checkpoint prefix (``resnet_v1_101.ckpt``).
         input_shape: ``(height, width, 3)``; ``None`` for any size.
         weight_decay: slim-style L2 scale on every conv kernel (``scale * sum(w**2) / 2``), or ``None``.
         batch_norm_momentum: if given, the momentum of every BatchNormalization layer.
@@ -158,12 +183,16 @@ def build_backbone(name="resnet101", weights=None, input_shape=(None, None, 3), 
     unknown = [level for level in levels if level not in spec.taps]
     if unknown:
         raise ValueError(f"Backbone {name!r} has no levels {unknown}; it offers {list(spec.taps)}.")
-    _check_weights(weights)
+    _check_weights(weights, spec)
     if weights is not None and not isinstance(weights, str):
         weights = os.fspath(weights)
-    full = spec.builder(weights=weights, input_shape=tuple(input_shape))
-    if weight_decay or batch_norm_momentum is not None:
-        full = _with_slim_arg_scope(full, weight_decay, batch_norm_momentum)
+    if spec.slim_layout:
+        full = spec.builder(weights=weights, input_shape=tuple(input_shape), weight_decay=weight_decay,
+                            batch_norm_momentum=batch_norm_momentum)
+    else:
+        full = spec.builder(weights=weights, input_shape=tuple(input_shape))
+        if weight_decay or batch_norm_momentum is not None:
+            full = _with_slim_arg_scope(full, weight_decay, batch_norm_momentum)
     missing = [layer for layer in spec.taps.values() if layer not in {l.name for l in full.layers}]
     if missing:
         raise ValueError(f"Backbone {name!r} has no layers named {missing}; fix its taps.")

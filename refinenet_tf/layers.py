@@ -48,8 +48,9 @@ _register = keras.saving.register_keras_serializable(package="refinenet_tf")
 #: the official Light-Weight RefineNet).
 INTERPOLATIONS = ("bilinear_tf1", "bilinear", "bilinear_align_corners")
 
-#: ``mode`` of :class:`ImagePreprocessing`, as in ``keras.applications.imagenet_utils.preprocess_input``.
-PREPROCESSING_MODES = ("caffe", "tf", "torch")
+#: ``mode`` of :class:`ImagePreprocessing`: those of ``keras.applications.imagenet_utils.preprocess_input``, and
+#: ``"rgb_mean"``, the reference code's ``mean_image_subtraction`` (TF-slim's ResNets).
+PREPROCESSING_MODES = ("caffe", "tf", "torch", "rgb_mean")
 
 
 def resize_bilinear(images, size, interpolation="bilinear_tf1"):
@@ -544,14 +545,19 @@ class ImagePreprocessing(keras.layers.Layer):
 
     The modes are those of ``keras.applications.imagenet_utils.preprocess_input``: ``"caffe"`` (RGB -> BGR, minus
     the ImageNet BGR mean; keras' ResNets), ``"tf"`` (scaled to [-1, 1]; MobileNetV2) and ``"torch"`` (scaled to
-    [0, 1], then ImageNet mean/std). The arithmetic runs in float32 whatever the dtype policy.
+    [0, 1], then ImageNet mean/std); and ``"rgb_mean"``: RGB minus the ImageNet RGB mean (123.68, 116.78, 103.94),
+    no channel flip, no scaling: the reference code's ``mean_image_subtraction``, what TF-slim's ResNets were
+    trained on. The arithmetic runs in float32 whatever the dtype policy.
 
     Example:
         >>> ImagePreprocessing("tf")(tf.constant([[[[0, 255, 127.5]]]])).numpy().tolist()
         [[[[-1.0, 1.0, 0.0]]]]
+        >>> ImagePreprocessing("rgb_mean")(tf.constant([[[[123.68, 116.78, 103.94]]]])).numpy().tolist()
+        [[[[0.0, 0.0, 0.0]]]]
     """
 
     _MEAN_BGR = (103.939, 116.779, 123.68)
+    _MEAN_RGB = (123.68, 116.78, 103.94)
     _TORCH_MEAN = (0.485, 0.456, 0.406)
     _TORCH_STD = (0.229, 0.224, 0.225)
 
@@ -567,6 +573,8 @@ class ImagePreprocessing(keras.layers.Layer):
             x = x[..., ::-1] - tf.constant(self._MEAN_BGR, tf.float32)
         elif self.mode == "tf":
             x = x / 127.5 - 1.0
+        elif self.mode == "rgb_mean":
+            x = x - tf.constant(self._MEAN_RGB, tf.float32)
         else:
             x = (x / 255.0 - tf.constant(self._TORCH_MEAN)) / tf.constant(self._TORCH_STD)
         return tf.cast(x, self.compute_dtype)

@@ -158,9 +158,11 @@ def RefineNet(num_classes=21, backbone="resnet101", backbone_weights="imagenet",
     Args:
         num_classes: number of classes, background included (21 for PASCAL VOC).
         backbone: a registered backbone: ``"resnet50"``, ``"resnet101"``, ``"resnet152"`` or ``"mobilenetv2"``
+            (keras.applications), or TF-slim's ``"resnet_v1_50"``, ``"resnet_v1_101"``, ``"resnet_v1_152"``
             (see ``refinenet_tf.backbones``).
         backbone_weights: ``"imagenet"`` (keras downloads them on first use), ``None`` (random) or the path of a
-            keras weights file for the backbone.
+            keras weights file for the backbone; for the TF-slim ResNets, a TF-slim checkpoint prefix
+            (``resnet_v1_101.ckpt``).
         input_shape: ``(height, width, 3)``; ``(None, None, 3)`` takes any size.
         variant: the decoder, a key of :data:`VARIANTS`: ``"slim"`` (the reference TF-slim code), ``"paper"``
             (the official RefineNet) or ``"light_weight"`` (Light-Weight RefineNet).
@@ -289,6 +291,9 @@ class ModelPreset:
 
 _SLIM_SOURCE = ("TF-slim RefineNet of the reference blog post (itself a copy of the public TF-slim RefineNet); "
                 "no published figures")
+_SEED_SOURCE = ("the reference TF-slim RefineNet's whole network, model() of the blog post: TF-slim's resnet_v1 "
+                "tapped at pool1 and blocks 1, 2 and 4, mean_image_subtraction; its checkpoints convert with "
+                "refinenet_tf.convert.slim; no published figures")
 _PAPER_SOURCE = ("Lin, Milan, Shen, Reid: RefineNet, CVPR 2017; structure and parameter count of the official "
                  "release (MatConvNet code, PyTorch port with the VOC weights)")
 _LW_SOURCE = ("Nekrasov, Shen, Reid: Light-Weight RefineNet for Real-Time Semantic Segmentation, BMVC 2018, "
@@ -300,6 +305,9 @@ PRESETS = {preset.name: preset for preset in [
     ModelPreset("slim_resnet101", "slim", "resnet101", _SLIM_SOURCE),
     ModelPreset("slim_resnet152", "slim", "resnet152", _SLIM_SOURCE),
     ModelPreset("slim_mobilenetv2", "slim", "mobilenetv2", _SLIM_SOURCE + "; on keras' MobileNetV2 (P2..P5)"),
+    ModelPreset("seed_resnet_v1_50", "slim", "resnet_v1_50", _SEED_SOURCE),
+    ModelPreset("seed_resnet_v1_101", "slim", "resnet_v1_101", _SEED_SOURCE),
+    ModelPreset("seed_resnet_v1_152", "slim", "resnet_v1_152", _SEED_SOURCE),
     ModelPreset("refinenet_resnet50", "paper", "resnet50", _PAPER_SOURCE),
     ModelPreset("refinenet_resnet101", "paper", "resnet101", _PAPER_SOURCE, {"parameters_millions": 118.05}),
     ModelPreset("refinenet_resnet152", "paper", "resnet152",
