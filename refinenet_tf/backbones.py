@@ -6,6 +6,9 @@ the RefineNet paper refines (the slim code's ``end_points['pool2'..'pool5']``). 
 at strides 16 and 32 each; the earlier one is ``"P4a"`` / ``"P5a"``, so it offers the six levels that the
 official Light-Weight RefineNet fuses, and ``P2``..``P5`` for the other decoders.
 
+The ``*_torch`` backbones (``resnet50_torch`` .. ``resnet152_torch``, ``mobilenetv2_lw_torch``) are the official
+PyTorch releases' layouts (:mod:`refinenet_tf.torch_backbones`), which official checkpoints convert into.
+
 Other backbones plug in with :func:`register_backbone`, e.g. a tiny one for tests::
 
     register_backbone("tiny", BackboneSpec(builder=my_builder, taps={"P2": "s4", ...}, preprocessing="tf"))
@@ -18,6 +21,7 @@ from typing import Callable, Mapping
 import tf_keras as keras
 
 from refinenet_tf import _files
+from refinenet_tf import torch_backbones
 
 __all__ = ["BACKBONES", "BackboneSpec", "PYRAMID_LEVELS", "build_backbone", "get_backbone_spec",
            "list_backbones", "register_backbone"]
@@ -74,6 +78,26 @@ BACKBONES = {
          "P5a": "block_15_add", "P5": "block_16_project_BN"},
         "tf", "keras.applications MobileNetV2 (alpha 1.0) ImageNet weights, downloaded by keras on first use"),
 }
+
+_TORCH_WEIGHTS = ("no download: weights come from an official PyTorch release checkpoint through "
+                  "refinenet_tf.convert.pytorch (see docs/official_checkpoints.md)")
+
+
+def _torch_resnet(depth):
+    def build(weights=None, input_shape=(None, None, 3)):
+        return torch_backbones.build_resnet(depth, weights=weights, input_shape=input_shape)
+    return BackboneSpec(build, torch_backbones.resnet_taps(depth), "torch", _TORCH_WEIGHTS)
+
+
+# The official releases' layouts (torchvision's ResNets, the Light-Weight RefineNet MobileNetV2), with their
+# preprocessing (RGB / 255, ImageNet mean and std); see refinenet_tf.torch_backbones.
+BACKBONES.update({
+    "resnet50_torch": _torch_resnet(50),
+    "resnet101_torch": _torch_resnet(101),
+    "resnet152_torch": _torch_resnet(152),
+    "mobilenetv2_lw_torch": BackboneSpec(torch_backbones.build_lw_mobilenetv2, torch_backbones.lw_mobilenetv2_taps(),
+                                         "torch", _TORCH_WEIGHTS),
+})
 
 
 def register_backbone(name, spec, overwrite=False):
