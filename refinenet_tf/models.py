@@ -18,6 +18,10 @@ Three decoders share the layers of :mod:`refinenet_tf.layers`; ``VARIANTS`` maps
 
 :func:`RefineNet` builds any of them; :func:`LightWeightRefineNet` is the Light-Weight one; :func:`get` and
 :func:`list_models` give the named presets, each with its source and published numbers.
+
+The ``*_official`` presets are the official releases' exact structures: the ``"paper"`` and ``"light_weight"``
+decoders on the PyTorch-layout backbones of :mod:`refinenet_tf.torch_backbones` (and ReLU6 after each fusion
+on MobileNetV2), which :mod:`refinenet_tf.convert.pytorch` fills from the releases' checkpoints.
 """
 
 import dataclasses
@@ -168,7 +172,9 @@ def RefineNet(num_classes=21, backbone="resnet101", backbone_weights="imagenet",
     Args:
         num_classes: number of classes, background included (21 for PASCAL VOC).
         backbone: a registered backbone: ``"resnet50"``, ``"resnet101"``, ``"resnet152"`` or ``"mobilenetv2"``
-            (see ``refinenet_tf.backbones``).
+            (keras.applications), or the official releases' PyTorch layouts ``"resnet50_torch"``,
+            ``"resnet101_torch"``, ``"resnet152_torch"``, ``"mobilenetv2_lw_torch"`` (see
+            ``refinenet_tf.backbones``).
         backbone_weights: ``"imagenet"`` (keras downloads them on first use), ``None`` (random) or the path of a
             keras weights file for the backbone.
         input_shape: ``(height, width, 3)``; ``(None, None, 3)`` takes any size.

@@ -88,3 +88,39 @@ def test_no_imagenet_download_and_weights_from_a_file(tmp_path):
     np.testing.assert_array_equal(loaded.get_layer("layer1_bn").moving_mean.numpy(), np.arange(32))
     with pytest.raises(ValueError, match="depth=18"):
         torch_backbones.build_resnet(18)
+
+
+def test_official_presets_use_the_pytorch_layouts_and_relu6_on_mobilenetv2():
+    from refinenet_tf import models
+
+    assert {name: (models.get(name).variant, models.get(name).backbone) for name in models.list_models()
+            if name.endswith("_official")} == {
+        "lw_resnet50_official": ("light_weight", "resnet50_torch"),
+        "lw_resnet101_official": ("light_weight", "resnet101_torch"),
+        "lw_resnet152_official": ("light_weight", "resnet152_torch"),
+        "lw_mobilenetv2_official": ("light_weight", "mobilenetv2_lw_torch"),
+        "refinenet_resnet101_official": ("paper", "resnet101_torch")}
+    model = models.build("lw_mobilenetv2_official", num_classes=3, backbone_weights=None)
+    assert model.get_layer("preprocessing").mode == "torch"
+    # ReLU6 between each fusion and its pooling, as the release's `self.relu = nn.ReLU6`.
+    assert [layer.name for layer in model.layers if isinstance(layer, keras.layers.ReLU)] == [
+        "relu6_p5", "relu6_p4", "relu6_p3", "relu6_p2"]
+    assert model(np.zeros([1, 33, 47, 3], np.uint8)).shape == (1, 33, 47, 3)
+    # build() arguments override the preset's options; other decoders refuse ReLU6.
+    plain = models.build("lw_mobilenetv2_official", num_classes=3, backbone_weights=None, decoder_activation="relu")
+    assert not any(isinstance(layer, keras.layers.ReLU) for layer in plain.layers)
+    with pytest.raises(ValueError, match="decoder_activation='relu6' is for variant='light_weight' only"):
+        models.build("refinenet_resnet101_official", backbone_weights=None, decoder_activation="relu6")
+    with pytest.raises(ValueError, match="decoder_activation must be 'relu' or 'relu6', got 'gelu'"):
+        models.build("lw_resnet50_official", backbone_weights=None, decoder_activation="gelu")
+    with pytest.raises(ValueError, match="backbone_weights='imagenet'.*mobilenetv2_lw_torch"):
+        models.build("lw_mobilenetv2_official")
+
+
+def test_weight_decay_reaches_every_conv_of_a_pytorch_layout_backbone():
+    backbone = backbones.build_backbone("mobilenetv2_lw_torch", weight_decay=1e-4, batch_norm_momentum=0.5)
+    convs = [layer for layer in backbone.layers
+             if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))]
+    assert len(backbone.losses) == len(convs) == 1 + 3 * 17  # layer1's conv, 3 per inverted residual block
+    assert {layer.momentum for layer in backbone.layers
+            if isinstance(layer, keras.layers.BatchNormalization)} == {0.5}
