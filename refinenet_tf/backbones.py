@@ -11,6 +11,9 @@ code's backbone, :mod:`refinenet_tf.slim_backbones`), tapped where the reference
 output of ``pool1`` (64 channels), ``P3`` of ``block1``, ``P4`` of ``block2`` and ``P5`` of ``block4``. They read
 TF-slim checkpoints as weights.
 
+The ``*_torch`` backbones (``resnet50_torch`` .. ``resnet152_torch``, ``mobilenetv2_lw_torch``) are the official
+PyTorch releases' layouts (:mod:`refinenet_tf.torch_backbones`), which official checkpoints convert into.
+
 Other backbones plug in with :func:`register_backbone`, e.g. a tiny one for tests::
 
     register_backbone("tiny", BackboneSpec(builder=my_builder, taps={"P2": "s4", ...}, preprocessing="tf"))
@@ -22,7 +25,7 @@ from typing import Callable, Mapping
 
 import tf_keras as keras
 
-from refinenet_tf import _files, slim_backbones
+from refinenet_tf import _files, slim_backbones, torch_backbones
 
 __all__ = ["BACKBONES", "BackboneSpec", "PYRAMID_LEVELS", "build_backbone", "get_backbone_spec",
            "list_backbones", "register_backbone"]
@@ -94,6 +97,26 @@ BACKBONES = {
     "resnet_v1_101": _slim_resnet("resnet_v1_101"),
     "resnet_v1_152": _slim_resnet("resnet_v1_152"),
 }
+
+_TORCH_WEIGHTS = ("no download: weights come from an official PyTorch release checkpoint through "
+                  "refinenet_tf.convert.pytorch (see docs/official_checkpoints.md)")
+
+
+def _torch_resnet(depth):
+    def build(weights=None, input_shape=(None, None, 3)):
+        return torch_backbones.build_resnet(depth, weights=weights, input_shape=input_shape)
+    return BackboneSpec(build, torch_backbones.resnet_taps(depth), "torch", _TORCH_WEIGHTS)
+
+
+# The official releases' layouts (torchvision's ResNets, the Light-Weight RefineNet MobileNetV2), with their
+# preprocessing (RGB / 255, ImageNet mean and std); see refinenet_tf.torch_backbones.
+BACKBONES.update({
+    "resnet50_torch": _torch_resnet(50),
+    "resnet101_torch": _torch_resnet(101),
+    "resnet152_torch": _torch_resnet(152),
+    "mobilenetv2_lw_torch": BackboneSpec(torch_backbones.build_lw_mobilenetv2, torch_backbones.lw_mobilenetv2_taps(),
+                                         "torch", _TORCH_WEIGHTS),
+})
 
 
 def register_backbone(name, spec, overwrite=False):

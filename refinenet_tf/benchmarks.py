@@ -19,8 +19,10 @@ __all__ = ["BENCHMARK_MODELS", "PRECISIONS", "TARGETS", "in_fresh_process", "mea
            "measure_matmul", "measure_model", "measure_pipeline", "measure_served", "measure_soak", "measure_training",
            "run_benchmark", "run_inference_benchmark", "run_soak", "run_training_benchmarks"]
 
-# The default rows of ``refinenet-tf benchmark``: each variant's flagship (``--models all`` runs every preset).
-BENCHMARK_MODELS = ("slim_resnet101", "refinenet_resnet101", "lw_resnet50", "lw_resnet101", "lw_mobilenetv2")
+# The default rows of ``refinenet-tf benchmark``: each variant's flagship, then the official releases' structures
+# that converted checkpoints run in (LW-101/152 share LW-50's code path; ``--models all`` runs every preset).
+BENCHMARK_MODELS = ("slim_resnet101", "refinenet_resnet101", "lw_resnet50", "lw_resnet101", "lw_mobilenetv2",
+                    "refinenet_resnet101_official", "lw_resnet50_official", "lw_mobilenetv2_official")
 
 # Effective inference GFLOP/s as a fraction of the fp32 matmul GFLOP/s measured in the same run, on a CPU.
 TARGETS = {"slim_resnet101": 0.90, "lw_resnet50": 0.80}

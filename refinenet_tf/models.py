@@ -18,6 +18,10 @@ Three decoders share the layers of :mod:`refinenet_tf.layers`; ``VARIANTS`` maps
 
 :func:`RefineNet` builds any of them; :func:`LightWeightRefineNet` is the Light-Weight one; :func:`get` and
 :func:`list_models` give the named presets, each with its source and published numbers.
+
+The ``*_official`` presets are the official releases' exact structures: the ``"paper"`` and ``"light_weight"``
+decoders on the PyTorch-layout backbones of :mod:`refinenet_tf.torch_backbones` (and ReLU6 after each fusion
+on MobileNetV2), which :mod:`refinenet_tf.convert.pytorch` fills from the releases' checkpoints.
 """
 
 import dataclasses
@@ -89,7 +93,16 @@ def _paper_decoder(features, *, num_classes, decoder_features, weight_decay, int
     return _classifier(x, num_classes, weight_decay, dropout)
 
 
-def _light_weight_decoder(features, *, num_classes, decoder_features, weight_decay, interpolation, dropout, **_):
+def _fusion_activation(fused, name, activation):
+    """The activation between fusion and pooling when it is not the pooling's own ReLU (ReLU6 in the official
+    MobileNetV2 model); the pooling's ReLU then leaves its non-negative output unchanged."""
+    if activation == "relu":
+        return fused
+    return keras.layers.ReLU(6.0, name=f"relu6_{name}")(fused)
+
+
+def _light_weight_decoder(features, *, num_classes, decoder_features, weight_decay, interpolation, dropout,
+                          decoder_activation="relu", **_):
     """Light-Weight RefineNet: 1x1 fusion and chained pooling, no RCUs (six-level form on MobileNetV2)."""
     plain = dict(use_batch_norm=False, activation=None, use_bias=False, weight_decay=weight_decay)
     x = None
@@ -101,6 +114,7 @@ def _light_weight_decoder(features, *, num_classes, decoder_features, weight_dec
             paths = ([x] if x is not None else []) + [features[level] for level in group]
             fused = layers.MultiResolutionFusion(decoder_features, 1, interpolation=interpolation,
                                                  name=f"fusion_{name}", **plain)(paths)
+            fused = _fusion_activation(fused, name, decoder_activation)
             x = layers.ChainedResidualPooling(decoder_features, 1, stages=4, chained=True,
                                               name=f"pooling_{name}", **plain)(fused)
         return _classifier(x, num_classes, weight_decay, dropout=None)
@@ -108,6 +122,7 @@ def _light_weight_decoder(features, *, num_classes, decoder_features, weight_dec
         name, width, skip = _reduced_skip(features, level, decoder_features, dropout, 1, plain)
         fused = skip if x is None else layers.MultiResolutionFusion(
             width, 1, interpolation=interpolation, name=f"fusion_{name}", **plain)([x, skip])
+        fused = _fusion_activation(fused, name, decoder_activation)
         x = layers.ChainedResidualPooling(width, 1, stages=4, chained=True, name=f"pooling_{name}", **plain)(fused)
     return _classifier(x, num_classes, weight_decay, dropout=None)
 
@@ -148,7 +163,7 @@ VARIANTS = {
 def RefineNet(num_classes=21, backbone="resnet101", backbone_weights="imagenet", input_shape=(None, None, 3),
               variant="slim", upsample_logits=True, freeze_backbone=False, decoder_features=256,
               weight_decay="default", interpolation=None, logits_relu=True, dropout=0.5,
-              batch_norm_momentum=None, name=None):
+              batch_norm_momentum=None, decoder_activation="relu", name=None):
     """Builds a RefineNet for semantic segmentation.
 
     The model takes RGB images in [0, 255] (uint8 or float) of any size and applies the backbone's own
@@ -158,8 +173,9 @@ def RefineNet(num_classes=21, backbone="resnet101", backbone_weights="imagenet",
     Args:
         num_classes: number of classes, background included (21 for PASCAL VOC).
         backbone: a registered backbone: ``"resnet50"``, ``"resnet101"``, ``"resnet152"`` or ``"mobilenetv2"``
-            (keras.applications), or TF-slim's ``"resnet_v1_50"``, ``"resnet_v1_101"``, ``"resnet_v1_152"``
-            (see ``refinenet_tf.backbones``).
+            (keras.applications), TF-slim's ``"resnet_v1_50"``, ``"resnet_v1_101"``, ``"resnet_v1_152"``,
+            or the official releases' PyTorch layouts ``"resnet50_torch"``, ``"resnet101_torch"``,
+            ``"resnet152_torch"``, ``"mobilenetv2_lw_torch"`` (see ``refinenet_tf.backbones``).
         backbone_weights: ``"imagenet"`` (keras downloads them on first use), ``None`` (random) or the path of a
             keras weights file for the backbone; for the TF-slim ResNets, a TF-slim checkpoint prefix
             (``resnet_v1_101.ckpt``).
@@ -184,6 +200,8 @@ def RefineNet(num_classes=21, backbone="resnet101", backbone_weights="imagenet",
         batch_norm_momentum: momentum of every BatchNorm layer, backbone and decoder; ``None`` takes the
             variant's (slim: 0.997, its ``decay``, everywhere; others: keras' for the backbone, 0.99 for ResNets
             and 0.999 for MobileNetV2). Lower it (e.g. 0.9) to train from scratch for few steps.
+        decoder_activation: ``"relu"``, or ``"relu6"`` (Light-Weight only) for the activation after each fusion,
+            as the official Light-Weight RefineNet MobileNetV2 model has it.
         name: the model's name (default ``refinenet_<variant>_<backbone>``).
 
     Returns:
@@ -208,6 +226,11 @@ def RefineNet(num_classes=21, backbone="resnet101", backbone_weights="imagenet",
         raise ValueError(f"weight_decay must be 'default', None or a number >= 0, got {weight_decay!r}.")
     if dropout is not None and not 0 <= dropout < 1:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}.")
+    if decoder_activation not in ("relu", "relu6"):
+        raise ValueError(f"decoder_activation must be 'relu' or 'relu6', got {decoder_activation!r}.")
+    if decoder_activation != "relu" and variant != "light_weight":
+        raise ValueError(f"decoder_activation={decoder_activation!r} is for variant='light_weight' only; the "
+                         f"{variant!r} decoder uses ReLU.")
     input_shape = tuple(input_shape)
     if len(input_shape) != 3 or input_shape[-1] != 3:
         raise ValueError(f"input_shape must be (height, width, 3) for RGB images, got {input_shape!r}.")
@@ -227,7 +250,8 @@ def RefineNet(num_classes=21, backbone="resnet101", backbone_weights="imagenet",
     logits = spec_variant.decoder(features, num_classes=num_classes, decoder_features=decoder_features,
                                   weight_decay=weight_decay, interpolation=interpolation,
                                   logits_relu=logits_relu, dropout=dropout,
-                                  batch_norm_momentum=batch_norm_momentum or 0.997)
+                                  batch_norm_momentum=batch_norm_momentum or 0.997,
+                                  decoder_activation=decoder_activation)
     if upsample_logits:
         logits = layers.ResizeToMatch(interpolation="bilinear", dtype="float32", name="upsample_logits")(
             [logits, images])
@@ -260,6 +284,7 @@ class ModelPreset:
         backbone: a registered backbone name.
         source: the paper / code and the table that the published numbers come from.
         published: published figures, e.g. ``{"parameters_millions": 27, "voc2012_test_miou": 81.1}``.
+        options: arguments of :func:`RefineNet` that the preset sets (``build``'s own arguments override them).
     """
 
     name: str
@@ -267,6 +292,7 @@ class ModelPreset:
     backbone: str
     source: str
     published: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    options: Mapping[str, object] = dataclasses.field(default_factory=dict)
 
     def arguments(self, num_classes=21, backbone_weights="imagenet", **kwargs):
         """The :func:`RefineNet` arguments that build this preset, every one of them (defaults filled in);
@@ -279,6 +305,8 @@ class ModelPreset:
         """
         kwargs.setdefault("backbone", self.backbone)
         kwargs.setdefault("name", self.name)
+        for option, value in self.options.items():
+            kwargs.setdefault(option, value)
         bound = inspect.signature(RefineNet).bind(num_classes=num_classes, backbone_weights=backbone_weights,
                                                   variant=self.variant, **kwargs)
         bound.apply_defaults()
@@ -298,6 +326,11 @@ _PAPER_SOURCE = ("Lin, Milan, Shen, Reid: RefineNet, CVPR 2017; structure and pa
                  "release (MatConvNet code, PyTorch port with the VOC weights)")
 _LW_SOURCE = ("Nekrasov, Shen, Reid: Light-Weight RefineNet for Real-Time Semantic Segmentation, BMVC 2018, "
               "results table (PASCAL VOC 2012 test) and abstract")
+
+_LW_OFFICIAL_SOURCE = ("the official Light-Weight RefineNet release (github.com/DrSleep/light-weight-refinenet, "
+                       "models/resnet.py, models/mobilenet.py), layout and parameter names; " + _LW_SOURCE)
+_PAPER_OFFICIAL_SOURCE = ("the official RefineNet-101 PyTorch release (github.com/DrSleep/refinenet-pytorch, "
+                          "models/resnet.py; its README: 80.5 mIoU on VOC 2012 val, single scale); " + _PAPER_SOURCE)
 
 #: preset name -> :class:`ModelPreset`.
 PRESETS = {preset.name: preset for preset in [
@@ -321,6 +354,19 @@ PRESETS = {preset.name: preset for preset in [
                 {"parameters_millions": 62, "voc2012_test_miou": 82.7}),
     ModelPreset("lw_mobilenetv2", "light_weight", "mobilenetv2", _LW_SOURCE,
                 {"parameters_millions": 3.3, "voc2012_test_miou": 79.2, "gflops_512": 9.3}),
+    # The official releases' exact structures (PyTorch-layout backbones): official checkpoints convert into these
+    # (refinenet_tf.convert.pytorch). tests/test_convert_pytorch.py pins their exact parameter counts.
+    ModelPreset("lw_resnet50_official", "light_weight", "resnet50_torch", _LW_OFFICIAL_SOURCE,
+                {"parameters_millions": 27, "voc2012_test_miou": 81.1}),
+    ModelPreset("lw_resnet101_official", "light_weight", "resnet101_torch", _LW_OFFICIAL_SOURCE,
+                {"parameters_millions": 46, "voc2012_test_miou": 82.0}),
+    ModelPreset("lw_resnet152_official", "light_weight", "resnet152_torch", _LW_OFFICIAL_SOURCE,
+                {"parameters_millions": 62, "voc2012_test_miou": 82.7}),
+    ModelPreset("lw_mobilenetv2_official", "light_weight", "mobilenetv2_lw_torch",
+                _LW_OFFICIAL_SOURCE + "; ReLU6 after each fusion, as models/mobilenet.py",
+                {"parameters_millions": 3.3, "voc2012_test_miou": 79.2}, {"decoder_activation": "relu6"}),
+    ModelPreset("refinenet_resnet101_official", "paper", "resnet101_torch", _PAPER_OFFICIAL_SOURCE,
+                {"parameters_millions": 118.05, "voc2012_val_miou": 80.5}),
 ]}
 
 

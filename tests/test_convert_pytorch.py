@@ -1,0 +1,275 @@
+"""Official PyTorch checkpoints into Keras, with PyTorch as the oracle.
+
+tests/torch_reference.py holds PyTorch implementations of the five official structures, written from the
+releases with their module names, so ``state_dict()`` has the official checkpoints' keys. Each test gives them
+random weights and random BatchNorm statistics, ``torch.save``s them, converts the file with the real converter
+and compares the Keras model's 1/4-resolution logits (the layer ``classifier``) with PyTorch's output.
+"""
+
+import glob
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tf_keras as keras
+from PIL import Image
+
+torch = pytest.importorskip("torch")  # the [torch] extra; part of [dev], so CI runs these tests
+
+import refinenet_tf  # noqa: E402
+from refinenet_tf import cli, export, models  # noqa: E402
+from refinenet_tf.convert import ConversionError  # noqa: E402
+from refinenet_tf.convert import pytorch as converter  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))
+import torch_reference  # noqa: E402
+
+#: Max |Keras - PyTorch| allowed, as a fraction of the range of PyTorch's logits.
+TOLERANCE = 1e-4
+
+#: Trainable parameters for 21 classes, counted from the official code (``sum(p.numel() for p in
+#: model.parameters())`` of rf_lw50 / rf_lw101 / rf_lw152 / mbv2 / rf101).
+OFFICIAL_PARAMETERS = {
+    "lw_resnet50_official": 27_357_525,
+    "lw_resnet101_official": 46_349_653,
+    "lw_resnet152_official": 61_993_301,
+    "lw_mobilenetv2_official": 3_284_565,
+    "refinenet_resnet101_official": 118_052_437,
+}
+
+
+def _generated_image(height, width, seed=0):
+    """Smooth colour gradients plus noise and a bright rectangle: structure at every scale, no file needed."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    image = np.stack([255 * x / width, 255 * y / height, 127 + 100 * np.sin(x / 7.0 + y / 11.0)], axis=-1)
+    image += rng.normal(0, 20, image.shape)
+    image[height // 4: height // 2, width // 3: 2 * width // 3] = (250, 240, 30)
+    return np.clip(image, 0, 255).astype(np.uint8)[None]
+
+
+def _voc_image(voc_sample_dir, width, height):
+    path = sorted(glob.glob(os.path.join(voc_sample_dir, "JPEGImages", "*.jpg")))[0]
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB").resize((width, height), Image.BILINEAR))[None]
+
+
+def _torch_logits(model, images):
+    with torch.no_grad():
+        return model(torch_reference.preprocess(images)).permute(0, 2, 3, 1).numpy()
+
+
+def _save(state, path):
+    torch.save(state, str(path))
+    return str(path)
+
+
+class Converted:
+    """A randomized reference module, its checkpoint, and the converted Keras model."""
+
+    def __init__(self, architecture, folder):
+        self.architecture = architecture
+        self.torch_model = torch_reference.randomize(torch_reference.build(architecture), seed=3)
+        self.checkpoint = _save(self.torch_model.state_dict(), folder / f"{architecture}.pth")
+        self.keras_model = converter.convert(self.checkpoint, architecture)
+        self.quarter = keras.Model(self.keras_model.input, self.keras_model.get_layer("classifier").output)
+
+    def compare(self, images):
+        """``max |Keras - PyTorch| / range(PyTorch)`` of the 1/4-resolution logits."""
+        expected = _torch_logits(self.torch_model, images)
+        actual = self.quarter(images, training=False).numpy()
+        assert actual.shape == expected.shape
+        difference = float(np.abs(actual - expected).max())
+        spread = float(expected.max() - expected.min())
+        print(f"{self.architecture} {images.shape[2]}x{images.shape[1]} (WxH): max abs diff {difference:.3g}, "
+              f"logits range {spread:.3g}, ratio {difference / spread:.3g}")
+        return difference / spread
+
+
+@pytest.fixture(scope="module")
+def converted(request, tmp_path_factory):
+    result = Converted(request.param, tmp_path_factory.mktemp(request.param))
+    yield result
+    del result
+    keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("converted", ["lw_mobilenetv2_official", "lw_resnet50_official",
+                                       "refinenet_resnet101_official", "lw_resnet101_official"], indirect=True)
+def test_keras_logits_equal_pytorchs_on_a_generated_image(converted):
+    assert converted.compare(_generated_image(67, 93)) <= TOLERANCE
+    # The model takes uint8 RGB of any size and returns logits at input size.
+    assert converted.keras_model(_generated_image(67, 93)).shape == (1, 67, 93, 21)
+
+
+@pytest.mark.parametrize("converted", ["lw_mobilenetv2_official", "lw_resnet50_official",
+                                       "refinenet_resnet101_official"], indirect=True)
+def test_keras_logits_equal_pytorchs_on_a_voc_image(converted, voc_sample_dir):
+    for width, height in ((512, 512), (625, 468)):
+        assert converted.compare(_voc_image(voc_sample_dir, width, height)) <= TOLERANCE
+
+
+def test_parameter_counts_equal_the_releases():
+    # Where the figures come from, for the two families: torchvision's ResNet-50 has 25,557,032 parameters,
+    # 2048 * 1000 + 1000 of them in the classifier the trunk drops; the Light-Weight decoder on it has
+    # 2048*512 (P5 reduction) + 4*512*512 (its pooling) + 512*256 (P5 -> P4 fusion conv)
+    # + (1024 + 512 + 256)*256 (reductions) + 3*256*256 (fusion convs of the skips) + 2*256*256 (fusion convs
+    # of P4, P3) + 3*4*256*256 (poolings) + 256*21*9 + 21 (classifier).
+    lw50_decoder = (2048 * 512 + 4 * 512 * 512 + 512 * 256 + (1024 + 512 + 256) * 256 + 3 * 256 * 256
+                    + 2 * 256 * 256 + 3 * 4 * 256 * 256 + 256 * 21 * 9 + 21)
+    assert 25_557_032 - (2048 * 1000 + 1000) + lw50_decoder == OFFICIAL_PARAMETERS["lw_resnet50_official"]
+    # The MobileNetV2 decoder: six 1x1 reductions to 256, three 1x1 adaptations, four poolings, the classifier.
+    mbv2_decoder = (320 + 160 + 96 + 64 + 32 + 24) * 256 + 3 * 256 * 256 + 4 * 4 * 256 * 256 + 256 * 21 * 9 + 21
+    for name, expected in OFFICIAL_PARAMETERS.items():
+        model = models.build(name, num_classes=21, backbone_weights=None)
+        trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+        reference = sum(p.numel() for p in torch_reference.build(name).parameters())
+        assert trainable == reference == expected, name
+        if name == "lw_mobilenetv2_official":
+            backbone = model.get_layer("mobilenetv2_lw_torch")
+            assert trainable - sum(int(np.prod(w.shape)) for w in backbone.trainable_weights) == mbv2_decoder
+        if name == "lw_resnet50_official":
+            backbone = model.get_layer("resnet50_torch")
+            assert trainable - sum(int(np.prod(w.shape)) for w in backbone.trainable_weights) == lw50_decoder
+        keras.backend.clear_session()
+
+
+@pytest.fixture(scope="module")
+def mobilenet(tmp_path_factory):
+    """A randomized official LW-MobileNetV2 and its state dict (the smallest release: the format tests)."""
+    model = torch_reference.randomize(torch_reference.build("lw_mobilenetv2_official"), seed=5)
+    return model, model.state_dict()
+
+
+def _assert_same_weights(model, reference):
+    for a, b in zip(model.weights, reference.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)
+
+
+@pytest.mark.parametrize("filename, wrap", [
+    ("bare.pth", lambda state: state),
+    ("training.pth.tar", lambda state: {"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 7}),
+    ("densetorch.ckpt", lambda state: {"model": state, "best_val": 0.8}),
+    ("segmenter.pth.tar", lambda state: {"segmenter": {f"module.{k}": v for k, v in state.items()},
+                                         "epoch_start": 3}),
+])
+def test_checkpoint_formats(mobilenet, tmp_path, filename, wrap):
+    model, state = mobilenet
+    path = _save(wrap(state), tmp_path / filename)
+    keras_model = converter.convert(path, "lw_mobilenetv2_official")
+    assert keras_model.inferred_num_classes == 21
+    layer = keras_model.get_layer("mobilenetv2_lw_torch").get_layer("layer4_block2_depthwise_conv")
+    # PyTorch's depthwise kernel [192, 1, 3, 3] -> Keras' [3, 3, 192, 1].
+    np.testing.assert_array_equal(layer.depthwise_kernel.numpy(),
+                                  state["layer4.1.output.1.0.weight"].numpy().transpose(2, 3, 0, 1))
+    bn = keras_model.get_layer("mobilenetv2_lw_torch").get_layer("layer1_bn")
+    np.testing.assert_array_equal(bn.moving_variance.numpy(), state["layer1.1.running_var"].numpy())
+    images = _generated_image(35, 41)
+    np.testing.assert_allclose(keras.Model(keras_model.input, keras_model.get_layer("classifier").output)(images),
+                               _torch_logits(model, images), atol=1e-5)
+
+
+def test_class_count_is_inferred_and_checked(tmp_path, caplog):
+    person_part = torch_reference.randomize(torch_reference.build("lw_mobilenetv2_official", num_classes=7))
+    path = _save(person_part.state_dict(), tmp_path / "mbv2_person.pth")
+    with caplog.at_level("INFO", logger="refinenet_tf.convert.pytorch"):
+        model = converter.convert(path, "lw_mobilenetv2_official")
+    assert model.output_shape[-1] == model.inferred_num_classes == 7
+    assert "7 classes, read from segm.weight" in caplog.text
+    with pytest.raises(ConversionError, match=r"num_classes=21 but the classifier of .*mbv2_person.pth has 7"):
+        converter.convert(path, "lw_mobilenetv2_official", num_classes=21)
+
+
+class _Payload:
+    """Unpickling this would run ``open(marker, "w")``: torch.load(weights_only=True) must refuse it."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _broken(state, case, tmp_path):
+    state = dict(state)
+    if case == "missing":
+        del state["crp2.0.3_outvar_dimred.weight"]
+    elif case == "extra":
+        state["aux_head.weight"] = torch.zeros(3)
+    elif case == "shape":
+        state["conv_adapt3.weight"] = torch.zeros(256, 128, 1, 1)
+    elif case == "pickle":
+        state["note"] = _Payload(str(tmp_path / "code_ran"))
+    return state
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", r"missing from the checkpoint: crp2\.0\.3_outvar_dimred\.weight"),
+    ("extra", r"checkpoint tensors that fit no model weight: aux_head\.weight"),
+    ("shape", r"wrong shapes .*conv_adapt3\.weight \(256, 128, 1, 1\) -> fusion_p3/path1_conv1/conv/kernel"),
+    ("pickle", r"cannot be read .*weights_only=True"),
+])
+def test_bad_checkpoints_fail_naming_the_key_and_file(mobilenet, tmp_path, case, message):
+    path = _save(_broken(mobilenet[1], case, tmp_path), tmp_path / f"{case}.pth")
+    output = tmp_path / "out.keras"
+    with pytest.raises(ConversionError, match=f"{case}.pth.*{message}" if case != "pickle" else message) as error:
+        converter.convert_checkpoint(path, output, architecture="lw_mobilenetv2_official")
+    assert path in str(error.value)
+    assert not output.exists() and not (tmp_path / "code_ran").exists()
+
+
+def test_wrong_architecture_fails_naming_the_file_and_keys(mobilenet, tmp_path):
+    path = _save(mobilenet[1], tmp_path / "mbv2.pth")
+    with pytest.raises(ConversionError, match=r"mbv2.pth has no classifier 'clf_conv.weight'.*architecture="):
+        converter.convert(path, "lw_resnet50_official")
+    # A checkpoint with the right classifier name but another structure: every misfit is named.
+    state = dict(mobilenet[1], **{"clf_conv.weight": mobilenet[1]["segm.weight"],
+                                  "clf_conv.bias": mobilenet[1]["segm.bias"]})
+    path = _save(state, tmp_path / "renamed.pth")
+    with pytest.raises(ConversionError, match=r"renamed.pth does not fit.*missing from the checkpoint: .*bn1\.bias"):
+        converter.convert(path, "lw_resnet50_official")
+    with pytest.raises(ValueError, match=r"architecture='lw_resnet18_official'.*lw_mobilenetv2_official"):
+        converter.convert(path, "lw_resnet18_official")
+    with pytest.raises(FileNotFoundError, match="checkpoint=.*nope.pth"):
+        converter.convert(tmp_path / "nope.pth", "lw_resnet50_official")
+
+
+_FRESH = """
+import json, sys
+sys.modules["refinenet_tf"] = None  # only TensorFlow in this process
+sys.modules["tf_keras"] = None
+import numpy as np
+import tensorflow as tf
+images = np.load(sys.argv[2])
+labels = tf.saved_model.load(sys.argv[1]).signatures["serving_default"](images=tf.constant(images))["labels"]
+np.save(sys.argv[3], labels.numpy())
+"""
+
+
+def test_convert_save_export_and_run_in_a_fresh_process(mobilenet, tmp_path, capsys):
+    model, state = mobilenet
+    checkpoint = _save(state, tmp_path / "mbv2_voc.pth.tar")
+    output = tmp_path / "mbv2_voc.keras"
+    assert cli.main(["convert", "pytorch", checkpoint, "--architecture", "lw_mobilenetv2_official",
+                     "--output", str(output)]) == 0
+    assert "(21 classes)" in capsys.readouterr().out
+    loaded = refinenet_tf.load_model(str(output))
+    saved_model = export.export_saved_model(loaded, str(tmp_path / "saved_model"))
+    images = np.concatenate([_generated_image(97, 131, seed) for seed in (1, 2)])
+    np.save(tmp_path / "images.npy", images)
+    subprocess.run([sys.executable, "-c", textwrap.dedent(_FRESH), saved_model, str(tmp_path / "images.npy"),
+                    str(tmp_path / "labels.npy")], check=True, timeout=300,
+                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    labels = np.load(tmp_path / "labels.npy")
+    with torch.no_grad():
+        logits = model(torch_reference.preprocess(images))
+        # The Keras models return logits at input size, resized with half-pixel centres (align_corners=False).
+        expected = torch.nn.functional.interpolate(logits, size=images.shape[1:3], mode="bilinear",
+                                                   align_corners=False).argmax(1).numpy()
+    agreement = float(np.mean(labels == expected))
+    print(f"SavedModel labels equal PyTorch's on {100 * agreement:.3f} % of pixels")
+    assert labels.shape == expected.shape and len(np.unique(expected)) > 1
+    assert agreement >= 0.999
