@@ -261,3 +261,17 @@ def test_check_data_command_prints_depth_problems(tmp_path, capsys):
     assert cli.main(["check-data", spec + "&depth_ext=.npy"]) == 1
     output = capsys.readouterr()
     assert "001.npy" in output.out + output.err and "NaN" in output.out + output.err
+
+
+def test_nyu_builder_refuses_a_file_in_another_layout(tmp_path):
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    _write_nyu_manual_dir(str(manual))
+    path = str(manual / nyud.LABELED_MAT_NAME)
+    with h5py.File(path, "r+") as stream:
+        images = np.asarray(stream["images"])
+        del stream["images"]
+        stream["images"] = images.transpose(0, 3, 2, 1)  # [N, H, W, 3]: not the official layout
+    builder = tfds.builder("nyu_depth_v2_segmentation", data_dir=str(tmp_path / "data"))
+    with pytest.raises(data.DataError, match=f"{path}: expected images \\[N, 3, W, H\\]"):
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
