@@ -16,6 +16,11 @@ palette image (P)         converted to RGB through its palette
 palette or L mask         the stored indices are the classes
 16-bit mask (I;16, I)     accepted when every value is <= 255 (indices), else error
 RGB / RGBA mask           error: colours are not indices; store the class indices (palette or L PNG)
+16-bit PNG depth          divided by ``depth_scale`` (5000 for NYUDv2, 256 for KITTI, 1000 for mm); 0 = missing
+``.npy`` depth            float: metres as stored; integer: divided by ``depth_scale``
+float TIFF depth (F)      metres as stored (``.tif`` / ``.tiff``)
+8-bit depth               error: 256 levels cannot hold depth; store it as a 16-bit PNG
+NaN / inf / negative      error (mark missing depth with 0)
 ========================  =========================================================================
 """
 
@@ -24,7 +29,11 @@ import os
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["DataError", "check_mask_values", "read_image", "read_mask", "read_pair"]
+__all__ = ["DEPTH_EXTENSIONS", "DataError", "check_mask_values", "read_depth", "read_example", "read_image",
+           "read_mask", "read_pair"]
+
+#: Depth file formats :func:`read_depth` accepts.
+DEPTH_EXTENSIONS = (".png", ".npy", ".tif", ".tiff")
 
 
 class DataError(ValueError):
@@ -111,3 +120,83 @@ def read_pair(image_path, mask_path, num_classes=None, ignore_value=255):
                         f"{mask.shape[1]}x{mask.shape[0]}; image and mask must have the same size.")
     check_mask_values(mask, num_classes, ignore_value, mask_path)
     return image, mask
+
+
+def read_depth(path, depth_scale):
+    """Reads a depth map as ``[H, W]`` float32 metres; 0 marks missing depth.
+
+    Args:
+        path: a 16-bit PNG (stored value / ``depth_scale``), a ``.npy`` array (float: metres; integer: divided
+            by ``depth_scale``) or a float TIFF (metres).
+        depth_scale: stored units per metre of the integer formats: 5000 for NYUDv2 (DenseTorch's), 256 for
+            KITTI, 1000 for millimetres.
+    """
+    extension = os.path.splitext(os.fspath(path))[1].lower()
+    if extension not in DEPTH_EXTENSIONS:
+        raise DataError(f"{path}: depth files must be {', '.join(DEPTH_EXTENSIONS)}; convert it to a 16-bit PNG.")
+    if extension == ".npy":
+        try:
+            values = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise DataError(f"{path}: depth file not found; check the dataset path and list file.") from None
+        except (OSError, ValueError) as error:
+            raise DataError(f"{path}: cannot read this depth array ({error}); replace or remove it.") from None
+        if values.ndim == 3 and values.shape[-1] == 1:
+            values = values[..., 0]
+        if values.ndim != 2 or not (np.issubdtype(values.dtype, np.floating) or
+                                     np.issubdtype(values.dtype, np.integer)):
+            raise DataError(f"{path}: depth array of shape {values.shape} and dtype {values.dtype}; store one "
+                            "[H, W] float array in metres.")
+        integer = np.issubdtype(values.dtype, np.integer)
+    else:
+        image = _open(path, "depth")
+        if image.mode in ("L", "P", "1", "LA", "PA"):
+            raise DataError(f"{path}: 8-bit depth ({image.mode!r}) where 16-bit is expected: 256 levels cannot hold "
+                            "depth; store the depth as a 16-bit PNG (e.g. millimetres with depth_scale=1000).")
+        if image.mode not in ("I;16", "I;16B", "I;16L", "I", "F"):
+            raise DataError(f"{path}: depth image mode {image.mode!r} (colour?) is not a depth map; store one "
+                            "channel of 16-bit integers (PNG) or 32-bit floats (TIFF).")
+        values = np.asarray(image)
+        integer = image.mode != "F"
+    if not integer:
+        values = values.astype(np.float32)
+        if not np.all(np.isfinite(values)):
+            raise DataError(f"{path}: the depth holds {int(np.sum(~np.isfinite(values)))} NaN or infinite "
+                            "value(s); mark missing depth with 0 instead.")
+    if values.size and values.min() < 0:
+        raise DataError(f"{path}: the depth holds negative values (down to {values.min()}); depth is a distance, "
+                        "mark missing depth with 0.")
+    if values.shape[0] == 0 or values.shape[1] == 0:
+        raise DataError(f"{path}: the depth map is empty; remove it.")
+    if integer:
+        if not depth_scale or depth_scale <= 0:
+            raise DataError(f"{path}: integer depth needs depth_scale= (stored units per metre: 5000 for NYUDv2, "
+                            "256 for KITTI, 1000 for millimetres).")
+        return (values.astype(np.float32) / np.float32(depth_scale)).astype(np.float32)
+    return np.ascontiguousarray(values, dtype=np.float32)
+
+
+def read_example(image_path, mask_path, depth_path, num_classes=None, ignore_value=255, depth_scale=None):
+    """Reads and validates an RGB-D example: ``(image [H, W, 3] uint8, mask [H, W] uint8, depth [H, W] float32)``.
+
+    ``mask_path`` or ``depth_path`` empty (``""`` or ``None``) means that label is missing: the mask is then all
+    ``ignore_value`` and the depth all 0, so the example trains the other task only.
+    """
+    image = read_image(image_path)
+    size = image.shape[:2]
+    if mask_path:
+        mask = read_mask(mask_path)
+        if mask.shape != size:
+            raise DataError(f"{image_path} is {size[1]}x{size[0]} but its mask {mask_path} is "
+                            f"{mask.shape[1]}x{mask.shape[0]}; image and mask must have the same size.")
+        check_mask_values(mask, num_classes, ignore_value, mask_path)
+    else:
+        mask = np.full(size, ignore_value, np.uint8)
+    if depth_path:
+        depth = read_depth(depth_path, depth_scale)
+        if depth.shape != size:
+            raise DataError(f"{image_path} is {size[1]}x{size[0]} but its depth {depth_path} is "
+                            f"{depth.shape[1]}x{depth.shape[0]}; image and depth must have the same size.")
+    else:
+        depth = np.zeros(size, np.float32)
+    return image, mask, depth

@@ -22,6 +22,8 @@ _AUTOTUNE = tf.data.AUTOTUNE
 
 
 def _file_examples(source):
+    if source.has_depth:
+        return _rgbd_file_examples(source)
     ids, images, masks = (list(column) for column in zip(*source.examples))
     dataset = tf.data.Dataset.from_tensor_slices({"id": ids, "image_path": images, "mask_path": masks})
     num_classes = source.num_classes
@@ -40,10 +42,30 @@ def _file_examples(source):
     return dataset, decode
 
 
+def _rgbd_file_examples(source):
+    ids, images, masks = (list(column) for column in zip(*source.examples))
+    dataset = tf.data.Dataset.from_tensor_slices({"id": ids, "image_path": images, "mask_path": masks,
+                                                  "depth_path": list(source.depths)})
+    num_classes, ignore_value, depth_scale = source.num_classes, source.ignore_value, source.depth_scale
+
+    def read(image_path, mask_path, depth_path):
+        return decoding.read_example(image_path.decode(), mask_path.decode(), depth_path.decode(), num_classes,
+                                     ignore_value, depth_scale)
+
+    def decode(example):
+        image, mask, depth = tf.numpy_function(
+            read, [example["image_path"], example["mask_path"], example["depth_path"]],
+            [tf.uint8, tf.uint8, tf.float32], stateful=False)
+        return {"id": example["id"], "image": tf.ensure_shape(image, [None, None, 3]),
+                "mask": tf.ensure_shape(mask, [None, None]), "depth": tf.ensure_shape(depth, [None, None])}
+
+    return dataset, decode
+
+
 def _tfds_examples(source):
     import tensorflow_datasets as tfds
 
-    from refinenet_tf.data import voc2012_segmentation  # noqa: F401  (registers the builder)
+    from refinenet_tf.data import nyu_depth_v2_segmentation, voc2012_segmentation  # noqa: F401  (registers them)
 
     try:
         dataset = tfds.load(source.name, split=source.split, data_dir=source.data_dir, download=False)
@@ -55,19 +77,28 @@ def _tfds_examples(source):
     num_classes, ignore_value = source.num_classes, source.ignore_value
 
     def decode(element):
-        image, mask = source.to_image_and_mask(element)
+        if source.has_depth:
+            image, mask, depth = source.to_image_and_mask(element)
+        else:
+            image, mask = source.to_image_and_mask(element)
         mask = tf.cast(mask, tf.uint8)
         name = element.get("file_name", tf.constant(""))
         bad = tf.logical_and(mask >= num_classes, mask != ignore_value)
         tf.debugging.assert_equal(tf.reduce_any(bad), False, message=(
             f"tfds:{source.name}: a mask has values outside [0, {num_classes}) and not {ignore_value}"))
-        return {"id": name, "image": tf.ensure_shape(image, [None, None, 3]), "mask": mask}
+        example = {"id": name, "image": tf.ensure_shape(image, [None, None, 3]), "mask": mask}
+        if source.has_depth:
+            example["depth"] = tf.ensure_shape(tf.cast(depth, tf.float32), [None, None])
+        return example
 
     return dataset, decode
 
 
 def read_examples(source, split="train", num_classes=None, ignore_value=None):
     """The decoded, validated examples of a source: a dataset of ``{"id", "image", "mask"}`` dicts.
+
+    RGB-D sources (a folder spec with ``depth=``, ``tfds:nyu_depth_v2_segmentation``) add ``"depth"``: ``[H, W]``
+    float32 metres, 0 where missing; a missing mask is all ``ignore_value``.
 
     Args:
         source: a spec string (see :mod:`refinenet_tf.data.sources`) or a resolved source.
@@ -87,11 +118,13 @@ def read_examples(source, split="train", num_classes=None, ignore_value=None):
 
 def make_dataset(source, split="train", batch_size=8, training=None, crop_size=512, min_scale=0.5, max_scale=2.0,
                  flip=True, color=False, shuffle=None, seed=None, cache=False, repeat=False, num_classes=None,
-                 ignore_value=None, drop_remainder=None):
+                 ignore_value=None, drop_remainder=None, scale_depth=False):
     """A batched ``tf.data.Dataset`` of ``(images, masks)`` for ``model.fit`` / ``model.evaluate``.
 
     Images are float32 RGB in [0, 255] (the models preprocess inside); masks are int32 class indices with
-    ``ignore_value`` (255) where pixels do not count.
+    ``ignore_value`` (255) where pixels do not count. RGB-D sources give ``(images, {"segmentation": masks,
+    "depth": depths})`` instead, for a model with outputs named ``segmentation`` and ``depth``; depths are float32
+    metres, 0 where missing (see :func:`refinenet_tf.data.transforms.train_transform_rgbd`).
 
     Args:
         source: a spec string (``voc:PATH``, ``voc_aug:PATH``, ``folder:IMAGES:MASKS``, ``tfds:NAME``) or a
@@ -110,11 +143,13 @@ def make_dataset(source, split="train", batch_size=8, training=None, crop_size=5
         repeat: repeat forever.
         num_classes, ignore_value: override the source's.
         drop_remainder: drop the last incomplete batch (default: when training).
+        scale_depth: RGB-D training: divide depth by the random zoom factor (see
+            :func:`~refinenet_tf.data.transforms.train_transform_rgbd` for why it is off by default).
 
     Returns:
         A ``tf.data.Dataset``. Evaluation batches of several images are padded to the largest one (images with
         zeros, masks with ``ignore_value``), so padding never counts in a metric; ``batch_size=1`` evaluates
-        every image at its own size.
+        every image at its own size (depth is padded with 0, missing).
     """
     batch_size = positive_int("batch_size", batch_size)
     crop_size = positive_int("crop_size", crop_size)
@@ -126,6 +161,7 @@ def make_dataset(source, split="train", batch_size=8, training=None, crop_size=5
     shuffle = training if shuffle is None else shuffle
     drop_remainder = training if drop_remainder is None else drop_remainder
     ignore = source.ignore_value
+    has_depth = getattr(source, "has_depth", False)
 
     dataset = read_examples(source)
     if cache:
@@ -140,6 +176,12 @@ def make_dataset(source, split="train", batch_size=8, training=None, crop_size=5
         dataset = tf.data.Dataset.zip((dataset, seeds))
 
         def augment(example, example_seed):
+            if has_depth:
+                image, mask, depth = transforms.train_transform_rgbd(
+                    example["image"], example["mask"], example["depth"], example_seed, crop_size=crop_size,
+                    min_scale=min_scale, max_scale=max_scale, flip=flip, color=color, ignore_value=ignore,
+                    scale_depth=scale_depth)
+                return image, {"segmentation": tf.cast(mask, tf.int32), "depth": depth}
             image, mask = transforms.train_transform(
                 example["image"], example["mask"], example_seed, crop_size=crop_size, min_scale=min_scale,
                 max_scale=max_scale, flip=flip, color=color, ignore_value=ignore)
@@ -147,6 +189,16 @@ def make_dataset(source, split="train", batch_size=8, training=None, crop_size=5
 
         dataset = dataset.map(augment, num_parallel_calls=_AUTOTUNE, deterministic=seed is not None)
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    elif has_depth:
+        dataset = dataset.map(lambda e: (tf.cast(e["image"], tf.float32), {
+            "segmentation": tf.cast(e["mask"], tf.int32), "depth": e["depth"]}), num_parallel_calls=_AUTOTUNE)
+        if batch_size == 1:
+            dataset = dataset.batch(1)
+        else:
+            dataset = dataset.padded_batch(
+                batch_size, padded_shapes=([None, None, 3], {"segmentation": [None, None], "depth": [None, None]}),
+                padding_values=(tf.constant(0.0), {"segmentation": tf.constant(ignore, tf.int32),
+                                                   "depth": tf.constant(0.0)}), drop_remainder=drop_remainder)
     else:
         dataset = dataset.map(lambda e: (tf.cast(e["image"], tf.float32), tf.cast(e["mask"], tf.int32)),
                               num_parallel_calls=_AUTOTUNE)
