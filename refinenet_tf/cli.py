@@ -358,7 +358,7 @@ def _add_train_parser(commands):
     train.add_argument("--recipe", choices=recipes.list_recipes(), metavar="RECIPE",
                        help=f"training recipe, one of {', '.join(recipes.list_recipes())} (required)")
     train.add_argument("--preset", dest="recipe", choices=recipes.list_recipes(), metavar="RECIPE",
-                       action=_DeprecatedAlias, new_flag="--recipe", help="deprecated spelling of --recipe")
+                       action=_DeprecatedAlias, new_flag="--recipe", help=argparse.SUPPRESS)  # deprecated spelling
     train.add_argument("--data", required=True, metavar="SPEC", help="training data spec (see check-data)")
     train.add_argument("--val-data", metavar="SPEC", help="validation data spec (best weights by its mean IoU)")
     train.add_argument("--train-split", default="train", help="split of --data (default: %(default)s)")
