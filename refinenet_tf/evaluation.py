@@ -160,7 +160,7 @@ def evaluate(model, data, split="val", num_classes=None, class_names=None, scale
                                         num_classes=num_classes, dtype=tf.int64)
 
     examples = pipeline.read_examples(source)
-    total = _count(source, examples)
+    total = sources.count_examples(source)
     if limit is not None:
         examples = examples.take(limit)
         total = limit if total is None else min(total, limit)
@@ -171,10 +171,3 @@ def evaluate(model, data, split="val", num_classes=None, class_names=None, scale
         if bar is not None:
             bar.update(index + 1)
     return Evaluation(matrix, names, scales, bool(flip), getattr(source, "name", str(data)))
-
-
-def _count(source, examples):
-    if hasattr(source, "examples"):
-        return len(source.examples)
-    cardinality = int(examples.cardinality())
-    return cardinality if cardinality >= 0 else None

@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 
-from refinenet_tf import _files, visualization
+from refinenet_tf import _files
 
 __all__ = ["BEST_WEIGHTS", "CONFIG", "FINGERPRINT_EXCLUDED", "LAST_WEIGHTS", "MODEL_FILE", "build_model",
            "class_names_for", "clear_run", "fingerprint", "has_backup", "load_inference_model",
@@ -159,8 +159,10 @@ def class_names_for(num_classes, names=None):
         if len(names) != num_classes:
             raise ValueError(f"{len(names)} class names given for {num_classes} classes.")
         return tuple(names)
-    if num_classes == len(visualization.VOC_CLASSES):
-        return visualization.VOC_CLASSES
+    from refinenet_tf.data.sources import VOC_CLASSES
+
+    if num_classes == len(VOC_CLASSES):
+        return VOC_CLASSES
     return tuple(f"class_{index}" for index in range(num_classes))
 
 

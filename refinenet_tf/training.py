@@ -393,15 +393,6 @@ class SafeCheckpoint(keras.callbacks.Callback):
         runs.write_json_atomically(self._record, record)
 
 
-def _count_examples(source):
-    """Examples in a resolved source (file lists, or the prepared TFDS split's size)."""
-    if hasattr(source, "examples"):
-        return len(source.examples)
-    import tensorflow_datasets as tfds
-
-    return tfds.builder(source.name, data_dir=source.data_dir).info.splits[source.split].num_examples
-
-
 def _check_run_dir(run_dir):
     try:
         _files.writable_folder(run_dir, "run_dir=")
@@ -492,7 +483,7 @@ def _train(config, callbacks):
     train_data = data_lib.make_dataset(train_source, batch_size=global_batch, training=True, crop_size=crop_size,
                                        min_scale=recipe.min_scale, max_scale=recipe.max_scale, seed=config.seed,
                                        repeat=True, num_classes=num_classes)
-    steps = config.steps_per_epoch or max(1, _count_examples(train_source) // global_batch)
+    steps = config.steps_per_epoch or max(1, data_lib.sources.count_examples(train_source) // global_batch)
     val_data = None
     if config.val_data:
         val_data = data_lib.make_dataset(config.val_data, config.val_split, batch_size=1, training=False,

@@ -11,15 +11,8 @@ from PIL import Image
 
 from refinenet_tf._files import atomic_path
 
-__all__ = ["VOC_CLASSES", "colorize", "legend", "overlay", "read_palette", "save_image_png", "save_label_png",
+__all__ = ["colorize", "legend", "overlay", "read_palette", "save_image_png", "save_label_png",
            "voc_palette"]
-
-#: The 21 PASCAL VOC 2012 classes, in label order; 255 marks "ignore" (object boundaries).
-VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)
-
 
 def voc_palette(num_colors=256):
     """The PASCAL VOC colour map (the devkit's bit-interleaving scheme) as a ``[num_colors, 3]`` uint8 array.

@@ -33,10 +33,15 @@ import os
 import urllib.parse
 from typing import Callable, Optional, Tuple
 
-from refinenet_tf.visualization import VOC_CLASSES
 
-__all__ = ["FileSource", "NYU40_CLASSES", "TfdsSource", "TFDS_ADAPTERS", "folder_source", "resolve", "tfds_source",
-           "voc_source"]
+__all__ = ["FileSource", "NYU40_CLASSES", "TfdsSource", "TFDS_ADAPTERS", "VOC_CLASSES", "count_examples", "folder_source",
+           "resolve", "tfds_source", "voc_source"]
+
+#: The 21 PASCAL VOC 2012 classes, in label order; 255 marks "ignore" (object boundaries).
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -279,6 +284,15 @@ def tfds_source(name, split="train", data_dir=None):
     split = _TFDS_SPLITS_BY_NAME.get(name, _TFDS_SPLITS).get(split, split)
     return TfdsSource(name, split, data_dir, adapter, num_classes, 255, class_names,
                       has_depth=name in TFDS_WITH_DEPTH)
+
+
+def count_examples(source):
+    """Examples in a resolved source: the length of its file list, or the prepared TFDS split's size."""
+    if hasattr(source, "examples"):
+        return len(source.examples)
+    import tensorflow_datasets as tfds
+
+    return tfds.builder(source.name, data_dir=source.data_dir).info.splits[source.split].num_examples
 
 
 def _float_option(spec, options, key):

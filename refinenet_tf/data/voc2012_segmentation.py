@@ -46,11 +46,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from refinenet_tf.data import decoding, sources
-from refinenet_tf.visualization import VOC_CLASSES
 
 __all__ = ["CLASS_NAMES", "IGNORE_INDEX", "TRAINVAL_TAR_NAME", "TRAINVAL_URL", "Voc2012Segmentation"]
 
-CLASS_NAMES = VOC_CLASSES
+CLASS_NAMES = sources.VOC_CLASSES
 """The 21 VOC classes; a mask value ``i`` in ``0..20`` means ``CLASS_NAMES[i]``."""
 
 IGNORE_INDEX = 255
