@@ -191,8 +191,8 @@ def test_cli_convert_errors_are_one_line(reference_50, tmp_path, capsys):
     output = str(tmp_path / "model.keras")
     assert cli.main(["convert", "slim", reference_50["prefix"], "--output", output, "--num-classes", "21"]) == 2
     error = capsys.readouterr().err.strip()
-    assert error == ("refinenet-tf convert: error: num_classes=21 but the checkpoint's classifier "
-                     "(feature_fusion/Conv_62/weights) has 5 classes; omit num_classes= or give 5.")
+    assert error == ("refinenet-tf convert: error: --num-classes 21 but the checkpoint's classifier "
+                     "(feature_fusion/Conv_62/weights) has 5 classes; omit --num-classes or give 5.")
     assert cli.main(["convert", "slim", str(tmp_path / "nothing.ckpt"), "--output", output]) == 2
     assert "nothing.ckpt' is not a TensorFlow checkpoint" in capsys.readouterr().err
     assert cli.main(["convert", "slim", reference_50["prefix"], "--output", str(tmp_path / "model.h5")]) == 2
