@@ -157,4 +157,4 @@ def test_cli_converts_the_imagenet_checkpoint_to_a_backbone_file(imagenet_checkp
     assert cli.main(["convert", "slim", prefix, "--output", str(tmp_path / "b.keras"), "--ema"]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1
-    assert "ema=True but the checkpoint has no ExponentialMovingAverage shadow variables (no resnet_v1_50/" in error
+    assert "--ema but the checkpoint has no ExponentialMovingAverage shadow variables (no resnet_v1_50/" in error
