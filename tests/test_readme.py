@@ -1,8 +1,10 @@
 """The Python examples of the README and of the documentation pages run as written, each in a fresh interpreter.
 
 They run in a fresh folder that holds what a reader has after ``make demo``: the demo's data in the VOC layout
-under ``checkpoints/demo/data`` (written here by the same writer, smaller). Nothing outside the repository is
-needed. The CLI reference is checked in ``tests/test_docs.py``.
+under ``checkpoints/demo/data`` (written here by the same writer, smaller). The pages about converting downloaded
+checkpoints also find the file they name, written in its original format with random weights by the tests' own
+oracles (``tests/slim_reference.py``, ``tests/torch_reference.py``). Nothing outside the repository is needed.
+The CLI reference is checked in ``tests/test_docs.py``.
 """
 
 import glob
@@ -11,6 +13,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from refinenet_tf.data import synthetic
@@ -40,6 +43,31 @@ def demo_data(tmp_path_factory):
     return root
 
 
+def _slim_imagenet_checkpoint(folder):
+    """TF-slim's ``resnet_v1_101.ckpt`` (V1 format, 1000-class logits, global_step), random weights."""
+    from tests import slim_reference
+
+    slim_reference.in_tf1("save_backbone", folder, checkpoint_prefix=str(folder / "resnet_v1_101.ckpt"),
+                          image=np.zeros((32, 32, 3), np.float32), resnet="resnet_v1_101")
+
+
+def _official_lw50_checkpoint(folder):
+    """The Light-Weight RefineNet release's ``rf_lw50_voc.pth.tar`` (a state dict of its modules), random weights."""
+    import torch  # the [torch] extra, part of [dev]
+
+    from tests import torch_reference
+
+    model = torch_reference.randomize(torch_reference.build("lw_resnet50_official"), seed=0)
+    torch.save(model.state_dict(), str(folder / "rf_lw50_voc.pth.tar"))
+
+
+# The files a page's examples open, as a reader has them after downloading what the page links to.
+PAGE_FILES = {
+    os.path.join("docs", "slim_checkpoints.md"): _slim_imagenet_checkpoint,
+    os.path.join("docs", "official_checkpoints.md"): _official_lw50_checkpoint,
+}
+
+
 @pytest.mark.parametrize("page, index, block", BLOCKS, ids=[f"{page}:{index}" for page, index, _ in BLOCKS])
 def test_python_block_runs(page, index, block, demo_data, tmp_path):
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -47,6 +75,8 @@ def test_python_block_runs(page, index, block, demo_data, tmp_path):
     workdir = tmp_path / "reader"
     workdir.mkdir()
     (workdir / "checkpoints").symlink_to(demo_data / "checkpoints")
+    if page in PAGE_FILES:
+        PAGE_FILES[page](workdir)
     result = subprocess.run([sys.executable, "-c", block], cwd=workdir, env=environment, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, f"{page} block {index} failed:\n{block}\n{result.stderr[-3000:]}"
