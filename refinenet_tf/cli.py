@@ -266,9 +266,24 @@ def _convert(args):
 
         model = converter.convert_checkpoint(args.checkpoint, args.output, architecture=args.architecture,
                                              num_classes=args.num_classes, overwrite=args.overwrite)
-    print(f"converted {args.checkpoint} ({args.format}) into {model.name} ({model.output_shape[-1]} classes): "
-          f"{args.output}")
+    print(f"converted {args.checkpoint} ({args.format}) into {model.name} ({_what_it_holds(model)}): {args.output}")
     return 0
+
+
+def _what_it_holds(model):
+    """What a converted model is, for the line ``convert`` prints: its classes (and where they came from), or that
+    it is a backbone alone, which ``--backbone-weights`` takes."""
+    if isinstance(model.output, dict):
+        heads = ", ".join(f"{name} {tuple(model.output[name].shape)[-1]}" for name in model.output)
+        return f"heads: {heads}"
+    from refinenet_tf import backbones
+
+    if model.name in backbones.list_backbones():  # a backbone checkpoint converts to the backbone alone
+        return f"the {model.name} backbone alone; give the file as --backbone-weights / backbone_weights="
+    num_classes = model.output_shape[-1]
+    if getattr(model, "inferred_num_classes", None) is not None:
+        return f"{num_classes} classes, read from the checkpoint"
+    return f"{num_classes} classes"
 
 
 _FREEZE_HELP = ("run the model frozen, its weights as constants (inference.freeze): faster on a CPU after a few "

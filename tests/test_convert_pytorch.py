@@ -255,7 +255,7 @@ def test_convert_save_export_and_run_in_a_fresh_process(mobilenet, tmp_path, cap
     output = tmp_path / "mbv2_voc.keras"
     assert cli.main(["convert", "pytorch", checkpoint, "--architecture", "lw_mobilenetv2_official",
                      "--output", str(output)]) == 0
-    assert "(21 classes)" in capsys.readouterr().out
+    assert "(21 classes, read from the checkpoint)" in capsys.readouterr().out
     loaded = refinenet_tf.load_model(str(output))
     saved_model = export.export_saved_model(loaded, str(tmp_path / "saved_model"))
     images = np.concatenate([_generated_image(97, 131, seed) for seed in (1, 2)])

@@ -148,7 +148,8 @@ def test_cli_converts_the_imagenet_checkpoint_to_a_backbone_file(imagenet_checkp
     prefix, stored, _ = imagenet_checkpoint
     output = str(tmp_path / "resnet_v1_50.keras")
     assert cli.main(["convert", "slim", prefix, "--output", output]) == 0
-    assert output in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert output in printed and "(the resnet_v1_50 backbone alone; give the file as --backbone-weights" in printed, printed
     backbone = backbones.build_backbone("resnet_v1_50", weights=output)
     np.testing.assert_array_equal(backbone.get_layer("block4_unit3_conv3_bn").moving_variance.numpy(),
                                   stored["resnet_v1_50/block4/unit_3/bottleneck_v1/conv3/BatchNorm/moving_variance"])
