@@ -229,7 +229,7 @@ def _export(args):
                              scales=args.scales, flip=args.flip, overwrite=args.overwrite)
     else:
         export.export_onnx(model, output, scales=args.scales, flip=args.flip, overwrite=args.overwrite)
-    print(f"exported {model.name} ({model.output_shape[-1]} classes) from {args.model} to {output} ({args.format}"
+    print(f"exported {model.name} ({_num_classes(model)} classes) from {args.model} to {output} ({args.format}"
           + (f", {args.quantization}" if args.format == "tflite" else "") + ")")
     return 0
 
@@ -255,6 +255,12 @@ def _inference_benchmark(args):
     return 0
 
 
+def _num_classes(model):
+    """The segmentation classes of a model: its logits' channels (a multi-task model's ``segmentation`` output)."""
+    shape = model.output_shape
+    return (shape["segmentation"] if isinstance(shape, dict) else shape)[-1]
+
+
 def _convert(args):
     if args.format == "slim":
         from refinenet_tf.convert import slim as converter
@@ -271,19 +277,18 @@ def _convert(args):
 
 
 def _what_it_holds(model):
-    """What a converted model is, for the line ``convert`` prints: its classes (and where they came from), or that
-    it is a backbone alone, which ``--backbone-weights`` takes."""
-    if isinstance(model.output, dict):
-        heads = ", ".join(f"{name} {tuple(model.output[name].shape)[-1]}" for name in model.output)
-        return f"heads: {heads}"
+    """What a converted model is, for the line ``convert`` prints: its classes (and where they came from) and a
+    multi-task model's outputs, or that it is a backbone alone, which ``--backbone-weights`` takes."""
     from refinenet_tf import backbones
 
     if model.name in backbones.list_backbones():  # a backbone checkpoint converts to the backbone alone
         return f"the {model.name} backbone alone; give the file as --backbone-weights / backbone_weights="
-    num_classes = model.output_shape[-1]
+    text = f"{_num_classes(model)} classes"
     if getattr(model, "inferred_num_classes", None) is not None:
-        return f"{num_classes} classes, read from the checkpoint"
-    return f"{num_classes} classes"
+        text += ", read from the checkpoint"
+    if isinstance(model.output, dict):
+        text += "; outputs: " + ", ".join(model.output)
+    return text
 
 
 _FREEZE_HELP = ("run the model frozen, its weights as constants (inference.freeze): faster on a CPU after a few "
@@ -592,7 +597,7 @@ def _add_convert_parser(commands):
     slim.set_defaults(run=_convert)
     torch = formats.add_parser("pytorch", help="an official PyTorch release checkpoint (.pth, .pth.tar, .ckpt)",
                                description="Convert a checkpoint of the official Light-Weight RefineNet / RefineNet "
-                               "PyTorch releases; loaded with torch.load(weights_only=True), so no pickled code "
+                               "/ multi-task RefineNet PyTorch releases; loaded with torch.load(weights_only=True), so no pickled code "
                                "runs (needs the [torch] extra).")
     torch.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pth, .pth.tar or .ckpt file")
     torch.add_argument("--architecture", required=True, metavar="PRESET",
