@@ -1,0 +1,164 @@
+"""Joint segmentation and depth: the recipe, training from asymmetric annotations through ``training.train``,
+run folders of multi-task models, the teacher fill, evaluation of both tasks, prediction files, the CLI."""
+
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from refinenet_tf import cli, evaluation, inference, recipes, runs, training  # noqa: E402
+from refinenet_tf.data import synthetic  # noqa: E402
+
+
+def _constant_model(num_classes=5, depth=2.0, favourite=1):
+    """A multi-task model of known outputs: logits favour class ``favourite`` everywhere, depth is ``depth`` m."""
+    inputs = keras.Input([None, None, 3])
+    segmentation = keras.layers.Conv2D(
+        num_classes, 1, kernel_initializer="zeros",
+        bias_initializer=keras.initializers.Constant(np.eye(num_classes)[favourite] * 3.0), name="segmentation")(inputs)
+    depth_output = keras.layers.Conv2D(1, 1, kernel_initializer="zeros",
+                                       bias_initializer=keras.initializers.Constant(depth), name="depth")(inputs)
+    return keras.Model(inputs, {"segmentation": segmentation, "depth": depth_output}, name="constant_joint")
+
+
+def _tiny_multitask_model(num_classes=5):
+    inputs = keras.Input([None, None, 3])
+    features = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="features")(inputs)
+    return keras.Model(inputs, {"segmentation": keras.layers.Conv2D(num_classes, 1, name="segmentation")(features),
+                                "depth": keras.layers.Conv2D(1, 1, name="depth")(features)})
+
+
+@pytest.fixture(scope="module")
+def rgbd_specs(tmp_path_factory):
+    """6 training scenes (1 without a mask, 1 without depth) and 3 held-out ones, 32 x 40."""
+    root = tmp_path_factory.mktemp("rgbd")
+    return synthetic.write_rgbd_dataset(str(root), num_train=6, num_val=3, height=32, width=40, seed=3)
+
+
+def _read_split(spec_root, split):
+    """The held-out files read with PIL alone: masks and depths in metres (the expectations' own reader)."""
+    ids = open(os.path.join(spec_root, f"{split}.txt")).read().split()
+    masks = [np.array(Image.open(os.path.join(spec_root, "masks", f"{i}.png"))) for i in ids]
+    depths = [np.array(Image.open(os.path.join(spec_root, "depth", f"{i}.png"))).astype(np.float64) / 1000 for i in ids]
+    return masks, depths
+
+
+# ---------------------------------------------------------------------------------------------- the recipe
+
+def test_the_multitask_recipe_is_densetorchs_example():
+    # DrSleep/DenseTorch examples/multitask/config.py: crop_size = 400, batch_size = 4, n_epochs = 1000,
+    # lr_enc = 1e-3, lr_dec = 1e-2, mom_enc = mom_dec = 0.9, wd_enc = wd_dec = 1e-5, loss_coeffs = (0.5, 0.5);
+    # train.py: MultiStepLR(..., step 100, gamma=0.1), RandomMirror + RandomCrop (no rescaling).
+    recipe = recipes.get_recipe("multitask_mobilenetv2_nyud")
+    assert recipe.multitask and recipe.optimizer == "sgd"
+    assert (recipe.learning_rate, recipe.learning_rate * recipe.decoder_lr_multiplier) == (1e-3, pytest.approx(1e-2))
+    assert (recipe.momentum, recipe.weight_decay) == (0.9, 1e-5)
+    assert recipe.loss_weights == {"segmentation": 0.5, "depth": 0.5} and recipe.depth_loss == "berhu"
+    assert (recipe.crop_size, recipe.batch_size, recipe.epochs) == (400, 4, 1000)
+    assert (recipe.schedule, recipe.step_epochs, recipe.step_gamma) == ("step", 100, 0.1)
+    assert (recipe.min_scale, recipe.max_scale) == (1.0, 1.0)
+    assert "examples/multitask/config.py" in recipe.source
+
+
+def test_the_step_schedule_multiplies_by_the_recipes_gamma():
+    recipe = recipes.get_recipe("multitask_mobilenetv2_nyud")
+    schedule = training._schedule(recipe, 1e-3, steps_per_epoch=2, epochs=300)
+    # 100 epochs of 2 steps each: x0.1 after step 200 and after step 400 (PiecewiseConstantDecay: step <= boundary)
+    assert [float(schedule(step)) for step in (0, 200, 201, 401, 599)] == pytest.approx(
+        [1e-3, 1e-3, 1e-4, 1e-5, 1e-5])
+
+
+def test_compile_weighs_the_task_losses_and_refuses_a_mismatched_recipe():
+    model = _tiny_multitask_model()
+    recipe = recipes.get_recipe("multitask_mobilenetv2_nyud")
+    # the tiny model has no nested backbone: give the recipe Adam so no decoder split is needed
+    adam = recipes.Recipe("tiny_joint", recipe.model, "test", optimizer="adam", loss_weights={"segmentation": 0.25,
+                                                                                               "depth": 0.75})
+    training.compile_model(model, adam, num_classes=5)
+    images = tf.random.stateless_uniform([2, 8, 8, 3], [1, 2], 0, 255)
+    masks = tf.stack([tf.fill([8, 8], 255), tf.random.stateless_uniform([8, 8], [3, 4], 0, 5, tf.int32)])
+    depths = tf.stack([tf.random.stateless_uniform([8, 8], [5, 6], 1, 5), tf.zeros([8, 8])])
+    logs = model.evaluate(images, {"segmentation": masks, "depth": depths}, verbose=0, return_dict=True)
+    assert logs["loss"] == pytest.approx(0.25 * logs["segmentation_loss"] + 0.75 * logs["depth_loss"], rel=1e-5)
+    assert {"segmentation_mean_iou", "segmentation_pixel_accuracy", "depth_rmse", "depth_log_rmse",
+            "depth_abs_rel", "depth_sq_rel", "depth_delta1", "depth_delta2", "depth_delta3"} <= set(logs)
+    with pytest.raises(ValueError, match="trains segmentation only"):
+        training.compile_model(_tiny_multitask_model(), "demo_shapes", num_classes=5)
+
+
+def test_a_checkpoint_on_two_metrics_saves_only_when_both_improve(tmp_path):
+    path = str(tmp_path / "best.weights.h5")
+    checkpoint = training.SafeCheckpoint(path, monitor={"val_segmentation_mean_iou": "max", "val_depth_rmse": "min"},
+                                         fingerprint="run")
+    checkpoint.set_model(_tiny_multitask_model())
+    checkpoint.on_train_begin()
+    saved = []
+    for epoch, (iou, rmse) in enumerate([(0.3, 2.0), (0.4, 2.5), (0.25, 1.5), (0.5, 1.8)]):
+        checkpoint.on_epoch_end(epoch, {"val_segmentation_mean_iou": iou, "val_depth_rmse": rmse})
+        saved.append(runs.read_weights_record(path)["epoch"])
+    assert saved == [1, 1, 1, 4]  # epoch 2: RMSE worse; epoch 3: IoU worse; epoch 4: both better than epoch 1
+    record = runs.read_weights_record(path)
+    assert record["best"] == {"val_segmentation_mean_iou": 0.5, "val_depth_rmse": 1.8}
+    resumed = training.SafeCheckpoint(path, monitor={"val_segmentation_mean_iou": "max", "val_depth_rmse": "min"},
+                                      fingerprint="run")
+    resumed.on_train_begin()
+    assert resumed.best == {"val_segmentation_mean_iou": 0.5, "val_depth_rmse": 1.8}
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+def test_evaluate_joint_accumulates_both_tables_over_valid_pixels(rgbd_specs):
+    root = rgbd_specs["val"].split(":")[1].rsplit("/images", 1)[0]
+    masks, depths = _read_split(root, "val")
+    model = _constant_model(depth=2.0, favourite=1)  # every pixel: class 1 (floor), 2 m
+    result = evaluation.evaluate_joint(model, rgbd_specs["val"], progress=False)
+    # segmentation: all predictions are class 1 -> IoU(1) = floor pixels / labelled pixels, others 0 or absent
+    labelled = np.concatenate([m[m != 255] for m in masks])
+    counts = np.bincount(labelled, minlength=5)
+    assert result.segmentation.pixels == labelled.size
+    assert result.segmentation.pixel_accuracy == pytest.approx(counts[1] / labelled.size)
+    present = counts > 0
+    expected_iou = np.where(np.arange(5) == 1, counts[1] / labelled.size, 0.0)
+    assert result.mean_iou == pytest.approx(expected_iou[present].mean())
+    # depth: every valid pixel against 2 m, pooled over the split
+    d = np.concatenate([x[x > 0] for x in depths])
+    ratio = np.maximum(2.0 / d, d / 2.0)
+    expected = {"rmse": np.sqrt(np.mean((2.0 - d) ** 2)), "log_rmse": np.sqrt(np.mean((np.log(2.0) - np.log(d)) ** 2)),
+                "abs_rel": np.mean(np.abs(2.0 - d) / d), "sq_rel": np.mean((2.0 - d) ** 2 / d),
+                "delta1": np.mean(ratio < 1.25), "delta2": np.mean(ratio < 1.25 ** 2),
+                "delta3": np.mean(ratio < 1.25 ** 3)}
+    assert result.depth_pixels == d.size
+    for key, value in expected.items():
+        assert result.depth[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    table = result.table()
+    assert "| **mean** |" in table and "| RMSE (linear) |" in table and "δ < 1.25³" in table
+    with pytest.raises(ValueError, match="evaluate_joint"):
+        evaluation.evaluate(model, rgbd_specs["val"], progress=False)
+
+
+def test_predict_joint_files_writes_labels_colour_depth_and_millimetres(rgbd_specs, tmp_path):
+    root = rgbd_specs["val"].split(":")[1]
+    model = _constant_model(depth=2.0, favourite=3)
+    result = inference.predict_joint_files(model, [os.path.join(root, "val_00000.jpg")], str(tmp_path),
+                                           progress=False)
+    assert list(result["written"].values()) == [str(tmp_path / "val_00000.png")]
+    labels = np.array(Image.open(tmp_path / "val_00000.png"))
+    millimetres = Image.open(tmp_path / "val_00000_depth_mm.png")
+    colour = np.array(Image.open(tmp_path / "val_00000_depth.png"))
+    assert labels.shape == (32, 40) and np.all(labels == 3)
+    assert millimetres.mode.startswith("I") and np.all(np.array(millimetres) == 2000)
+    assert colour.shape == (32, 40, 3) and len(np.unique(colour.reshape(-1, 3), axis=0)) == 1
+    assert (tmp_path / "val_00000_overlay.png").exists() and (tmp_path / "legend.png").exists()
+
+
+# ---------------------------------------------------------------------------------------------- run folders
+
+def test_build_model_refuses_an_unknown_builder():
+    with pytest.raises(ValueError, match="MultiTaskRefineNet"):
+        runs.build_model({"model": {"builder": "os.system", "arguments": {}}})
