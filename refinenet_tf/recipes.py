@@ -118,6 +118,9 @@ RECIPES = {recipe.name: recipe for recipe in [
            learning_rate=1e-3, decoder_lr_multiplier=10.0, momentum=0.9, weight_decay=1e-5, schedule="step",
            step_epochs=100, step_gamma=0.1, crop_size=400, batch_size=4, epochs=1000, min_scale=1.0,
            max_scale=1.0, loss_weights={"segmentation": 0.5, "depth": 0.5}, depth_loss="berhu"),
+    Recipe("demo_joint", "multitask_mobilenetv2_official", _JOINT_DEMO_SOURCE, optimizer="adam", learning_rate=1e-3,
+           crop_size=96, batch_size=8, epochs=8, min_scale=1.0, max_scale=1.0,
+           loss_weights={"segmentation": 0.5, "depth": 0.5}, depth_loss="berhu"),
 ] + [
     Recipe(f"lw_{backbone}_voc", f"lw_{backbone}", _LW_SOURCE, optimizer="sgd", learning_rate=5e-4,
            decoder_lr_multiplier=10.0, weight_decay=1e-5, schedule="step", step_epochs=100, freeze_batch_norm=True,
