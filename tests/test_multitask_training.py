@@ -1,6 +1,7 @@
 """Joint segmentation and depth: the recipe, training from asymmetric annotations through ``training.train``,
 run folders of multi-task models, the teacher fill, evaluation of both tasks, prediction files, the CLI."""
 
+import dataclasses
 import json
 import os
 
@@ -12,7 +13,7 @@ import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from refinenet_tf import cli, evaluation, inference, recipes, runs, training  # noqa: E402
+from refinenet_tf import cli, evaluation, inference, models, recipes, runs, training  # noqa: E402
 from refinenet_tf.data import synthetic  # noqa: E402
 
 
@@ -162,3 +163,113 @@ def test_predict_joint_files_writes_labels_colour_depth_and_millimetres(rgbd_spe
 def test_build_model_refuses_an_unknown_builder():
     with pytest.raises(ValueError, match="MultiTaskRefineNet"):
         runs.build_model({"model": {"builder": "os.system", "arguments": {}}})
+
+
+# ---------------------------------------------------------------------------------------------- training.train
+
+def _tiny_joint_recipe(tiny_backbone, name="tiny_joint_test", **overrides):
+    """The demo's recipe on the tiny test backbone, registered so that the CLI can name it."""
+    settings = dict(model_kwargs={"backbone": tiny_backbone}, crop_size=32, batch_size=2, epochs=1)
+    settings.update(overrides)
+    recipe = dataclasses.replace(recipes.get_recipe("demo_joint"), name=name, **settings)
+    return recipes.register_recipe(recipe, overwrite=True)
+
+
+def _head_weights(model, task):
+    """The trainable weights only the ``task`` head has (its layer names say the task), by name."""
+    other = "depth" if task == "segmentation" else "segmentation"
+    found = {}
+    for layer in model.layers:
+        if task in layer.name and other not in layer.name:
+            found.update({v.name: v.numpy().copy() for v in layer.trainable_weights})
+    assert found, f"no {task} head layers in {[layer.name for layer in model.layers]}"
+    return found
+
+
+def _train(tmp_path, name, spec_train, spec_val, recipe, **kwargs):
+    config = training.TrainConfig(recipe=recipe, data=spec_train, val_data=spec_val, num_classes=5,
+                                  run_dir=str(tmp_path / name), backbone_weights=None, steps_per_epoch=2,
+                                  image_every=1, verbose=0, **kwargs)
+    return config, training.train(config)
+
+
+@pytest.mark.parametrize("missing", ["mask", "depth"])
+def test_examples_without_a_label_leave_that_head_untouched(missing, tmp_path, tiny_backbone):
+    # Every training scene lacks its mask (or depth): through training.train the segmentation (or depth) head
+    # gets exactly zero gradient (Adam then moves nothing), while the other head learns.
+    fractions = {"missing_mask_fraction": 1.0 if missing == "mask" else 0.0,
+                 "missing_depth_fraction": 1.0 if missing == "depth" else 0.0}
+    specs = synthetic.write_rgbd_dataset(str(tmp_path / "data"), num_train=4, num_val=1, height=32, width=32,
+                                         seed=1, **fractions)
+    recipe = _tiny_joint_recipe(tiny_backbone)
+    arguments = models.get(recipe.model).arguments(num_classes=5, backbone_weights=None, **recipe.model_kwargs)
+    start = runs.build_model({"model": {"builder": runs.builder_name(models.get(recipe.model)),
+                                        "arguments": arguments}})
+    start.save_weights(str(tmp_path / "start.weights.h5"))
+    frozen_task, trained_task = ("segmentation", "depth") if missing == "mask" else ("depth", "segmentation")
+    before = {task: _head_weights(start, task) for task in (frozen_task, trained_task)}
+    _, (model, history) = _train(tmp_path, "run", specs["train"], specs["val"], recipe,
+                                 init_from=str(tmp_path / "start.weights.h5"))
+    assert np.isfinite(history.history["loss"]).all()
+    after = {task: _head_weights(model, task) for task in (frozen_task, trained_task)}
+    for name, value in before[frozen_task].items():
+        np.testing.assert_array_equal(after[frozen_task][name], value, err_msg=name)
+    assert any(not np.array_equal(after[trained_task][name], value) for name, value in before[trained_task].items())
+
+
+def test_a_joint_run_folder_records_and_reloads_the_multitask_model(rgbd_specs, tmp_path, tiny_backbone):
+    recipe = _tiny_joint_recipe(tiny_backbone)
+    config, (model, history) = _train(tmp_path, "run", rgbd_specs["train"], rgbd_specs["val"], recipe)
+    assert {"val_segmentation_mean_iou", "val_depth_rmse", "segmentation_loss", "depth_loss"} <= set(history.history)
+    saved = json.load(open(os.path.join(config.run_dir, "config.json")))
+    assert saved["model"]["builder"] == "MultiTaskRefineNet"
+    assert saved["model"]["arguments"]["backbone"] == tiny_backbone and saved["num_classes"] == 5
+    best = runs.read_weights_record(os.path.join(config.run_dir, "best.weights.h5"))
+    assert best["monitor"] == {"val_segmentation_mean_iou": "max", "val_depth_rmse": "min"}
+    reloaded = runs.load_inference_model(config.run_dir)
+    model.load_weights(os.path.join(config.run_dir, "best.weights.h5"))
+    image = np.random.default_rng(0).integers(0, 256, (1, 32, 40, 3)).astype(np.float32)
+    for task in ("segmentation", "depth"):
+        np.testing.assert_allclose(reloaded(image)[task].numpy(), model(image)[task].numpy(), rtol=1e-5, atol=1e-5)
+    assert runs.output_classes(reloaded) == 5
+    with pytest.raises(ValueError, match="has no depth"):
+        _train(tmp_path, "voc", "voc:" + os.path.join(os.path.dirname(__file__), "data", "voc_tiny"), None, recipe)
+
+
+@pytest.mark.parametrize("teacher_form", ["run folder", ".keras file"])
+def test_a_teacher_fills_missing_masks_so_the_segmentation_head_learns(teacher_form, tmp_path, tiny_backbone):
+    specs = synthetic.write_rgbd_dataset(str(tmp_path / "data"), num_train=4, num_val=1, height=32, width=32,
+                                         seed=2, missing_mask_fraction=1.0, missing_depth_fraction=0.0)
+    recipe = _tiny_joint_recipe(tiny_backbone)
+    teacher_config, _ = _train(tmp_path, "teacher", specs["train"], specs["val"], recipe)
+    teacher = teacher_config.run_dir if teacher_form == "run folder" else os.path.join(teacher_config.run_dir,
+                                                                                      "model.keras")
+    start = runs.load_inference_model(teacher_config.run_dir)  # any start; what matters is what moves
+    start.save_weights(str(tmp_path / "start.weights.h5"))
+    before = _head_weights(start, "segmentation")
+    config, (model, _) = _train(tmp_path, "student", specs["train"], specs["val"], recipe, teacher=teacher,
+                                init_from=str(tmp_path / "start.weights.h5"))
+    after = _head_weights(model, "segmentation")  # without the teacher no mask exists and this head stays still
+    assert any(not np.array_equal(after[name], value) for name, value in before.items())
+    assert json.load(open(os.path.join(config.run_dir, "config.json")))["teacher"] == teacher
+
+
+def test_cli_trains_evaluates_and_predicts_the_joint_task(rgbd_specs, tmp_path, tiny_backbone, capsys):
+    _tiny_joint_recipe(tiny_backbone)
+    run_dir = str(tmp_path / "run")
+    assert cli.main(["train", "--recipe", "tiny_joint_test", "--data", rgbd_specs["train"], "--val-data",
+                     rgbd_specs["val"], "--run-dir", run_dir, "--backbone-weights", "none", "--steps-per-epoch", "1",
+                     "--image-every", "0"]) == 0
+    assert "val_depth_rmse" in capsys.readouterr().out
+    assert cli.main(["evaluate", "--model", run_dir, "--data", rgbd_specs["val"], "--no-progress",
+                     "--output", str(tmp_path / "scores")]) == 0
+    printed = capsys.readouterr().out
+    assert "| **mean** |" in printed and "| RMSE (linear) |" in printed and "| δ < 1.25³ |" in printed
+    assert json.load(open(tmp_path / "scores" / "metrics.json"))["depth"]["rmse"] > 0
+    images = rgbd_specs["val"].split(":")[1]
+    assert cli.main(["predict", "--model", run_dir, "--output", str(tmp_path / "out"), "--no-progress",
+                     os.path.join(images, "val_00001.jpg")]) == 0
+    assert {"val_00001.png", "val_00001_depth.png", "val_00001_depth_mm.png"} <= set(os.listdir(tmp_path / "out"))
+    assert cli.main(["predict", "--model", run_dir, "--output", str(tmp_path / "out"), "--scales", "0.5", "1",
+                     "--no-progress", os.path.join(images, "val_00001.jpg")]) == 2
+    assert "--scales" in capsys.readouterr().err
