@@ -5,8 +5,9 @@ RGB-D scenes with asymmetric annotations, nothing downloaded.
    and triangles standing at known depths on a floor that recedes to a back wall, with holes of missing depth;
    object colours are shared across depths, so depth must be read from the geometry, not the colour. In the
    training split some scenes have no mask and others no depth: each trains the other head only.
-2. Trains the ``demo_joint`` recipe (the multi-task Light-Weight RefineNet, random initial weights) with
-   :func:`refinenet_tf.training.train`, keeping the run under ``<output>/run``.
+2. Trains the ``demo_joint`` recipe (the multi-task Light-Weight RefineNet, random initial weights except the
+   depth output's bias, which starts at the training mean depth, so that the model starts as the constant
+   baseline) with :func:`refinenet_tf.training.train`, keeping the run under ``<output>/run``.
 3. Evaluates on the held-out scenes with :func:`refinenet_tf.evaluation.evaluate_joint` (mean IoU, pixel
    accuracy and the depth metrics over valid pixels) next to the constant-depth baseline: the RMSE of predicting
    the training split's mean depth everywhere, the best constant there is for the training data.
@@ -20,10 +21,10 @@ import time
 
 import numpy as np
 
-from refinenet_tf import evaluation, inference, recipes, runs, training, visualization
+from refinenet_tf import _files, evaluation, inference, recipes, runs, training, visualization
 from refinenet_tf.data import pipeline, sources, synthetic
 
-__all__ = ["constant_depth_baseline", "run_joint_demo"]
+__all__ = ["constant_depth_baseline", "depth_output_bias", "run_joint_demo"]
 
 
 def _depth_sums(source):
@@ -57,6 +58,33 @@ def constant_depth_baseline(train_source, val_source):
         raise ValueError(f"{val_source.name}: no valid depth pixel to score.")
     # mean((d - c)^2) = mean(d^2) - 2 c mean(d) + c^2
     return float(constant), float(np.sqrt(max(squares / count - 2 * constant * total / count + constant ** 2, 0.0)))
+
+
+def depth_output_bias(model):
+    """The bias of the convolution that makes a multi-task model's depth (the one trainable bias of one value),
+    or ``None`` if that convolution has no bias."""
+    biases = [v for v in model.trainable_variables if v.shape == (1,) and "bias" in v.name]
+    return biases[0] if len(biases) == 1 else None
+
+
+def _constant_depth_start(recipe, num_classes, constant, path, seed):
+    """Random initial weights whose depth head starts at ``constant`` metres everywhere (its output bias), written
+    to ``path``: the model starts as the constant baseline, so what it gains over it is learnt from the image.
+    Without a depth bias the weights are the random ones. Returns ``path``."""
+    import tf_keras as keras
+
+    from refinenet_tf import models
+
+    keras.utils.set_random_seed(seed)
+    preset = models.get(recipe.model)
+    arguments = preset.arguments(num_classes=num_classes, backbone_weights=None, **recipe.model_kwargs)
+    model = runs.build_model({"model": {"builder": runs.builder_name(preset), "arguments": arguments}})
+    bias = depth_output_bias(model)
+    if bias is not None:
+        bias.assign([constant])
+    with _files.atomic_path(path, suffix=".weights.h5") as temporary:
+        model.save_weights(temporary)
+    return path
 
 
 def _grid(model, val_source, path, count=4, max_depth=None):
@@ -109,10 +137,16 @@ def run_joint_demo(output_dir=os.path.join("checkpoints", "demo_joint"), epochs=
     recipe = recipes.get_recipe(recipe)
     run_dir = os.path.join(output_dir, "run")
     num_classes = len(synthetic.RGBD_CLASSES)
+    train_source = sources.resolve(specs["train"], "train", num_classes=num_classes)
+    val_source = sources.resolve(specs["val"], "val", num_classes=num_classes)
+    constant, baseline = constant_depth_baseline(train_source, val_source)
+    start_weights = _constant_depth_start(recipe, num_classes, constant, os.path.join(output_dir, "start.weights.h5"),
+                                          seed)
     config = training.TrainConfig(recipe=recipe, data=specs["train"], val_data=specs["val"], num_classes=num_classes,
                                   run_dir=run_dir, overwrite=runs.run_state(run_dir) != "interrupted",
                                   epochs=epochs, steps_per_epoch=steps_per_epoch, backbone_weights=None, seed=seed,
-                                  verbose=2, class_names=synthetic.RGBD_CLASSES, image_every=0)
+                                  verbose=2, class_names=synthetic.RGBD_CLASSES, image_every=0,
+                                  init_from=start_weights)
     log(f"Training {recipe.model} ({recipe.source}) for {epochs or recipe.epochs} epochs on the CPU ...")
     train_start = time.perf_counter()
     model, history = training.train(config)
@@ -121,11 +155,8 @@ def run_joint_demo(output_dir=os.path.join("checkpoints", "demo_joint"), epochs=
     if os.path.exists(best):
         model.load_weights(best)
 
-    train_source = sources.resolve(specs["train"], "train", num_classes=num_classes)
-    val_source = sources.resolve(specs["val"], "val", num_classes=num_classes)
     scores = evaluation.evaluate_joint(model, val_source, num_classes=num_classes,
                                        class_names=synthetic.RGBD_CLASSES, progress=False)
-    constant, baseline = constant_depth_baseline(train_source, val_source)
     grid = _grid(model, val_source, os.path.join(output_dir, "predictions.png"))
     total = time.perf_counter() - start
     segmentation = scores.segmentation
