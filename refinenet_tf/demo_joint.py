@@ -6,8 +6,8 @@ RGB-D scenes with asymmetric annotations, nothing downloaded.
    object colours are shared across depths, so depth must be read from the geometry, not the colour. In the
    training split some scenes have no mask and others no depth: each trains the other head only.
 2. Trains the ``demo_joint`` recipe (the multi-task Light-Weight RefineNet, random initial weights except the
-   depth output's bias, which starts at the training mean depth, so that the model starts as the constant
-   baseline) with :func:`refinenet_tf.training.train`, keeping the run under ``<output>/run``.
+   depth output's last convolution, which starts as the training mean depth everywhere -- kernel 0, bias the
+   mean -- so that the model starts as the constant baseline) with :func:`refinenet_tf.training.train`, keeping the run under ``<output>/run``.
 3. Evaluates on the held-out scenes with :func:`refinenet_tf.evaluation.evaluate_joint` (mean IoU, pixel
    accuracy and the depth metrics over valid pixels) next to the constant-depth baseline: the RMSE of predicting
    the training split's mean depth everywhere, the best constant there is for the training data.
@@ -68,9 +68,10 @@ def depth_output_bias(model):
 
 
 def _constant_depth_start(recipe, num_classes, constant, path, seed):
-    """Random initial weights whose depth head starts at ``constant`` metres everywhere (its output bias), written
-    to ``path``: the model starts as the constant baseline, so what it gains over it is learnt from the image.
-    Without a depth bias the weights are the random ones. Returns ``path``."""
+    """Random initial weights whose depth head starts at ``constant`` metres everywhere (its last convolution: bias
+    ``constant``, kernel 0), written to ``path``: the model starts as the constant baseline, so what it gains over
+    it is learnt from the image. Without a depth bias the weights are the random ones. Returns ``path``."""
+    import tensorflow as tf
     import tf_keras as keras
 
     from refinenet_tf import models
@@ -82,6 +83,9 @@ def _constant_depth_start(recipe, num_classes, constant, path, seed):
     bias = depth_output_bias(model)
     if bias is not None:
         bias.assign([constant])
+        for layer in model.submodules:  # and a zero kernel: the depth starts as exactly the constant
+            if getattr(layer, "bias", None) is bias and getattr(layer, "kernel", None) is not None:
+                layer.kernel.assign(tf.zeros_like(layer.kernel))
     with _files.atomic_path(path, suffix=".weights.h5") as temporary:
         model.save_weights(temporary)
     return path

@@ -4,6 +4,7 @@ run folders of multi-task models, the teacher fill, evaluation of both tasks, pr
 import dataclasses
 import json
 import os
+import re
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -273,3 +274,22 @@ def test_cli_trains_evaluates_and_predicts_the_joint_task(rgbd_specs, tmp_path, 
     assert cli.main(["predict", "--model", run_dir, "--output", str(tmp_path / "out"), "--scales", "0.5", "1",
                      "--no-progress", os.path.join(images, "val_00001.jpg")]) == 2
     assert "--scales" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- the joint demo
+
+def test_the_joint_demo_at_smoke_settings_beats_the_constant_depth_baseline(tmp_path, capsys):
+    # refinenet-tf demo --task joint with few scenes and epochs: the real model (random weights), the real data
+    assert cli.main(["demo", "--task", "joint", "--output", str(tmp_path), "--epochs", "3", "--num-train", "40",
+                     "--num-val", "6"]) == 0
+    printed = capsys.readouterr().out
+
+    def figure(word):
+        match = re.search(rf"{word} (\d+\.\d+)", printed)
+        assert match, f"no '{word} <figure>' in:\n{printed[-2000:]}"
+        return float(match.group(1))
+
+    assert 0 <= figure("mean IoU") <= 1
+    assert figure("RMSE") < figure("baseline")
+    assert {"data", "run", "predictions.png"} <= set(os.listdir(tmp_path))
+    assert json.load(open(tmp_path / "run" / "config.json"))["recipe"] == "demo_joint"
