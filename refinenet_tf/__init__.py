@@ -19,10 +19,11 @@ __version__ = "0.1.0"
 _NAMES = {
     "ChainedResidualPooling": "layers", "ConvBNReLU": "layers", "ImagePreprocessing": "layers",
     "MultiResolutionFusion": "layers", "RefineBlock": "layers", "ResidualConvUnit": "layers",
-    "ResizeToMatch": "layers", "LightWeightRefineNet": "models", "RefineNet": "models", "load_model": "saving",
+    "ResizeToMatch": "layers", "TaskOutput": "layers", "LightWeightRefineNet": "models",
+    "MultiTaskRefineNet": "multitask", "RefineNet": "models", "load_model": "saving",
 }
 _SUBMODULES = ("backbones", "benchmarks", "cli", "convert", "data", "demo", "evaluation", "export", "inference",
-               "layers", "models", "options", "profiling", "recipes", "runs", "saving", "training", "visualization")
+               "layers", "models", "multitask", "options", "profiling", "recipes", "runs", "saving", "training", "visualization")
 
 __all__ = sorted(_NAMES) + ["__version__", "backbones", "layers", "models", "saving"]
 

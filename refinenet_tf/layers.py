@@ -36,6 +36,7 @@ __all__ = [
     "RefineBlock",
     "ResidualConvUnit",
     "ResizeToMatch",
+    "TaskOutput",
     "resize_bilinear",
 ]
 
@@ -197,22 +198,33 @@ class ConvBNReLU(_ArgScopeLayer):
             so the Keras regularizer is ``L2(weight_decay / 2)``. ``None`` or 0 disables it.
         batch_norm_momentum: slim's ``decay``.
         batch_norm_epsilon: slim's ``epsilon``.
+        depthwise: a depthwise convolution (one filter per input channel, PyTorch's ``groups=in_channels``, as
+            in the multi-task RefineNet's last pooling and its heads); the input must have ``filters`` channels.
 
     Example:
         >>> layer = ConvBNReLU(8, 3)
         >>> layer(tf.zeros([1, 5, 7, 4])).shape
         TensorShape([1, 5, 7, 8])
+        >>> depthwise = ConvBNReLU(8, 1, depthwise=True, use_batch_norm=False)
+        >>> depthwise(tf.zeros([1, 5, 7, 8])).shape, depthwise.count_params()
+        (TensorShape([1, 5, 7, 8]), 16)
     """
 
-    def __init__(self, filters, kernel_size=3, **kwargs):
+    def __init__(self, filters, kernel_size=3, depthwise=False, **kwargs):
         super().__init__(**kwargs)
         self.filters = positive_int("filters", filters)
         self.kernel_size = positive_int("kernel_size", kernel_size)
+        self.depthwise = bool(depthwise)
         regularizer = keras.regularizers.L2(self.weight_decay / 2.0) if self.weight_decay else None
-        self.conv = keras.layers.Conv2D(
-            self.filters, self.kernel_size, padding="same",
-            use_bias=(not self.use_batch_norm) if self.use_bias is None else self.use_bias,
-            kernel_regularizer=regularizer, dtype=self.dtype_policy, name="conv")
+        use_bias = (not self.use_batch_norm) if self.use_bias is None else self.use_bias
+        if self.depthwise:
+            self.conv = keras.layers.DepthwiseConv2D(
+                self.kernel_size, padding="same", use_bias=use_bias, depthwise_regularizer=regularizer,
+                dtype=self.dtype_policy, name="conv")
+        else:
+            self.conv = keras.layers.Conv2D(
+                self.filters, self.kernel_size, padding="same", use_bias=use_bias,
+                kernel_regularizer=regularizer, dtype=self.dtype_policy, name="conv")
         self.batch_norm = keras.layers.BatchNormalization(
             momentum=self.batch_norm_momentum, epsilon=self.batch_norm_epsilon, center=True, scale=True,
             dtype=self.dtype_policy, name="batch_norm") if self.use_batch_norm else None
@@ -220,6 +232,10 @@ class ConvBNReLU(_ArgScopeLayer):
                                                          name="activation") if self.activation else None)
 
     def build(self, input_shape):
+        channels = tf.TensorShape(input_shape)[-1]
+        if self.depthwise and channels is not None and channels != self.filters:
+            raise ValueError(f"{self.name}: a depthwise convolution keeps the channels, but its input has {channels} "
+                             f"and filters={self.filters}; give it an input of {self.filters} channels.")
         _build_sublayer(self.conv, input_shape)
         if self.batch_norm is not None:
             _build_sublayer(self.batch_norm, self.conv.compute_output_shape(input_shape))
@@ -238,7 +254,7 @@ class ConvBNReLU(_ArgScopeLayer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(filters=self.filters, kernel_size=self.kernel_size)
+        config.update(filters=self.filters, kernel_size=self.kernel_size, depthwise=self.depthwise)
         return config
 
 
@@ -309,6 +325,7 @@ class ChainedResidualPooling(_SlimScopedLayer):
         stages: number of pooling stages (2 in the slim code).
         pool_size: max-pooling window (5 in the slim code).
         chained: feed each stage from the previous stage (paper) instead of from ``r`` (slim).
+        depthwise: depthwise stage convolutions (the multi-task RefineNet's last, "grouped" pooling).
         use_batch_norm, activation, weight_decay, batch_norm_momentum, batch_norm_epsilon: the arg-scope
             arguments of its convolutions (see :class:`ConvBNReLU`).
 
@@ -317,18 +334,20 @@ class ChainedResidualPooling(_SlimScopedLayer):
         TensorShape([1, 8, 8, 16])
     """
 
-    def __init__(self, features=256, kernel_size=3, stages=2, pool_size=5, chained=False, **kwargs):
+    def __init__(self, features=256, kernel_size=3, stages=2, pool_size=5, chained=False, depthwise=False,
+                 **kwargs):
         super().__init__(features=features, kernel_size=kernel_size, **kwargs)
         self.stages = positive_int("stages", stages)
         self.pool_size = positive_int("pool_size", pool_size)
         self.chained = chained
+        self.depthwise = bool(depthwise)
 
     def build(self, input_shape):
         input_shape = tf.TensorShape(input_shape)
         self._check_channels(input_shape, "its input")
         self.pool = keras.layers.MaxPooling2D(self.pool_size, strides=1, padding="same",
                                               dtype=self.dtype_policy, name="pool")
-        self.stage_convs = [self._conv(f"conv{i + 1}") for i in range(self.stages)]
+        self.stage_convs = [self._conv(f"conv{i + 1}", depthwise=self.depthwise) for i in range(self.stages)]
         for conv in self.stage_convs:
             _build_sublayer(conv, input_shape)
         super().build(input_shape)
@@ -349,7 +368,7 @@ class ChainedResidualPooling(_SlimScopedLayer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(stages=self.stages, pool_size=self.pool_size, chained=self.chained)
+        config.update(stages=self.stages, pool_size=self.pool_size, chained=self.chained, depthwise=self.depthwise)
         return config
 
 
@@ -617,4 +636,46 @@ class ResizeToMatch(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(interpolation=self.interpolation)
+        return config
+
+
+@_register
+class TaskOutput(keras.layers.Layer):
+    """Turns a head's prediction into its task's output, in float32 (the multi-task RefineNet's outputs).
+
+    Args:
+        transform: ``"identity"`` (segmentation logits), ``"absolute"`` (depth: the release reads
+            ``|prediction|`` as metres) or ``"unit_vector"`` (surface normals: scaled to length 1 along the
+            last axis).
+
+    Example:
+        >>> TaskOutput("absolute")(tf.constant([[-1.5, 2.0]])).numpy().tolist()
+        [[1.5, 2.0]]
+        >>> TaskOutput("unit_vector")(tf.constant([[3.0, 0.0, 4.0]])).numpy().astype("float64").round(6).tolist()
+        [[0.6, 0.0, 0.8]]
+    """
+
+    TRANSFORMS = ("identity", "absolute", "unit_vector")
+
+    def __init__(self, transform="identity", **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if transform not in self.TRANSFORMS:
+            raise ValueError(f"transform={transform!r} is not supported; use one of {self.TRANSFORMS}.")
+        self.transform = transform
+
+    def call(self, inputs):
+        x = tf.cast(inputs, self.compute_dtype)
+        if self.transform == "absolute":
+            return tf.abs(x)
+        if self.transform == "unit_vector":
+            return tf.math.l2_normalize(x, axis=-1, epsilon=1e-12)
+        return tf.identity(x)
+
+    def compute_output_shape(self, input_shape):
+        return tf.TensorShape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(transform=self.transform)
         return config

@@ -31,7 +31,7 @@ from typing import Callable, Mapping, Optional
 import tf_keras as keras
 
 from refinenet_tf import backbones as backbones_lib
-from refinenet_tf import layers
+from refinenet_tf import layers, multitask
 from refinenet_tf._checks import positive_int
 
 __all__ = ["PRESETS", "VARIANTS", "LightWeightRefineNet", "ModelPreset", "RefineNet", "Variant", "build", "get",
@@ -284,7 +284,10 @@ class ModelPreset:
         backbone: a registered backbone name.
         source: the paper / code and the table that the published numbers come from.
         published: published figures, e.g. ``{"parameters_millions": 27, "voc2012_test_miou": 81.1}``.
-        options: arguments of :func:`RefineNet` that the preset sets (``build``'s own arguments override them).
+        options: arguments of the builder that the preset sets (``build``'s own arguments override them).
+        builder: the function that builds it: ``None`` for :func:`RefineNet` (then ``variant`` is its argument),
+            or another builder taking ``num_classes``, ``backbone``, ``backbone_weights`` and ``name``, such as
+            :func:`refinenet_tf.multitask.MultiTaskRefineNet` (then ``variant`` only labels the preset).
     """
 
     name: str
@@ -293,28 +296,38 @@ class ModelPreset:
     source: str
     published: Mapping[str, float] = dataclasses.field(default_factory=dict)
     options: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    builder: Optional[Callable] = None
+
+    @property
+    def build_function(self):
+        """The function :meth:`build` calls with :meth:`arguments` (:func:`RefineNet` unless ``builder`` says)."""
+        return self.builder or RefineNet
 
     def arguments(self, num_classes=21, backbone_weights="imagenet", **kwargs):
-        """The :func:`RefineNet` arguments that build this preset, every one of them (defaults filled in);
-        ``kwargs`` override them (``backbone=`` swaps the backbone). What a training run records.
+        """The arguments of :attr:`build_function` that build this preset, every one of them (defaults filled
+        in); ``kwargs`` override them (``backbone=`` swaps the backbone). What a training run records.
 
         Example:
             >>> arguments = get("lw_resnet50").arguments(num_classes=4, decoder_features=16)
             >>> arguments["variant"], arguments["backbone"], arguments["decoder_features"], arguments["name"]
             ('light_weight', 'resnet50', 16, 'lw_resnet50')
+            >>> sorted(get("multitask_mobilenetv2_official").arguments(num_classes=40)["tasks"])
+            ['depth', 'segmentation']
         """
         kwargs.setdefault("backbone", self.backbone)
         kwargs.setdefault("name", self.name)
         for option, value in self.options.items():
             kwargs.setdefault(option, value)
-        bound = inspect.signature(RefineNet).bind(num_classes=num_classes, backbone_weights=backbone_weights,
-                                                  variant=self.variant, **kwargs)
+        if self.builder is None:
+            kwargs["variant"] = self.variant
+        bound = inspect.signature(self.build_function).bind(num_classes=num_classes,
+                                                            backbone_weights=backbone_weights, **kwargs)
         bound.apply_defaults()
         return dict(bound.arguments)
 
     def build(self, num_classes=21, backbone_weights="imagenet", **kwargs):
-        """Builds the preset's model; ``kwargs`` go to :func:`RefineNet` (``backbone=`` swaps the backbone)."""
-        return RefineNet(**self.arguments(num_classes, backbone_weights, **kwargs))
+        """Builds the preset's model; ``kwargs`` go to :attr:`build_function` (``backbone=`` swaps the backbone)."""
+        return self.build_function(**self.arguments(num_classes, backbone_weights, **kwargs))
 
 
 _SLIM_SOURCE = ("TF-slim RefineNet of the reference blog post (itself a copy of the public TF-slim RefineNet); "
@@ -331,6 +344,11 @@ _LW_OFFICIAL_SOURCE = ("the official Light-Weight RefineNet release (github.com/
                        "models/resnet.py, models/mobilenet.py), layout and parameter names; " + _LW_SOURCE)
 _PAPER_OFFICIAL_SOURCE = ("the official RefineNet-101 PyTorch release (github.com/DrSleep/refinenet-pytorch, "
                           "models/resnet.py; its README: 80.5 mIoU on VOC 2012 val, single scale); " + _PAPER_SOURCE)
+
+_MULTITASK_SOURCE = ("Nekrasov, Dharmasiri, Spek, Drummond, Shen, Reid: Real-Time Joint Semantic Segmentation and "
+                     "Depth Estimation Using Asymmetric Annotations, ICRA 2019 (NYUDv2 table: mIoU, RMSE; "
+                     "GFLOPs at 640x480); structure and parameter names of the official release "
+                     "(github.com/DrSleep/multi-task-refinenet, src/models.py)")
 
 #: preset name -> :class:`ModelPreset`.
 PRESETS = {preset.name: preset for preset in [
@@ -367,6 +385,10 @@ PRESETS = {preset.name: preset for preset in [
                 {"parameters_millions": 3.3, "voc2012_test_miou": 79.2}, {"decoder_activation": "relu6"}),
     ModelPreset("refinenet_resnet101_official", "paper", "resnet101_torch", _PAPER_OFFICIAL_SOURCE,
                 {"parameters_millions": 118.05, "voc2012_val_miou": 80.5}),
+    # Joint segmentation and depth (refinenet_tf.multitask); the normals head: tasks=(..., "normals").
+    ModelPreset("multitask_mobilenetv2_official", "multitask", "mobilenetv2_lw_torch", _MULTITASK_SOURCE,
+                {"parameters_millions": 3.07, "nyudv2_40_miou": 42.0, "gflops_640x480": 6.5},
+                {"tasks": ("segmentation", "depth")}, builder=multitask.MultiTaskRefineNet),
 ]}
 
 
@@ -394,5 +416,6 @@ def get(name):
 
 
 def build(name, num_classes=21, backbone_weights="imagenet", **kwargs):
-    """Builds the preset ``name`` (see :func:`list_models`); ``kwargs`` go to :func:`RefineNet`."""
+    """Builds the preset ``name`` (see :func:`list_models`); ``kwargs`` go to its builder (:func:`RefineNet`, or
+    :func:`refinenet_tf.multitask.MultiTaskRefineNet` for ``multitask_*``)."""
     return get(name).build(num_classes=num_classes, backbone_weights=backbone_weights, **kwargs)

@@ -22,6 +22,11 @@ B, F = 2, 8  # batch and decoder width of the small tensors used throughout
     (layers.ChainedResidualPooling, {"features": F}, (B, 7, 9, F), (B, 7, 9, F)),
     (layers.ChainedResidualPooling, {"features": F, "kernel_size": 1, "stages": 4, "chained": True,
                                      "use_batch_norm": False}, (B, 7, 9, F), (B, 7, 9, F)),
+    # The multi-task RefineNet's last pooling: depthwise ("grouped") 1x1 stage convolutions.
+    (layers.ChainedResidualPooling, {"features": F, "kernel_size": 1, "stages": 4, "chained": True,
+                                     "depthwise": True, "use_batch_norm": False}, (B, 7, 9, F), (B, 7, 9, F)),
+    (layers.ConvBNReLU, {"filters": F, "kernel_size": 1, "depthwise": True, "use_batch_norm": False,
+                         "activation": "relu6", "use_bias": False}, (B, 7, 9, F), (B, 7, 9, F)),
     (layers.MultiResolutionFusion, {"features": F}, [[(B, 7, 9, F), (B, 7, 9, F)]], (B, 7, 9, F)),
     (layers.MultiResolutionFusion, {"features": F, "interpolation": "bilinear"},
      [[(B, 4, 5, F), (B, 4, 5, F)], [(B, 7, 9, F), (B, 7, 9, F)]], (B, 7, 9, F)),
@@ -37,6 +42,7 @@ B, F = 2, 8  # batch and decoder width of the small tensors used throughout
      [(B, 4, 5, F), (B, 7, 9, F)], (B, 7, 9, F)),
     (layers.ImagePreprocessing, {"mode": "caffe"}, (B, 7, 9, 3), (B, 7, 9, 3)),
     (layers.ResizeToMatch, {"interpolation": "bilinear_tf1"}, [(B, 2, 3, 5), (B, 7, 9, 3)], (B, 7, 9, 5)),
+    (layers.TaskOutput, {"transform": "unit_vector"}, (B, 7, 9, 3), (B, 7, 9, 3)),
 ])
 def test_layer_contract(layer_class, kwargs, input_shapes, output_shape):
     run_layer_test(layer_class, kwargs, input_shapes, output_shape)
@@ -96,6 +102,19 @@ def test_chained_residual_pooling_chained_four_stages_matches_reference():
     layer = _built(layers.ChainedResidualPooling(features=F, kernel_size=1, stages=4, chained=True,
                                                  use_batch_norm=False, activation=None, use_bias=False), x)
     params = [ref.conv_params(c, "plain") for c in layer.stage_convs]
+    np.testing.assert_allclose(layer(x, training=False), ref.ChainedResidualPooling(x, params, chained=True),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_depthwise_chained_residual_pooling_matches_reference_with_diagonal_kernels():
+    """A depthwise 1x1 convolution scales each channel: the dense reference with a diagonal kernel."""
+    x = _random((1, 5, 9, F), 6)
+    layer = _built(layers.ChainedResidualPooling(features=F, kernel_size=1, stages=4, chained=True, depthwise=True,
+                                                 use_batch_norm=False, activation=None, use_bias=False), x)
+    assert [tuple(c.conv.depthwise_kernel.shape) for c in layer.stage_convs] == [(1, 1, F, 1)] * 4
+    assert layer.count_params() == 4 * F
+    params = [{"kernel": np.diag(c.conv.depthwise_kernel.numpy()[0, 0, :, 0]).astype(np.float64)[None, None],
+               "relu": False} for c in layer.stage_convs]
     np.testing.assert_allclose(layer(x, training=False), ref.ChainedResidualPooling(x, params, chained=True),
                                rtol=1e-4, atol=1e-4)
 
@@ -204,6 +223,7 @@ def test_blocks_run_under_mixed_precision(policy):
     (lambda: layers.ConvBNReLU(F, weight_decay=-1e-5), "weight_decay"),
     (lambda: layers.ConvBNReLU(F, activation=tf.nn.relu), "activation"),
     (lambda: layers.RefineBlock(features=F)([tf.zeros([1, 2, 2, F])] * 3), "list of 3"),
+    (lambda: layers.ConvBNReLU(F, 1, depthwise=True)(tf.zeros([1, 2, 2, F + 1])), "depthwise"),
 ])
 def test_bad_arguments_fail_clearly(make, message):
     with pytest.raises(ValueError, match=message):

@@ -99,7 +99,8 @@ def test_official_presets_use_the_pytorch_layouts_and_relu6_on_mobilenetv2():
         "lw_resnet101_official": ("light_weight", "resnet101_torch"),
         "lw_resnet152_official": ("light_weight", "resnet152_torch"),
         "lw_mobilenetv2_official": ("light_weight", "mobilenetv2_lw_torch"),
-        "refinenet_resnet101_official": ("paper", "resnet101_torch")}
+        "refinenet_resnet101_official": ("paper", "resnet101_torch"),
+        "multitask_mobilenetv2_official": ("multitask", "mobilenetv2_lw_torch")}
     model = models.build("lw_mobilenetv2_official", num_classes=3, backbone_weights=None)
     assert model.get_layer("preprocessing").mode == "torch"
     # ReLU6 between each fusion and its pooling, as the release's `self.relu = nn.ReLU6`.
