@@ -237,22 +237,25 @@ def test_a_joint_run_folder_records_and_reloads_the_multitask_model(rgbd_specs, 
         _train(tmp_path, "voc", "voc:" + os.path.join(os.path.dirname(__file__), "data", "voc_tiny"), None, recipe)
 
 
-@pytest.mark.parametrize("teacher_form", ["run folder", ".keras file"])
-def test_a_teacher_fills_missing_masks_so_the_segmentation_head_learns(teacher_form, tmp_path, tiny_backbone):
+def test_a_teacher_fills_missing_masks_so_the_segmentation_head_learns(tmp_path, tiny_backbone):
     specs = synthetic.write_rgbd_dataset(str(tmp_path / "data"), num_train=4, num_val=1, height=32, width=32,
                                          seed=2, missing_mask_fraction=1.0, missing_depth_fraction=0.0)
     recipe = _tiny_joint_recipe(tiny_backbone)
     teacher_config, _ = _train(tmp_path, "teacher", specs["train"], specs["val"], recipe)
-    teacher = teacher_config.run_dir if teacher_form == "run folder" else os.path.join(teacher_config.run_dir,
-                                                                                      "model.keras")
     start = runs.load_inference_model(teacher_config.run_dir)  # any start; what matters is what moves
     start.save_weights(str(tmp_path / "start.weights.h5"))
     before = _head_weights(start, "segmentation")
-    config, (model, _) = _train(tmp_path, "student", specs["train"], specs["val"], recipe, teacher=teacher,
-                                init_from=str(tmp_path / "start.weights.h5"))
-    after = _head_weights(model, "segmentation")  # without the teacher no mask exists and this head stays still
-    assert any(not np.array_equal(after[name], value) for name, value in before.items())
-    assert json.load(open(os.path.join(config.run_dir, "config.json")))["teacher"] == teacher
+    # the teacher as a run folder, then as a .keras file: without it no mask exists and this head stays still
+    for name, teacher in [("from_run", teacher_config.run_dir),
+                          ("from_file", os.path.join(teacher_config.run_dir, "model.keras"))]:
+        config, (model, _) = _train(tmp_path, name, specs["train"], specs["val"], recipe, teacher=teacher,
+                                    init_from=str(tmp_path / "start.weights.h5"))
+        after = _head_weights(model, "segmentation")
+        assert any(not np.array_equal(after[key], value) for key, value in before.items()), name
+        assert json.load(open(os.path.join(config.run_dir, "config.json")))["teacher"] == teacher
+    with pytest.raises(ValueError, match="teacher= fills missing"):
+        _train(tmp_path, "segmentation_only", "voc:" + os.path.join(os.path.dirname(__file__), "data", "voc_tiny"),
+               None, "demo_shapes", teacher=teacher_config.run_dir)
 
 
 def test_cli_trains_evaluates_and_predicts_the_joint_task(rgbd_specs, tmp_path, tiny_backbone, capsys):
