@@ -169,6 +169,7 @@ def run_joint_demo(output_dir=os.path.join("checkpoints", "demo_joint"), epochs=
     log(f"Held-out depth RMSE {scores.rmse:.3f} m (delta1 {scores.depth['delta1']:.3f}, abs rel "
         f"{scores.depth['abs_rel']:.3f}); constant-depth baseline {baseline:.3f} m RMSE (predicting the training "
         f"mean, {constant:.2f} m, everywhere)")
+    log(f"Held-out data spec (for refinenet-tf evaluate --data): {specs['val']}")
     log(f"Training took {train_seconds:.0f} s, the whole demo {total:.0f} s. Checkpoint: {run_dir}; "
         f"image | true labels | predicted | true depth | predicted depth: {grid}")
     return {"mean_iou": segmentation.mean_iou, "pixel_accuracy": segmentation.pixel_accuracy,
