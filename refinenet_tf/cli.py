@@ -42,8 +42,9 @@ def _train(args):
         batch_size=args.batch_size, crop_size=args.crop_size, learning_rate=args.lr,
         steps_per_epoch=args.steps_per_epoch, backbone_weights=weights, strategy=args.strategy,
         jit_compile="auto" if args.jit is None else args.jit, mixed_precision=args.mixed_precision,
-        image_every=args.image_every, init_from=args.init_from, teacher=args.teacher, resume=args.resume,
-        overwrite=args.overwrite, seed=args.seed)
+        image_every=args.image_every, init_from=args.init_from, teacher=args.teacher,
+        loss_weights=dict(zip(("segmentation", "depth"), args.loss_weights)) if args.loss_weights else None,
+        depth_loss=args.depth_loss, resume=args.resume, overwrite=args.overwrite, seed=args.seed)
     _, history = training.train(config)
     final = {key: round(values[-1], 4) for key, values in history.history.items()}
     print(f"trained {len(history.epoch)} epoch(s) into {config.run_dir}: {final}")
@@ -432,6 +433,10 @@ def _add_train_parser(commands):
     train.add_argument("--teacher", metavar="MODEL",
                        help="multi-task recipes: a run folder or .keras multi-task model whose predictions fill "
                        "each training example's missing mask or depth (distillation)")
+    train.add_argument("--loss-weights", type=float, nargs=2, metavar=("SEGMENTATION", "DEPTH"),
+                       help="multi-task recipes: the two tasks' loss weights (default: the recipe's, 0.5 0.5)")
+    train.add_argument("--depth-loss", choices=["berhu", "l1"],
+                       help="multi-task recipes: the depth loss (default: the recipe's, berhu)")
     train.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                        help="continue an interrupted run in --run-dir with the same settings (default: on)")
     train.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")

@@ -278,7 +278,8 @@ class TrainConfig:
     (``folder:IMAGES:MASKS?depth=DEPTHS&...``, ``tfds:nyu_depth_v2_segmentation``). ``teacher`` (a run folder or a
     ``.keras`` file of a multi-task model) fills each training example's missing mask or depth with the
     teacher's prediction (:func:`refinenet_tf.data.fill_missing_labels`, the paper's distillation); without it
-    an example lacking one label trains the other task only.
+    an example lacking one label trains the other task only. ``loss_weights`` (``{"segmentation": w, "depth":
+    w}``) and ``depth_loss`` (``"berhu"`` or ``"l1"``) override a multi-task recipe's.
     """
 
     recipe: Union[str, Recipe]
@@ -301,6 +302,8 @@ class TrainConfig:
     image_every: int = 1
     init_from: Optional[str] = None
     teacher: Optional[str] = None
+    loss_weights: Optional[dict] = None
+    depth_loss: Optional[str] = None
     resume: bool = True
     overwrite: bool = False
     seed: int = 0
@@ -544,6 +547,12 @@ def _train(config, callbacks):
     from refinenet_tf import data as data_lib
 
     recipe = get_recipe(config.recipe)
+    if config.loss_weights is not None or config.depth_loss is not None:
+        if not recipe.multitask:
+            raise ValueError(f"loss_weights= and depth_loss= apply to multi-task recipes; recipe {recipe.name} trains "
+                             "segmentation only.")
+        recipe = dataclasses.replace(recipe, loss_weights=dict(config.loss_weights or recipe.loss_weights),
+                                     depth_loss=config.depth_loss or recipe.depth_loss)
     run_dir = config.run_dir
     state = runs.run_state(run_dir)
     _refuse_to_mix(run_dir, state, config)

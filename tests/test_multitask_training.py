@@ -94,6 +94,17 @@ def test_compile_weighs_the_task_losses_and_refuses_a_mismatched_recipe():
         training.compile_model(_tiny_multitask_model(), "demo_shapes", num_classes=5)
 
 
+def test_the_nyud_recipe_compiles_the_official_model_with_a_faster_decoder():
+    model = models.build("multitask_mobilenetv2_official", num_classes=40, backbone_weights=None)
+    training.compile_model(model, "multitask_mobilenetv2_nyud", num_classes=40)
+    optimizer = model.optimizer
+    backbone = {v.name for v in model.get_layer("mobilenetv2_lw_torch").trainable_variables}
+    decoder = set(optimizer.multiplied_variables)
+    assert decoder and not decoder & backbone and decoder | backbone == {v.name for v in model.trainable_variables}
+    assert (optimizer.multiplier, optimizer.coupled_weight_decay, float(optimizer.momentum)) == (10.0, 1e-5, 0.9)
+    assert model.compiled_loss._loss_weights == {"segmentation": 0.5, "depth": 0.5}
+
+
 def test_a_checkpoint_on_two_metrics_saves_only_when_both_improve(tmp_path):
     path = str(tmp_path / "best.weights.h5")
     checkpoint = training.SafeCheckpoint(path, monitor={"val_segmentation_mean_iou": "max", "val_depth_rmse": "min"},
@@ -263,8 +274,10 @@ def test_cli_trains_evaluates_and_predicts_the_joint_task(rgbd_specs, tmp_path, 
     run_dir = str(tmp_path / "run")
     assert cli.main(["train", "--recipe", "tiny_joint_test", "--data", rgbd_specs["train"], "--val-data",
                      rgbd_specs["val"], "--run-dir", run_dir, "--backbone-weights", "none", "--steps-per-epoch", "1",
-                     "--image-every", "0"]) == 0
+                     "--image-every", "0", "--loss-weights", "0.8", "0.2", "--depth-loss", "l1"]) == 0
     assert "val_depth_rmse" in capsys.readouterr().out
+    settings = json.load(open(os.path.join(run_dir, "config.json")))["recipe_settings"]
+    assert settings["loss_weights"] == {"segmentation": 0.8, "depth": 0.2} and settings["depth_loss"] == "l1"
     assert cli.main(["evaluate", "--model", run_dir, "--data", rgbd_specs["val"], "--no-progress",
                      "--output", str(tmp_path / "scores")]) == 0
     printed = capsys.readouterr().out
