@@ -18,9 +18,17 @@ __all__ = ["build_parser", "main"]
 
 
 def _demo(args):
+    if args.task == "joint":
+        from refinenet_tf import demo_joint
+
+        output = args.output or os.path.join("checkpoints", "demo_joint")
+        demo_joint.run_joint_demo(output, epochs=args.epochs, num_train=args.num_train or 300,
+                                  num_val=args.num_val or 60, seed=args.seed)
+        return 0
     from refinenet_tf import demo
 
-    demo.run_demo(args.output, epochs=args.epochs, num_train=args.num_train, num_val=args.num_val, seed=args.seed)
+    demo.run_demo(args.output or os.path.join("checkpoints", "demo"), epochs=args.epochs,
+                  num_train=args.num_train or 400, num_val=args.num_val or 100, seed=args.seed)
     return 0
 
 
@@ -34,8 +42,9 @@ def _train(args):
         batch_size=args.batch_size, crop_size=args.crop_size, learning_rate=args.lr,
         steps_per_epoch=args.steps_per_epoch, backbone_weights=weights, strategy=args.strategy,
         jit_compile="auto" if args.jit is None else args.jit, mixed_precision=args.mixed_precision,
-        image_every=args.image_every, init_from=args.init_from, resume=args.resume, overwrite=args.overwrite,
-        seed=args.seed)
+        image_every=args.image_every, init_from=args.init_from, teacher=args.teacher,
+        loss_weights=dict(zip(("segmentation", "depth"), args.loss_weights)) if args.loss_weights else None,
+        depth_loss=args.depth_loss, resume=args.resume, overwrite=args.overwrite, seed=args.seed)
     _, history = training.train(config)
     final = {key: round(values[-1], 4) for key, values in history.history.items()}
     print(f"trained {len(history.epoch)} epoch(s) into {config.run_dir}: {final}")
@@ -174,6 +183,19 @@ def _evaluate(args):
     if args.output:  # before any work, not after a long evaluation
         _files.writable_folder(args.output, "--output")
     model = _model_from_args(args)
+    if runs.is_multitask(model):
+        if args.scales != [1.0] or args.max_side or args.freeze:
+            raise ValueError("--scales, --max-side and --freeze apply to segmentation models; a multi-task model "
+                             "is evaluated at scale 1 (with --flip if asked).")
+        result = evaluation.evaluate_joint(model, args.data, args.split, num_classes=args.num_classes,
+                                           class_names=runs.saved_class_names(args.model), flip=args.flip,
+                                           limit=args.limit, progress=args.progress)
+        print(f"{result.segmentation.source}: {model.name} on {result.segmentation.pixels:,} labelled pixels and "
+              f"{result.depth_pixels:,} valid depth pixels")
+        print(result.table())
+        if args.output:
+            print("wrote " + ", ".join(result.save(args.output)))
+        return 0
     if args.freeze:
         model = inference.freeze(model)
     result = evaluation.evaluate(model, args.data, args.split, num_classes=args.num_classes, scales=args.scales,
@@ -192,6 +214,21 @@ def _predict(args):
 
     palette = visualization.read_palette(args.palette) if args.palette else None
     model = _model_from_args(args)
+    if runs.is_multitask(model):
+        if args.scales != [1.0] or args.max_side or args.freeze or args.probabilities:
+            raise ValueError("--scales, --max-side, --freeze and --probabilities apply to segmentation models; a "
+                             "multi-task model predicts at scale 1 (with --flip if asked).")
+        result = inference.predict_joint_files(model, args.inputs, args.output, flip=args.flip, palette=palette,
+                                               class_names=runs.saved_class_names(args.model),
+                                               max_depth=args.max_depth, overlay_alpha=args.alpha,
+                                               skip_errors=args.skip_errors, progress=args.progress,
+                                               max_pixels=args.max_pixels or None)
+        for path, message in result["failed"].items():
+            print(f"skipped {path}: {message}", file=sys.stderr)
+        print(f"wrote label PNGs, overlays and depth PNGs (colour and 16-bit millimetres) of "
+              f"{len(result['written'])} image(s) to {args.output}"
+              + (f"; {len(result['failed'])} could not be read" if result["failed"] else ""))
+        return 1 if result["failed"] else 0
     if args.freeze:
         model = inference.freeze(model)
     result = inference.predict_files(model, args.inputs, args.output, scales=args.scales, flip=args.flip,
@@ -360,12 +397,19 @@ def _add_demo_parser(commands):
     demo = commands.add_parser("demo", help="train a small RefineNet on a generated dataset (no downloads)",
                                description="Generate a synthetic VOC-layout dataset of shapes, train the slim "
                                "RefineNet (64 wide) on MobileNetV2 from scratch on the CPU, evaluate it on held-out scenes, "
-                               "keep the checkpoint and write prediction overlays.")
-    demo.add_argument("--output", default=os.path.join("checkpoints", "demo"),
-                      help="folder for the data, the run and the PNGs (default: %(default)s)")
+                               "keep the checkpoint and write prediction overlays. --task joint: generated RGB-D "
+                               "scenes (some without masks, some without depth), the multi-task Light-Weight "
+                               "RefineNet, held-out mean IoU and depth RMSE next to the constant-depth baseline.")
+    demo.add_argument("--task", choices=["segmentation", "joint"], default="segmentation",
+                      help="segmentation (make demo) or joint segmentation and depth (default: %(default)s)")
+    demo.add_argument("--output", default=None,
+                      help="folder for the data, the run and the PNGs (default: checkpoints/demo, "
+                      "checkpoints/demo_joint for --task joint)")
     demo.add_argument("--epochs", type=_positive_int, default=None, help="epochs (default: the demo recipe's)")
-    demo.add_argument("--num-train", type=_positive_int, default=400, help="training scenes (default: %(default)s)")
-    demo.add_argument("--num-val", type=_positive_int, default=100, help="held-out scenes (default: %(default)s)")
+    demo.add_argument("--num-train", type=_positive_int, default=None,
+                      help="training scenes (default: 400; 300 for --task joint)")
+    demo.add_argument("--num-val", type=_positive_int, default=None,
+                      help="held-out scenes (default: 100; 60 for --task joint)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the data and the run (default: %(default)s)")
     demo.set_defaults(run=_demo)
 
@@ -379,8 +423,10 @@ def _add_train_parser(commands):
                        help=f"training recipe, one of {', '.join(recipes.list_recipes())} (required)")
     train.add_argument("--preset", dest="recipe", choices=recipes.list_recipes(), metavar="RECIPE",
                        action=_DeprecatedAlias, new_flag="--recipe", help=argparse.SUPPRESS)  # deprecated spelling
-    train.add_argument("--data", required=True, metavar="SPEC", help="training data spec (see check-data)")
-    train.add_argument("--val-data", metavar="SPEC", help="validation data spec (best weights by its mean IoU)")
+    train.add_argument("--data", required=True, metavar="SPEC", help="training data spec (see check-data); RGB-D "
+                       "for a multi-task recipe: folder:IMAGES:MASKS?depth=DEPTHS&depth_scale=...")
+    train.add_argument("--val-data", metavar="SPEC", help="validation data spec (best weights by its mean IoU; "
+                       "multi-task: by mean IoU and depth RMSE both improving)")
     train.add_argument("--train-split", default="train", help="split of --data (default: %(default)s)")
     train.add_argument("--val-split", default="val", help="split of --val-data (default: %(default)s)")
     train.add_argument("--num-classes", type=_positive_int, help="classes (default: the data's; VOC: 21)")
@@ -404,6 +450,13 @@ def _add_train_parser(commands):
     train.add_argument("--image-every", type=int, default=1,
                        help="TensorBoard prediction images every N epochs, 0: never (default: %(default)s)")
     train.add_argument("--init-from", metavar="WEIGHTS", help="start from these weights (.weights.h5)")
+    train.add_argument("--teacher", metavar="MODEL",
+                       help="multi-task recipes: a run folder or .keras multi-task model whose predictions fill "
+                       "each training example's missing mask or depth (distillation)")
+    train.add_argument("--loss-weights", type=float, nargs=2, metavar=("SEGMENTATION", "DEPTH"),
+                       help="multi-task recipes: the two tasks' loss weights (default: the recipe's, 0.5 0.5)")
+    train.add_argument("--depth-loss", choices=["berhu", "l1"],
+                       help="multi-task recipes: the depth loss (default: the recipe's, berhu)")
     train.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                        help="continue an interrupted run in --run-dir with the same settings (default: on)")
     train.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
@@ -475,7 +528,8 @@ def _add_evaluate_parser(commands):
                                    description="Run a model on every image of a dataset at its original label "
                                    "resolution (whole images; optional multi-scale and flip averaging) and print "
                                    "the per-class IoU table; --output also saves the confusion matrix (CSV, NPY) "
-                                   "and metrics.json.")
+                                   "and metrics.json. A multi-task model on RGB-D data also gets the depth table "
+                                   "(RMSE linear and log, abs rel, sq rel, delta < 1.25, 1.25^2, 1.25^3).")
     _add_model_arguments(evaluate)
     evaluate.add_argument("--data", required=True, metavar="SPEC", help=_SPEC_HELP)
     evaluate.add_argument("--split", default="val", help="split (default: %(default)s)")
@@ -492,7 +546,9 @@ def _add_predict_parser(commands):
     predict = commands.add_parser("predict", help="segment image files into palette PNGs and overlays",
                                   description="Segment images (files, folders, glob patterns) and write, per "
                                   "image NAME, NAME.png (class indices, palette PNG at the image's size), "
-                                  "NAME_overlay.png and optionally NAME_probabilities.npy, plus legend.png.")
+                                  "NAME_overlay.png and optionally NAME_probabilities.npy, plus legend.png. A "
+                                  "multi-task model also writes NAME_depth.png (colour-mapped depth) and "
+                                  "NAME_depth_mm.png (16-bit, millimetres).")
     _add_model_arguments(predict)
     predict.add_argument("--output", required=True, metavar="DIR", help="output folder (created if missing)")
     predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
@@ -501,6 +557,9 @@ def _add_predict_parser(commands):
                          "(default: VOC's)")
     predict.add_argument("--freeze", action="store_true", help=_FREEZE_HELP)
     predict.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default: %(default)s)")
+    predict.add_argument("--max-depth", type=_positive_float, metavar="METRES",
+                         help="multi-task models: the depth drawn darkest in NAME_depth.png (default: each "
+                         "image's farthest)")
     predict.add_argument("--skip-errors", action="store_true",
                          help="go on past unreadable images (listed at the end; exit status 1)")
     predict.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,

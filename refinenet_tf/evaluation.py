@@ -1,4 +1,5 @@
-"""Evaluation: a model's scores on a dataset from a confusion matrix (per-class IoU, mean IoU, accuracies).
+"""Evaluation: a model's scores on a dataset from a confusion matrix (per-class IoU, mean IoU, accuracies),
+and for a multi-task model the depth metrics too (:func:`evaluate_joint`).
 
 :func:`evaluate` runs every image whole through :func:`refinenet_tf.inference.segment` at its label's
 resolution and accumulates a confusion matrix; :class:`Evaluation` holds it and derives the scores, a Markdown
@@ -16,7 +17,7 @@ import tf_keras as keras
 
 from refinenet_tf import _files, inference, runs
 
-__all__ = ["Evaluation", "evaluate"]
+__all__ = ["DEPTH_METRICS", "Evaluation", "JointEvaluation", "evaluate", "evaluate_joint"]
 
 
 @dataclasses.dataclass
@@ -136,6 +137,9 @@ def evaluate(model, data, split="val", num_classes=None, class_names=None, scale
     """
     from refinenet_tf.data import pipeline, sources
 
+    if runs.is_multitask(model):
+        raise ValueError(f"model {model.name!r} returns {sorted(model.output_names)}; score a multi-task model with "
+                         "evaluate_joint.")
     scales = inference._check_scales(scales)
     source = sources.resolve(data, split) if isinstance(data, str) else data
     model_classes = model.output_shape[-1]
@@ -171,3 +175,149 @@ def evaluate(model, data, split="val", num_classes=None, class_names=None, scale
         if bar is not None:
             bar.update(index + 1)
     return Evaluation(matrix, names, scales, bool(flip), getattr(source, "name", str(data)))
+
+
+#: The depth metrics of :class:`JointEvaluation`, in table order: (key, label, unit).
+DEPTH_METRICS = (("rmse", "RMSE (linear)", "m"), ("log_rmse", "RMSE (log)", ""), ("abs_rel", "abs rel", ""),
+                 ("sq_rel", "sq rel", "m"), ("delta1", "δ < 1.25", "%"), ("delta2", "δ < 1.25²", "%"),
+                 ("delta3", "δ < 1.25³", "%"))
+
+
+@dataclasses.dataclass
+class JointEvaluation:
+    """Scores of a multi-task model: segmentation (an :class:`Evaluation`) and depth, each over the dataset's
+    valid pixels (labels other than 255; depth > 0).
+
+    Attributes:
+        segmentation: the segmentation scores.
+        depth: ``{metric: value}`` for the keys of :data:`DEPTH_METRICS` (:mod:`refinenet_tf.metrics`).
+        depth_pixels: the valid depth pixels they are averaged over.
+
+    Example:
+        >>> joint = JointEvaluation(Evaluation(np.array([[3, 1], [0, 4]]), ("floor", "box")),
+        ...                         {"rmse": 0.5, "log_rmse": 0.1, "abs_rel": 0.08, "sq_rel": 0.04,
+        ...                          "delta1": 0.9, "delta2": 0.97, "delta3": 0.99}, depth_pixels=8)
+        >>> print(joint.depth_table())
+        | depth metric | value |
+        |---|---|
+        | RMSE (linear) | 0.500 m |
+        | RMSE (log) | 0.100 |
+        | abs rel | 0.080 |
+        | sq rel | 0.040 m |
+        | δ < 1.25 | 90.00 % |
+        | δ < 1.25² | 97.00 % |
+        | δ < 1.25³ | 99.00 % |
+        <BLANKLINE>
+        8 valid depth pixels
+    """
+
+    segmentation: Evaluation
+    depth: dict
+    depth_pixels: int = 0
+
+    @property
+    def mean_iou(self):
+        return self.segmentation.mean_iou
+
+    @property
+    def rmse(self):
+        return self.depth["rmse"]
+
+    def depth_table(self):
+        """A Markdown table of the depth metrics."""
+        lines = ["| depth metric | value |", "|---|---|"]
+        for key, label, unit in DEPTH_METRICS:
+            value = self.depth.get(key, float("nan"))
+            if not np.isfinite(value) or not self.depth_pixels:
+                text = "-"
+            elif unit == "%":
+                text = f"{100 * value:.2f} %"
+            else:
+                text = f"{value:.3f}" + (f" {unit}" if unit else "")
+            lines.append(f"| {label} | {text} |")
+        lines.append(f"\n{self.depth_pixels:,} valid depth pixels")
+        return "\n".join(lines)
+
+    def table(self):
+        """Both tables: segmentation, then depth."""
+        return self.segmentation.table() + "\n\n" + self.depth_table()
+
+    def as_dict(self):
+        """JSON-ready scores: the segmentation's (:meth:`Evaluation.as_dict`) and ``"depth"``."""
+        depth = {key: (round(float(value), 6) if np.isfinite(value) and self.depth_pixels else None)
+                 for key, value in self.depth.items()}
+        return {**self.segmentation.as_dict(), "depth": depth, "depth_pixels": self.depth_pixels}
+
+    def save(self, folder):
+        """Writes the segmentation files of :meth:`Evaluation.save`, with the depth scores in ``metrics.json``."""
+        paths = self.segmentation.save(folder)
+        with _files.atomic_path(paths[2], suffix=".json") as temporary, open(temporary, "w") as stream:
+            json.dump(self.as_dict(), stream, indent=2)
+        return paths
+
+
+def evaluate_joint(model, data, split="val", num_classes=None, class_names=None, flip=False, limit=None,
+                   progress=True):
+    """Scores a multi-task model on an RGB-D dataset: both tasks, at each image's own label resolution.
+
+    Every image is run whole through :func:`refinenet_tf.inference.segment_and_depth`; its labels go into one
+    confusion matrix (pixels labelled 255 do not count, so an example without a mask adds nothing) and its depth
+    into the accumulated depth metrics of :func:`refinenet_tf.metrics.depth_metrics` (pixels of depth 0 do not
+    count), so every score is a mean over the dataset's valid pixels, not over images.
+
+    Args:
+        model: a model returning ``{"segmentation": logits, "depth": metres}``.
+        data: an RGB-D data spec (``folder:IMAGES:MASKS?depth=DEPTHS&...``, ``tfds:nyu_depth_v2_segmentation``)
+            or a resolved source.
+        split, num_classes, class_names, limit, progress: as for :func:`evaluate`.
+        flip: also average over left-right mirrored inputs.
+
+    Returns:
+        A :class:`JointEvaluation`.
+    """
+    from refinenet_tf import metrics
+    from refinenet_tf.data import pipeline, sources
+
+    source = sources.resolve(data, split) if isinstance(data, str) else data
+    if not getattr(source, "has_depth", False):
+        raise ValueError(f"data={getattr(source, 'name', data)!r} has no depth; evaluate a multi-task model on "
+                         "an RGB-D spec (folder:IMAGES:MASKS?depth=DEPTHS&depth_scale=...).")
+    model_classes = runs.output_classes(model)
+    num_classes = num_classes or model_classes
+    if num_classes != model_classes:
+        raise ValueError(f"the model predicts {model_classes} classes, not num_classes={num_classes}; give "
+                         "num_classes matching the model, or a model trained for this data.")
+    source_names = source.class_names if len(source.class_names) == num_classes else None
+    names = runs.class_names_for(num_classes, class_names or source_names)
+    if source.num_classes != num_classes:
+        source = dataclasses.replace(source, num_classes=num_classes)
+    ignore_value = source.ignore_value
+    run = inference._joint_function(model, flip)
+    depth_metrics = metrics.depth_metrics()
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([None, None], tf.uint8),
+                                  tf.TensorSpec([None, None], tf.float32)], reduce_retracing=True)
+    def score(image, mask, depth):
+        probabilities, predicted_depth = run(image[None])
+        predicted = tf.argmax(probabilities[0], axis=-1, output_type=tf.int32)
+        truth = tf.cast(mask, tf.int32)
+        valid = tf.not_equal(truth, ignore_value)
+        for metric in depth_metrics:
+            metric.update_state(depth[None], predicted_depth)
+        return tf.math.confusion_matrix(tf.boolean_mask(truth, valid), tf.boolean_mask(predicted, valid),
+                                        num_classes=num_classes, dtype=tf.int64)
+
+    examples = pipeline.read_examples(source)
+    total = sources.count_examples(source)
+    if limit is not None:
+        examples = examples.take(limit)
+        total = limit if total is None else min(total, limit)
+    bar = keras.utils.Progbar(total, unit_name="image") if progress else None
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    for index, example in enumerate(examples):
+        matrix += score(example["image"], example["mask"], example["depth"]).numpy()
+        if bar is not None:
+            bar.update(index + 1)
+    segmentation = Evaluation(matrix, names, (1.0,), bool(flip), getattr(source, "name", str(data)))
+    depth = {metric.name: float(metric.result()) for metric in depth_metrics}
+    return JointEvaluation(segmentation, depth, int(depth_metrics[0].count.numpy()))

@@ -26,7 +26,8 @@ import tf_keras as keras
 
 from refinenet_tf import _files, runs, visualization
 
-__all__ = ["FrozenModel", "collect_images", "freeze", "predict", "predict_files", "segment"]
+__all__ = ["FrozenModel", "collect_images", "freeze", "predict", "predict_files", "predict_joint",
+           "predict_joint_files", "segment", "segment_and_depth"]
 
 
 def _check_scales(scales):
@@ -318,6 +319,137 @@ def predict_files(model, inputs, output_dir, scales=(1.0,), flip=False, max_side
             if probabilities:
                 with _files.atomic_path(stem + "_probabilities.npy", suffix=".npy") as temporary:
                     np.save(temporary, result)
+        if bar is not None:
+            bar.update(index + 1)
+    return {"written": written, "failed": failed}
+
+
+# ---------------------------------------------------------------------------------------------- joint (multi-task)
+
+def segment_and_depth(model, images, flip=False):
+    """Class probabilities and depth of a multi-task model at the images' own resolution.
+
+    The model's ``"segmentation"`` logits and ``"depth"`` (metres) are resized bilinearly to the input size (the
+    identity for a model that upsamples its outputs), the logits turned into probabilities by a softmax; with
+    ``flip`` the mirrored image's outputs, mirrored back, are averaged in (probabilities and depth alike).
+
+    Args:
+        model: a model returning ``{"segmentation": [N, h, w, C] logits, "depth": [N, h, w, 1] metres}``
+            (``refinenet_tf.multitask.MultiTaskRefineNet``).
+        images: ``[N, H, W, 3]`` tensor, uint8 or float in [0, 255].
+        flip: also average over horizontally mirrored inputs.
+
+    Returns:
+        ``(probabilities [N, H, W, C] float32, depth [N, H, W] float32 metres)``.
+    """
+    images = tf.cast(images, tf.float32)
+    size = tf.shape(images)[1:3]
+    probabilities, depth = 0.0, 0.0
+    views = (False, True) if flip else (False,)
+    for mirrored in views:
+        outputs = model(tf.reverse(images, axis=[2]) if mirrored else images, training=False)
+        logits = tf.image.resize(tf.cast(outputs["segmentation"], tf.float32), size, method="bilinear")
+        view_depth = tf.cast(outputs["depth"], tf.float32)
+        if view_depth.shape.rank == 3:
+            view_depth = view_depth[..., None]
+        view_depth = tf.image.resize(view_depth, size, method="bilinear")[..., 0]
+        if mirrored:
+            logits, view_depth = tf.reverse(logits, axis=[2]), tf.reverse(view_depth, axis=[2])
+        probabilities += tf.nn.softmax(logits, axis=-1)
+        depth += view_depth
+    return probabilities / len(views), depth / len(views)
+
+
+_JOINT_FUNCTIONS = weakref.WeakKeyDictionary()  # model -> {flip: traced function}
+
+
+def _joint_function(model, flip):
+    """A traced :func:`segment_and_depth` for uint8 batches of any size, once per model and flip."""
+    functions = _JOINT_FUNCTIONS.setdefault(model, {})
+    if bool(flip) not in functions:
+        model_ref = weakref.ref(model)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)], reduce_retracing=True)
+        def run(images):
+            return segment_and_depth(model_ref(), images, bool(flip))
+
+        functions[bool(flip)] = run
+    return functions[bool(flip)]
+
+
+def predict_joint(model, image, flip=False):
+    """Labels and depth of one ``[H, W, 3]`` RGB image from a multi-task model.
+
+    Returns:
+        ``(labels [H, W] int32, depth [H, W] float32 metres)``.
+
+    Example:
+        >>> import tf_keras
+        >>> inputs = tf_keras.Input([None, None, 3])
+        >>> model = tf_keras.Model(inputs, {"segmentation": tf_keras.layers.Conv2D(3, 1)(inputs),
+        ...                                 "depth": tf_keras.layers.Conv2D(1, 1)(inputs)})
+        >>> labels, depth = predict_joint(model, np.zeros((37, 53, 3), np.uint8))
+        >>> labels.shape, depth.shape, depth.dtype
+        ((37, 53), (37, 53), dtype('float32'))
+    """
+    probabilities, depth = _joint_function(model, flip)(_as_uint8_batch(image, "image"))
+    return probabilities[0].numpy().argmax(-1).astype(np.int32), depth[0].numpy()
+
+
+def predict_joint_files(model, inputs, output_dir, flip=False, palette=None, class_names=None, max_depth=None,
+                        overlay_alpha=0.5, skip_errors=False, progress=True, max_pixels=MAX_PIXELS):
+    """Segments image files and estimates their depth with a multi-task model; writes, for each ``NAME.ext``:
+
+    * ``NAME.png``: the class indices as an 8-bit palette PNG at the image's size (as :func:`predict_files`),
+    * ``NAME_overlay.png``: the prediction blended over the image,
+    * ``NAME_depth.png``: the depth colour-mapped (near yellow to far dark blue,
+      :func:`refinenet_tf.visualization.colorize_depth`),
+    * ``NAME_depth_mm.png``: the depth as a 16-bit PNG in millimetres (``depth_scale=1000`` of the folder spec),
+
+    plus ``legend.png``. Every file is written atomically. Arguments are those of :func:`predict_files`;
+    ``max_depth`` fixes the depth drawn darkest (default: each image's farthest).
+
+    Returns:
+        A dict: ``written`` (input path -> its label PNG) and ``failed`` (input path -> error message).
+    """
+    from refinenet_tf.data import decoding
+
+    paths = collect_images(inputs)
+    stems = _output_names(paths)
+    _files.writable_folder(output_dir, "output_dir=")
+    inputs_real = {os.path.realpath(path) for path in paths}
+    suffixes = (".png", "_overlay.png", "_depth.png", "_depth_mm.png")
+    for path, stem in stems.items():
+        for suffix in suffixes:
+            if os.path.realpath(os.path.join(output_dir, stem + suffix)) in inputs_real:
+                raise ValueError(f"output_dir={output_dir!r} would overwrite the input {path!r}; choose another folder.")
+    num_classes = runs.output_classes(model)
+    palette = visualization.voc_palette() if palette is None else np.asarray(palette, np.uint8)
+    visualization.save_image_png(os.path.join(output_dir, "legend.png"),
+                                 visualization.legend(runs.class_names_for(num_classes, class_names), palette))
+    run = _joint_function(model, flip)
+    written, failed = {}, {}
+    bar = keras.utils.Progbar(len(paths), unit_name="image") if progress else None
+    for index, path in enumerate(paths):
+        try:
+            width, height = decoding.image_size(path)
+            if max_pixels is not None and width * height > max_pixels:
+                raise decoding.DataError(f"{path}: {width}x{height} pixels is above the limit of {max_pixels:,} "
+                                         "(max_pixels=); downscale the image or raise max_pixels=.")
+            image = decoding.read_image(path)
+        except decoding.DataError as error:
+            if not skip_errors:
+                raise
+            failed[path] = str(error)
+        else:
+            probabilities, depth = run(image[None])
+            labels, depth = probabilities[0].numpy().argmax(-1), depth[0].numpy()
+            stem = os.path.join(output_dir, stems[path])
+            written[path] = visualization.save_label_png(stem + ".png", labels, palette)
+            visualization.save_image_png(stem + "_overlay.png",
+                                         visualization.overlay(image, labels, overlay_alpha, palette))
+            visualization.save_image_png(stem + "_depth.png", visualization.colorize_depth(depth, max_depth))
+            visualization.save_depth_png(stem + "_depth_mm.png", np.maximum(depth, 0.0))
         if bar is not None:
             bar.update(index + 1)
     return {"written": written, "failed": failed}

@@ -31,9 +31,9 @@ class Recipe:
         momentum: SGD momentum.
         weight_decay: SGD weight decay (added to the gradient, as PyTorch does); the slim recipe's L2 lives
             in the model instead (``RefineNet(weight_decay=...)``).
-        schedule: ``"constant"``, ``"poly"`` (``(1 - step / steps) ** 0.9``) or ``"step"`` (halved every
-            ``step_epochs`` epochs).
-        step_epochs: for ``"step"``.
+        schedule: ``"constant"``, ``"poly"`` (``(1 - step / steps) ** 0.9``) or ``"step"`` (multiplied by
+            ``step_gamma`` every ``step_epochs`` epochs).
+        step_epochs, step_gamma: for ``"step"``.
         use_ema: keep an exponential moving average of the weights (the optimizer's ``use_ema``); training
             updates the raw weights, while validation, ``best.weights.h5``, ``last.weights.h5`` and
             ``model.keras`` use the averaged ones (:class:`refinenet_tf.training.AveragedWeights`).
@@ -41,7 +41,14 @@ class Recipe:
         freeze_batch_norm: run every BatchNorm layer in inference mode and do not train it.
         crop_size, batch_size, epochs: the data side.
         min_scale, max_scale: range of the random rescaling of training images.
-        model_kwargs: extra :func:`refinenet_tf.RefineNet` arguments for the preset.
+        model_kwargs: extra arguments of the preset's builder (:func:`refinenet_tf.RefineNet`, or
+            ``MultiTaskRefineNet`` for a multi-task preset).
+        loss_weights: per-task loss weights of a multi-task model (``{"segmentation": 0.5, "depth": 0.5}``);
+            empty for a segmentation model.
+        depth_loss: the depth loss of a multi-task model, ``"berhu"`` or ``"l1"``
+            (:func:`refinenet_tf.losses.depth_loss`).
+        scale_depth: RGB-D training: divide depth by the random zoom factor (see
+            :func:`refinenet_tf.data.make_dataset`).
     """
 
     name: str
@@ -54,6 +61,7 @@ class Recipe:
     weight_decay: float = 0.0
     schedule: str = "constant"
     step_epochs: int = 100
+    step_gamma: float = 0.5
     use_ema: bool = False
     ema_momentum: float = 0.99
     freeze_batch_norm: bool = False
@@ -63,6 +71,14 @@ class Recipe:
     min_scale: float = 0.5
     max_scale: float = 2.0
     model_kwargs: dict = dataclasses.field(default_factory=dict)
+    loss_weights: dict = dataclasses.field(default_factory=dict)
+    depth_loss: str = "berhu"
+    scale_depth: bool = False
+
+    @property
+    def multitask(self):
+        """Whether the recipe trains a multi-task (segmentation + depth) model: it has per-task loss weights."""
+        return bool(self.loss_weights)
 
 
 _SLIM_SOURCE = ("the reference blog's TF-slim training: Adam 1e-4, L2 1e-5 on every conv (in the model), moving "
@@ -73,6 +89,19 @@ _PAPER_SOURCE = ("RefineNet (Lin et al., CVPR 2017) trained as the official rele
 _LW_SOURCE = ("Light-Weight RefineNet (Nekrasov et al., BMVC 2018) official training configuration as we read it: "
               "SGD momentum 0.9, encoder 5e-4 / decoder 5e-3, weight decay 1e-5, BatchNorm frozen, 500 crops, "
               "batch 6, learning rate halved every 100 epochs; not reproduced here")
+_MULTITASK_SOURCE = (
+    "DenseTorch's multi-task example (github.com/DrSleep/DenseTorch, examples/multitask/config.py and train.py), "
+    "after Nekrasov et al., Real-Time Joint Semantic Segmentation and Depth Estimation Using Asymmetric "
+    "Annotations, ICRA 2019: SGD momentum 0.9, encoder 1e-3 / decoder 1e-2, weight decay 1e-5 on both, loss "
+    "weights 0.5 / 0.5 (cross-entropy ignoring 255, inverse Huber ignoring depth 0), 400 x 400 random crops with "
+    "mirroring and no rescaling, batch 4, 1000 epochs, learning rate x0.1 every 100 epochs (DenseTorch's "
+    "MultiStepLR milestones are arange(start + 1, 1000, 100), so its first decay comes after epoch 1; here at "
+    "epochs 100, 200, ...), BatchNorm trained; its README says these are not the paper's hyperparameters; not "
+    "reproduced here")
+_JOINT_DEMO_SOURCE = (
+    "this project's joint demo: the multi-task Light-Weight RefineNet on the synthetic RGB-D scenes "
+    "(refinenet_tf.data.synthetic.write_rgbd_dataset), from scratch, sized for 2 CPU cores; Adam 1e-4, as its "
+    "decoder (no BatchNorm) diverged early at 1e-3 from random weights")
 
 #: recipe name -> :class:`Recipe`.
 RECIPES = {recipe.name: recipe for recipe in [
@@ -86,6 +115,13 @@ RECIPES = {recipe.name: recipe for recipe in [
            "BatchNorm momentum 0.9 so that its statistics settle within a few hundred steps",
            optimizer="adam", learning_rate=1e-3, crop_size=128, batch_size=8, epochs=15, min_scale=0.75,
            max_scale=1.25, model_kwargs={"decoder_features": 64, "batch_norm_momentum": 0.9}),
+    Recipe("multitask_mobilenetv2_nyud", "multitask_mobilenetv2_official", _MULTITASK_SOURCE, optimizer="sgd",
+           learning_rate=1e-3, decoder_lr_multiplier=10.0, momentum=0.9, weight_decay=1e-5, schedule="step",
+           step_epochs=100, step_gamma=0.1, crop_size=400, batch_size=4, epochs=1000, min_scale=1.0,
+           max_scale=1.0, loss_weights={"segmentation": 0.5, "depth": 0.5}, depth_loss="berhu"),
+    Recipe("demo_joint", "multitask_mobilenetv2_official", _JOINT_DEMO_SOURCE, optimizer="adam", learning_rate=1e-4,
+           crop_size=96, batch_size=8, epochs=12, min_scale=1.0, max_scale=1.0,
+           loss_weights={"segmentation": 0.5, "depth": 0.5}, depth_loss="berhu"),
 ] + [
     Recipe(f"lw_{backbone}_voc", f"lw_{backbone}", _LW_SOURCE, optimizer="sgd", learning_rate=5e-4,
            decoder_lr_multiplier=10.0, weight_decay=1e-5, schedule="step", step_epochs=100, freeze_batch_norm=True,

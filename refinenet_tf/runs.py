@@ -16,6 +16,7 @@ arguments, not from today's recipe table. This module imports TensorFlow only th
 
 import datetime
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ import shutil
 from refinenet_tf import _files
 
 __all__ = ["BEST_WEIGHTS", "CONFIG", "FINGERPRINT_EXCLUDED", "LAST_WEIGHTS", "MODEL_FILE", "build_model",
-           "class_names_for", "clear_run", "fingerprint", "has_backup", "load_inference_model",
+           "builder_name", "class_names_for", "is_multitask", "output_classes", "clear_run", "fingerprint", "has_backup", "load_inference_model",
            "load_weights_checked", "new_run_dir", "read_config", "read_weights_record", "record_path", "run_state",
            "saved_class_names", "write_json_atomically"]
 
@@ -39,8 +40,9 @@ _FOLDERS = ("logs", "backup")
 #: ``config.json`` keys that do not change what a run computes, left out of its fingerprint.
 FINGERPRINT_EXCLUDED = ("run_dir", "verbose", "resume", "overwrite", "image_every", "fingerprint", "created")
 
-#: the model builders a run's ``config.json`` may name (data, never code).
-_BUILDERS = ("RefineNet",)
+#: the model builders a run's ``config.json`` may name (data, never code): name -> (module, function).
+_BUILDERS = {"RefineNet": ("refinenet_tf.models", "RefineNet"),
+             "MultiTaskRefineNet": ("refinenet_tf.multitask", "MultiTaskRefineNet")}
 
 
 # ---------------------------------------------------------------------------------------------- run folders
@@ -182,6 +184,42 @@ def saved_class_names(spec):
 
 # ---------------------------------------------------------------------------------------------- models
 
+def is_multitask(model):
+    """Whether ``model`` returns a dict of task outputs (segmentation and depth) rather than one logits tensor."""
+    return isinstance(getattr(model, "output", None), dict) or "depth" in (getattr(model, "output_names", None)
+                                                                           or ())
+
+
+def output_classes(model):
+    """The class count of a segmentation model's logits, or of a multi-task model's ``"segmentation"`` output.
+
+    Example:
+        >>> import tf_keras
+        >>> inputs = tf_keras.Input([8, 8, 3])
+        >>> heads = {"segmentation": tf_keras.layers.Conv2D(5, 1, name="segmentation")(inputs),
+        ...          "depth": tf_keras.layers.Conv2D(1, 1, name="depth")(inputs)}
+        >>> model = tf_keras.Model(inputs, heads)
+        >>> output_classes(model), is_multitask(model)
+        (5, True)
+    """
+    shape = model.output_shape
+    if isinstance(shape, dict):
+        shape = shape["segmentation"]
+    elif is_multitask(model):
+        shape = shape[list(model.output_names).index("segmentation")]
+    return shape[-1]
+
+
+def builder_name(preset):
+    """The name of the builder (a key of the builders a ``config.json`` may name) that makes ``preset``'s model."""
+    builder = getattr(preset, "builder", None)
+    name = getattr(builder, "__name__", builder) or "RefineNet"
+    if name not in _BUILDERS:
+        raise ValueError(f"preset {preset.name!r} is built by {name!r}, which a run's config.json cannot name; "
+                         f"use one of {sorted(_BUILDERS)}.")
+    return name
+
+
 def build_model(config, backbone_weights=None):
     """The model of a run's ``config`` (a ``config.json`` dict), untrained, built from its recorded arguments.
 
@@ -194,13 +232,15 @@ def build_model(config, backbone_weights=None):
     if spec is not None:
         if not isinstance(spec, dict) or spec.get("builder") not in _BUILDERS \
                 or not isinstance(spec.get("arguments"), dict):
-            raise ValueError(f"config.json's \"model\" must be {{\"builder\": one of {list(_BUILDERS)}, "
+            raise ValueError(f"config.json's \"model\" must be {{\"builder\": one of {sorted(_BUILDERS)}, "
                              f"\"arguments\": {{...}}}}, got {spec!r:.200}.")
         arguments = dict(spec["arguments"], backbone_weights=backbone_weights)
+        module, function = _BUILDERS[spec["builder"]]
+        builder = getattr(importlib.import_module(module), function)
         try:
-            return models.RefineNet(**arguments)
+            return builder(**arguments)
         except TypeError as error:
-            raise ValueError(f"config.json's model arguments do not fit RefineNet: {error}.") from None
+            raise ValueError(f"config.json's model arguments do not fit {spec['builder']}: {error}.") from None
     from refinenet_tf import recipes
 
     settings = config.get("recipe_settings")
@@ -252,8 +292,8 @@ def load_inference_model(spec, num_classes=None, backbone_weights="imagenet", we
     else:
         raise FileNotFoundError(f"spec={spec!r} is neither a file, a folder nor a preset; use a .keras file, a "
                                 f"SavedModel or run folder, or one of {models.list_models()}.")
-    if num_classes is not None and model.output_shape[-1] != num_classes:
-        raise ValueError(f"spec={spec!r} predicts {model.output_shape[-1]} classes, not num_classes={num_classes}; "
+    if num_classes is not None and output_classes(model) != num_classes:
+        raise ValueError(f"spec={spec!r} predicts {output_classes(model)} classes, not num_classes={num_classes}; "
                          f"leave num_classes out to use the model's, or give a model trained for {num_classes} "
                          "classes.")
     if weights is not None:
@@ -288,5 +328,5 @@ def load_weights_checked(model, path):
         model.load_weights(path)
     except (ValueError, KeyError, TypeError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"weights {path!r} do not fit model {model.name!r} ({model.output_shape[-1]} classes): "
+        raise ValueError(f"weights {path!r} do not fit model {model.name!r} ({output_classes(model)} classes): "
                          f"{first[:300]}; use weights saved from the same preset and class count.") from None

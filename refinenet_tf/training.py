@@ -137,7 +137,7 @@ def _schedule(recipe, learning_rate, steps_per_epoch, epochs):
         boundaries = [steps_per_epoch * recipe.step_epochs * k for k in range(1, max(1, epochs // recipe.step_epochs))]
         if not boundaries:
             return learning_rate
-        values = [learning_rate * 0.5 ** k for k in range(len(boundaries) + 1)]
+        values = [learning_rate * recipe.step_gamma ** k for k in range(len(boundaries) + 1)]
         return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
     raise ValueError(f"recipe {recipe.name}: unknown schedule {recipe.schedule!r}; use constant, poly or step.")
 
@@ -149,12 +149,38 @@ def freeze_batch_norm(model):
             layer.trainable = False
 
 
+def _task_losses_and_metrics(recipe, num_classes):
+    """The multi-task ``compile`` arguments of ``recipe``: a loss, a weight and metrics per named output."""
+    from refinenet_tf import losses, metrics
+
+    unknown = set(recipe.loss_weights) - {"segmentation", "depth"}
+    if unknown:
+        raise ValueError(f"recipe {recipe.name}: loss_weights names {sorted(unknown)}; the trained tasks are "
+                         "'segmentation' and 'depth'.")
+    task_losses = {"segmentation": losses.SegmentationCrossEntropy(ignore_class=255),
+                   "depth": losses.depth_loss(recipe.depth_loss)}
+    task_metrics = {"segmentation": [keras.metrics.MeanIoU(num_classes, ignore_class=255, sparse_y_true=True,
+                                                           sparse_y_pred=False, name="mean_iou"),
+                                     PixelAccuracy(ignore_class=255)],
+                    "depth": metrics.depth_metrics()}
+    weights = {task: float(recipe.loss_weights.get(task, 0.0)) for task in task_losses}
+    return task_losses, weights, task_metrics
+
+
 def compile_model(model, recipe, num_classes, learning_rate=None, steps_per_epoch=1, epochs=None,
                   jit_compile="auto"):
-    """Compiles ``model`` for segmentation with ``recipe``'s optimizer.
+    """Compiles ``model`` with ``recipe``'s optimizer: for segmentation, or for segmentation and depth.
+
+    A segmentation model gets the cross-entropy ignoring 255, mean IoU and pixel accuracy. A multi-task model
+    (outputs named ``segmentation`` and ``depth``, :func:`refinenet_tf.runs.is_multitask`) gets per output
+    :class:`refinenet_tf.losses.SegmentationCrossEntropy` and the recipe's depth loss
+    (:func:`refinenet_tf.losses.depth_loss`), weighted by the recipe's ``loss_weights``, and as metrics mean IoU
+    and pixel accuracy, and the seven depth metrics of :func:`refinenet_tf.metrics.depth_metrics`. Both losses
+    average over valid pixels only, so an example without a mask (all 255) or without depth (all 0) trains the
+    other head only, in the same batch.
 
     Args:
-        model: a RefineNet (logits at the masks' resolution).
+        model: a RefineNet (logits at the masks' resolution) or a multi-task model.
         recipe: a :class:`refinenet_tf.recipes.Recipe` or its name.
         num_classes: for the mean IoU.
         learning_rate: overrides the recipe's.
@@ -181,6 +207,17 @@ def compile_model(model, recipe, num_classes, learning_rate=None, steps_per_epoc
                                        coupled_weight_decay=recipe.weight_decay, momentum=recipe.momentum, **ema)
     else:
         raise ValueError(f"recipe {recipe.name}: unknown optimizer {recipe.optimizer!r}; use adam or sgd.")
+    if runs.is_multitask(model):
+        if not recipe.multitask:
+            raise ValueError(f"recipe {recipe.name} trains segmentation only, but the model returns "
+                             f"{sorted(model.output_names)}; use a multi-task recipe (one with loss_weights).")
+        task_losses, weights, task_metrics = _task_losses_and_metrics(recipe, num_classes)
+        model.compile(optimizer=optimizer, loss=task_losses, loss_weights=weights, metrics=task_metrics,
+                      jit_compile=resolve_jit_compile(jit_compile))
+        return model
+    if recipe.multitask:
+        raise ValueError(f"recipe {recipe.name} trains segmentation and depth, but model {model.name!r} has one "
+                         "output; build a multi-task model (outputs named 'segmentation' and 'depth').")
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255),
@@ -236,6 +273,13 @@ class TrainConfig:
     (``config.run_dir`` then says which). A folder that holds a finished run is refused unless ``overwrite``
     (which replaces it); an interrupted run there (its ``BackupAndRestore`` backup) resumes when ``resume`` and
     the settings are the same.
+
+    A multi-task recipe (``multitask_mobilenetv2_nyud``) needs an RGB-D ``data`` spec
+    (``folder:IMAGES:MASKS?depth=DEPTHS&...``, ``tfds:nyu_depth_v2_segmentation``). ``teacher`` (a run folder or a
+    ``.keras`` file of a multi-task model) fills each training example's missing mask or depth with the
+    teacher's prediction (:func:`refinenet_tf.data.fill_missing_labels`, the paper's distillation); without it
+    an example lacking one label trains the other task only. ``loss_weights`` (``{"segmentation": w, "depth":
+    w}``) and ``depth_loss`` (``"berhu"`` or ``"l1"``) override a multi-task recipe's.
     """
 
     recipe: Union[str, Recipe]
@@ -257,6 +301,9 @@ class TrainConfig:
     mixed_precision: bool = False
     image_every: int = 1
     init_from: Optional[str] = None
+    teacher: Optional[str] = None
+    loss_weights: Optional[dict] = None
+    depth_loss: Optional[str] = None
     resume: bool = True
     overwrite: bool = False
     seed: int = 0
@@ -339,13 +386,25 @@ class PredictionImages(keras.callbacks.Callback):
         from refinenet_tf import visualization
 
         with averaged_weights(self.model):
-            logits = self.model.predict(self.images, verbose=0)
-        predictions = np.stack([visualization.colorize(p) for p in logits.argmax(-1)])
-        labels = np.stack([visualization.colorize(m) for m in self.masks.astype(np.uint8)])
+            outputs = self.model.predict(self.images, verbose=0)
+        masks, depths = self.masks, None
+        if isinstance(outputs, dict):  # a multi-task model: masks are {"segmentation": ..., "depth": ...}
+            masks, depths = self.masks["segmentation"], self.masks["depth"]
+            predicted_depth, outputs = outputs["depth"][..., 0], outputs["segmentation"]
+        predictions = np.stack([visualization.colorize(p) for p in outputs.argmax(-1)])
+        labels = np.stack([visualization.colorize(m) for m in masks.astype(np.uint8)])
+        count = len(self.images)
         with self.writer.as_default():
-            tf.summary.image("input", self.images.astype(np.uint8), step=epoch, max_outputs=len(self.images))
-            tf.summary.image("label", labels, step=epoch, max_outputs=len(self.images))
-            tf.summary.image("prediction", predictions, step=epoch, max_outputs=len(self.images))
+            tf.summary.image("input", self.images.astype(np.uint8), step=epoch, max_outputs=count)
+            tf.summary.image("label", labels, step=epoch, max_outputs=count)
+            tf.summary.image("prediction", predictions, step=epoch, max_outputs=count)
+            if depths is not None:
+                top = float(max(depths.max(), 1e-3))
+                tf.summary.image("depth", np.stack([visualization.colorize_depth(d, top) for d in depths]),
+                                 step=epoch, max_outputs=count)
+                tf.summary.image("predicted_depth", np.stack([visualization.colorize_depth(d, top)
+                                                              for d in predicted_depth]), step=epoch,
+                                 max_outputs=count)
         self.writer.flush()
 
 
@@ -353,9 +412,11 @@ class SafeCheckpoint(keras.callbacks.Callback):
     """Saves weights at the end of each epoch atomically (temp file + rename), never after a NaN/inf loss,
     with the averaged weights under ``use_ema`` (:func:`averaged_weights`).
 
-    ``monitor=None`` keeps the last good weights; otherwise only improvements of ``monitor`` are saved. Beside
+    ``monitor=None`` keeps the last good weights; otherwise only improvements of ``monitor`` are saved.
+    ``monitor`` may also be a dict ``{metric: "max" or "min"}``: then an epoch is saved only when every one of them
+    improves (DenseTorch's multi-task example keeps the weights that improve both mean IoU and depth RMSE). Beside
     the weights, ``<path>.json`` records the epoch, the run's ``fingerprint`` and (with ``monitor``) the best
-    value, so that a resumed run keeps comparing to it. A weights file there whose record carries another
+    value(s), so that a resumed run keeps comparing to them. A weights file there whose record carries another
     fingerprint (or none) is not this run's: it is removed when training begins, never compared against.
     Keras' ``ModelCheckpoint`` writes in place and also after ``TerminateOnNaN`` stopped a NaN epoch.
     """
@@ -363,8 +424,17 @@ class SafeCheckpoint(keras.callbacks.Callback):
     def __init__(self, path, monitor=None, mode="max", fingerprint=None):
         super().__init__()
         self.path, self.monitor, self.mode, self.fingerprint = path, monitor, mode, fingerprint
-        self.best = -np.inf if mode == "max" else np.inf
+        self._modes = dict(monitor) if isinstance(monitor, dict) else ({monitor: mode} if monitor else {})
+        bad = {name: m for name, m in self._modes.items() if m not in ("max", "min")}
+        if bad:
+            raise ValueError(f"SafeCheckpoint: modes must be 'max' or 'min', got {bad}.")
+        self._bests = {name: -np.inf if m == "max" else np.inf for name, m in self._modes.items()}
         self._record = runs.record_path(path)
+
+    @property
+    def best(self):
+        """The best value of a single ``monitor``, or ``{metric: best}`` for a dict of them."""
+        return dict(self._bests) if isinstance(self.monitor, dict) else self._bests.get(self.monitor)
 
     def on_train_begin(self, logs=None):
         record = runs.read_weights_record(self.path)
@@ -374,22 +444,30 @@ class SafeCheckpoint(keras.callbacks.Callback):
                     os.remove(path)
         elif self.monitor is not None and record and record.get("monitor") == self.monitor \
                 and os.path.exists(self.path):
-            self.best = record["best"]
+            best = record["best"]
+            self._bests.update(best if isinstance(self.monitor, dict) else {self.monitor: best})
+
+    def _improved(self, logs):
+        for name, mode in self._modes.items():
+            value = logs.get(name)
+            if value is None or not (value > self._bests[name] if mode == "max" else value < self._bests[name]):
+                return False
+        return True
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         if not all(np.isfinite(v) for v in logs.values() if isinstance(v, (int, float, np.floating))):
             return
         if self.monitor is not None:
-            value = logs.get(self.monitor)
-            if value is None or not (value > self.best if self.mode == "max" else value < self.best):
+            if not self._improved(logs):
                 return
-            self.best = value
+            self._bests.update({name: float(logs[name]) for name in self._modes})
         with averaged_weights(self.model), atomic_path(self.path, suffix=".weights.h5") as temporary:
             self.model.save_weights(temporary)
         record = {"epoch": epoch + 1, "fingerprint": self.fingerprint}
         if self.monitor is not None:
-            record.update(monitor=self.monitor, best=float(self.best))
+            best = self.best
+            record.update(monitor=self.monitor, best=best if isinstance(best, dict) else float(best))
         runs.write_json_atomically(self._record, record)
 
 
@@ -439,12 +517,20 @@ def _check_same_run(run_dir, resolved):
                      "run_dir. Nothing was changed.")
 
 
+def _masks_only(dataset):
+    """An RGB-D dataset's ``(images, {"segmentation", "depth"})`` as ``(images, masks)``; others as they are."""
+    if dataset is None or not isinstance(dataset.element_spec[1], dict):
+        return dataset
+    return dataset.map(lambda images, labels: (images, labels["segmentation"]))
+
+
 def train(config, callbacks=()):
     """Trains a model as ``config`` (a :class:`TrainConfig`) says; returns ``(model, history)``.
 
-    The run folder (``config.run_dir``) gets ``config.json`` (the resolved config, the model's build arguments
-    and the run's fingerprint, :mod:`refinenet_tf.runs`), ``best.weights.h5`` (best validation mean IoU, or
-    best training loss without validation data), ``last.weights.h5`` (each with its record, ``*.json``),
+    The run folder (``config.run_dir``) gets ``config.json`` (the resolved config, the model's builder and build
+    arguments and the run's fingerprint, :mod:`refinenet_tf.runs`), ``best.weights.h5`` (best validation mean
+    IoU -- for a multi-task run, the epochs that improve both mean IoU and depth RMSE -- or best training loss
+    without validation data), ``last.weights.h5`` (each with its record, ``*.json``),
     ``model.keras`` (the final model), ``log.csv``, ``logs/`` (TensorBoard: scalars and, with validation data,
     images) and ``backup/`` (``BackupAndRestore``: a run killed mid-way resumes at its last finished epoch when
     started again with the same config). With the recipe's ``use_ema``, validation and every saved file use the
@@ -461,6 +547,12 @@ def _train(config, callbacks):
     from refinenet_tf import data as data_lib
 
     recipe = get_recipe(config.recipe)
+    if config.loss_weights is not None or config.depth_loss is not None:
+        if not recipe.multitask:
+            raise ValueError(f"loss_weights= and depth_loss= apply to multi-task recipes; recipe {recipe.name} trains "
+                             "segmentation only.")
+        recipe = dataclasses.replace(recipe, loss_weights=dict(config.loss_weights or recipe.loss_weights),
+                                     depth_loss=config.depth_loss or recipe.depth_loss)
     run_dir = config.run_dir
     state = runs.run_state(run_dir)
     _refuse_to_mix(run_dir, state, config)
@@ -479,28 +571,43 @@ def _train(config, callbacks):
     num_classes = config.num_classes or train_source.num_classes
     if not num_classes:
         raise ValueError(f"num_classes is needed for {config.data}: the source does not say how many classes.")
+    if recipe.multitask and not getattr(train_source, "has_depth", False):
+        raise ValueError(f"recipe {recipe.name} trains segmentation and depth but data={config.data!r} has no depth; "
+                         "give an RGB-D spec (folder:IMAGES:MASKS?depth=DEPTHS&depth_scale=..., "
+                         "tfds:nyu_depth_v2_segmentation).")
+    if config.teacher and not recipe.multitask:
+        raise ValueError(f"teacher= fills missing masks and depth maps of a multi-task run; recipe {recipe.name} "
+                         "trains segmentation only.")
     global_batch = batch_size * strategy.num_replicas_in_sync
     train_data = data_lib.make_dataset(train_source, batch_size=global_batch, training=True, crop_size=crop_size,
                                        min_scale=recipe.min_scale, max_scale=recipe.max_scale, seed=config.seed,
-                                       repeat=True, num_classes=num_classes)
+                                       repeat=True, num_classes=num_classes, scale_depth=recipe.scale_depth)
     steps = config.steps_per_epoch or max(1, data_lib.sources.count_examples(train_source) // global_batch)
     val_data = None
     if config.val_data:
         val_data = data_lib.make_dataset(config.val_data, config.val_split, batch_size=1, training=False,
                                          num_classes=num_classes)
+        if recipe.multitask and not isinstance(val_data.element_spec[1], dict):
+            raise ValueError(f"val_data={config.val_data!r} has no depth; a multi-task run validates on RGB-D data.")
+    if not recipe.multitask:  # a segmentation model trained on RGB-D data reads its masks only
+        train_data, val_data = (_masks_only(dataset) for dataset in (train_data, val_data))
+    if config.teacher:
+        train_data = data_lib.fill_missing_labels(train_data, runs.load_inference_model(config.teacher))
 
     class_names = tuple(config.class_names) or tuple(train_source.class_names)
     if len(class_names) != num_classes:  # e.g. VOC's 21 names for a VOC-layout dataset of other classes
         class_names = ()
-    arguments = models.get(recipe.model).arguments(num_classes=num_classes, backbone_weights=config.backbone_weights,
-                                                   **{**recipe.model_kwargs, **config.model_kwargs})
+    preset = models.get(recipe.model)
+    arguments = preset.arguments(num_classes=num_classes, backbone_weights=config.backbone_weights,
+                                 **{**recipe.model_kwargs, **config.model_kwargs})
+    builder = runs.builder_name(preset)
     resolved = dict(dataclasses.asdict(config), recipe=recipe.name, run_dir=run_dir, class_names=list(class_names),
                     epochs=epochs, batch_size=batch_size, crop_size=crop_size, num_classes=num_classes,
                     steps_per_epoch=steps, recipe_settings=dataclasses.asdict(recipe),
                     strategy_replicas=strategy.num_replicas_in_sync,
                     jit_compile=resolve_jit_compile(config.jit_compile),
                     policy=keras.mixed_precision.global_policy().name,
-                    model={"builder": "RefineNet", "arguments": arguments})
+                    model={"builder": builder, "arguments": arguments})
     resolved = json.loads(json.dumps(resolved, default=str))  # as config.json will hold it
     resolved["fingerprint"] = runs.fingerprint(resolved)
     if resuming:
@@ -510,14 +617,20 @@ def _train(config, callbacks):
     runs.write_json_atomically(os.path.join(run_dir, runs.CONFIG), resolved)
 
     with strategy.scope():
-        model = models.RefineNet(**arguments)
+        model = runs.build_model({"model": {"builder": builder, "arguments": arguments}},
+                                 backbone_weights=arguments["backbone_weights"])
         if config.init_from:
             runs.load_weights_checked(model, config.init_from)
         compile_model(model, recipe, num_classes, learning_rate=config.learning_rate, steps_per_epoch=steps,
                       epochs=epochs, jit_compile=config.jit_compile)
 
     _check_free_space(run_dir, model)
-    monitor, mode = ("val_mean_iou", "max") if val_data is not None else ("loss", "min")
+    if val_data is None:
+        monitor, mode = "loss", "min"
+    elif recipe.multitask:  # as DenseTorch's multi-task example: the weights that improve both
+        monitor, mode = {"val_segmentation_mean_iou": "max", "val_depth_rmse": "min"}, None
+    else:
+        monitor, mode = "val_mean_iou", "max"
     removed = _files.remove_stale_temporaries(run_dir)  # left by a process killed mid-write
     if removed and config.verbose:
         print(f"removed {len(removed)} partial file(s) of an interrupted write from {run_dir}")
@@ -535,9 +648,9 @@ def _train(config, callbacks):
     ]
     callbacks = keras_callbacks + list(callbacks)
     if val_data is not None and config.image_every:
-        sample = list(val_data.take(1))[0]
-        callbacks.append(PredictionImages(os.path.join(run_dir, "logs"), sample[0].numpy(),
-                                          sample[1].numpy(), config.image_every))
+        images, labels = list(val_data.take(1))[0]
+        labels = tf.nest.map_structure(lambda tensor: tensor.numpy(), labels)
+        callbacks.append(PredictionImages(os.path.join(run_dir, "logs"), images.numpy(), labels, config.image_every))
     history = model.fit(train_data, epochs=epochs, steps_per_epoch=steps, validation_data=val_data,
                         callbacks=callbacks, verbose=config.verbose)
     if any(not np.isfinite(loss) for loss in history.history.get("loss", [])):

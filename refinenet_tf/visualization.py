@@ -11,8 +11,8 @@ from PIL import Image
 
 from refinenet_tf._files import atomic_path
 
-__all__ = ["colorize", "legend", "overlay", "read_palette", "save_image_png", "save_label_png",
-           "voc_palette"]
+__all__ = ["colorize", "colorize_depth", "legend", "overlay", "read_palette", "save_depth_png", "save_image_png",
+           "save_label_png", "voc_palette"]
 
 def voc_palette(num_colors=256):
     """The PASCAL VOC colour map (the devkit's bit-interleaving scheme) as a ``[num_colors, 3]`` uint8 array.
@@ -171,3 +171,54 @@ def save_image_png(path, image):
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"save_image_png needs a [height, width, 3] RGB array, got shape {image.shape}.")
     return _save_atomically(Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)), path)
+
+
+# Anchors of the depth colour map, near to far: yellow, orange, magenta, purple, dark blue (as matplotlib's
+# "plasma", sampled at five points and interpolated linearly).
+_DEPTH_COLOURS = np.array([[240, 249, 33], [248, 149, 64], [204, 71, 120], [126, 3, 168], [13, 8, 135]],
+                          np.float32)
+
+
+def colorize_depth(depth, max_depth=None, min_depth=0.0):
+    """A ``[H, W]`` depth map as a ``[H, W, 3]`` uint8 picture: near yellow through magenta to far dark blue;
+    missing depth (0, or not finite) black.
+
+    Args:
+        depth: depth in metres (0 = missing).
+        max_depth: the depth drawn darkest blue (default: the map's largest valid depth); farther is clipped.
+        min_depth: the depth drawn yellow.
+
+    Example:
+        >>> colorize_depth(np.array([[0.0, 1.0, 5.0]]), max_depth=5.0).tolist()
+        [[[0, 0, 0], [240, 249, 33], [13, 8, 135]]]
+    """
+    depth = np.asarray(depth, np.float32)
+    if depth.ndim != 2:
+        raise ValueError(f"colorize_depth needs a [height, width] depth map, got shape {depth.shape}.")
+    valid = np.isfinite(depth) & (depth > 0)
+    if max_depth is None:
+        max_depth = float(depth[valid].max()) if valid.any() else 1.0
+    low = min(min_depth, max_depth) if min_depth else (float(depth[valid].min()) if valid.any() else 0.0)
+    low = min(low, max_depth)
+    position = np.clip((np.where(valid, depth, low) - low) / max(max_depth - low, 1e-6), 0.0, 1.0)
+    anchors = np.linspace(0.0, 1.0, len(_DEPTH_COLOURS))
+    picture = np.stack([np.interp(position, anchors, _DEPTH_COLOURS[:, channel]) for channel in range(3)], -1)
+    return np.where(valid[..., None], np.round(picture), 0).astype(np.uint8)
+
+
+def save_depth_png(path, depth, scale=1000):
+    """Saves a ``[H, W]`` depth map in metres as a 16-bit grey PNG of ``round(depth * scale)`` (millimetres by
+    default; 0 = missing), atomically; depth beyond ``65535 / scale`` is stored as 65535.
+
+    Example:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "depth.png")
+        >>> _ = save_depth_png(path, np.array([[0.0, 1.2345], [3.0, 70.0]]))
+        >>> np.array(Image.open(path)).tolist()
+        [[0, 1234], [3000, 65535]]
+    """
+    depth = np.asarray(depth, np.float64)
+    if depth.ndim != 2:
+        raise ValueError(f"save_depth_png needs a [height, width] depth map, got shape {depth.shape}.")
+    stored = np.clip(np.round(np.where(np.isfinite(depth), depth, 0.0) * scale), 0, 65535).astype(np.uint16)
+    return _save_atomically(Image.fromarray(stored), path)

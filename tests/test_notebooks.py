@@ -17,7 +17,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK_DIR = os.path.join(ROOT, "notebooks")
-NOTEBOOKS = ("01_quickstart", "02_train_on_voc", "03_export_and_serve", "04_inside_refinenet")
+NOTEBOOKS = ("01_quickstart", "02_train_on_voc", "03_export_and_serve", "04_inside_refinenet",
+             "05_joint_segmentation_depth")
 
 
 def _read(name):
@@ -73,7 +74,7 @@ def _json(path):
         return json.load(stream)
 
 
-def test_the_four_notebooks_are_there():
+def test_the_five_notebooks_are_there():
     found = sorted(name[:-len(".ipynb")] for name in os.listdir(NOTEBOOK_DIR) if name.endswith(".ipynb"))
     assert found == sorted(NOTEBOOKS)
 
@@ -158,3 +159,17 @@ def test_inside_refinenet_shows_every_block_and_the_cascade(tmp_path, monkeypatc
     assert f"logits (1, {height}, {width}, 21)" in outputs.text
     assert "Total params" in outputs.text  # the model.summary excerpt
     assert outputs.images >= 4  # pooled regions, activation maps, input/logits, parameter bars
+
+
+def test_joint_segmentation_depth_trains_from_asymmetric_labels_and_shows_both_tasks(tmp_path, monkeypatch):
+    _, outputs, written = _execute("05_joint_segmentation_depth", tmp_path, monkeypatch)
+    summary = _json(written / "summary.json")
+    assert summary["smoke"] is True and summary["epochs_run"] == 2
+    assert 0 <= summary["mean_iou"] <= 1 and summary["depth_pixels"] > 0
+    assert math.isfinite(summary["depth"]["rmse"]) and summary["baseline_rmse"] > 0
+    assert "8 training scenes: 2 without a mask, 2 without depth" in outputs.text  # 20 % + 20 % of 8, rounded
+    assert "'segmentation': (1, 64, 64, 5)" in outputs.text and "'depth': (1, 64, 64, 1)" in outputs.text
+    assert "| **mean** |" in outputs.text and "| RMSE (linear) |" in outputs.text  # both tables
+    assert outputs.number(r"held-out mean IoU (\d\.\d+)") == pytest.approx(summary["mean_iou"], abs=1e-3)
+    assert "config.json model builder: MultiTaskRefineNet" in outputs.text
+    assert outputs.images >= 3  # scenes, curves, side-by-side predictions

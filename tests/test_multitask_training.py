@@ -1,0 +1,311 @@
+"""Joint segmentation and depth: the recipe, training from asymmetric annotations through ``training.train``,
+run folders of multi-task models, the teacher fill, evaluation of both tasks, prediction files, the CLI."""
+
+import dataclasses
+import json
+import os
+import re
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from refinenet_tf import cli, evaluation, inference, models, recipes, runs, training  # noqa: E402
+from refinenet_tf.data import synthetic  # noqa: E402
+
+
+def _constant_model(num_classes=5, depth=2.0, favourite=1):
+    """A multi-task model of known outputs: logits favour class ``favourite`` everywhere, depth is ``depth`` m."""
+    inputs = keras.Input([None, None, 3])
+    segmentation = keras.layers.Conv2D(
+        num_classes, 1, kernel_initializer="zeros",
+        bias_initializer=keras.initializers.Constant(np.eye(num_classes)[favourite] * 3.0), name="segmentation")(inputs)
+    depth_output = keras.layers.Conv2D(1, 1, kernel_initializer="zeros",
+                                       bias_initializer=keras.initializers.Constant(depth), name="depth")(inputs)
+    return keras.Model(inputs, {"segmentation": segmentation, "depth": depth_output}, name="constant_joint")
+
+
+def _tiny_multitask_model(num_classes=5):
+    inputs = keras.Input([None, None, 3])
+    features = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="features")(inputs)
+    return keras.Model(inputs, {"segmentation": keras.layers.Conv2D(num_classes, 1, name="segmentation")(features),
+                                "depth": keras.layers.Conv2D(1, 1, name="depth")(features)})
+
+
+@pytest.fixture(scope="module")
+def rgbd_specs(tmp_path_factory):
+    """6 training scenes (1 without a mask, 1 without depth) and 3 held-out ones, 32 x 40."""
+    root = tmp_path_factory.mktemp("rgbd")
+    return synthetic.write_rgbd_dataset(str(root), num_train=6, num_val=3, height=32, width=40, seed=3)
+
+
+def _read_split(spec_root, split):
+    """The held-out files read with PIL alone: masks and depths in metres (the expectations' own reader)."""
+    ids = open(os.path.join(spec_root, f"{split}.txt")).read().split()
+    masks = [np.array(Image.open(os.path.join(spec_root, "masks", f"{i}.png"))) for i in ids]
+    depths = [np.array(Image.open(os.path.join(spec_root, "depth", f"{i}.png"))).astype(np.float64) / 1000 for i in ids]
+    return masks, depths
+
+
+# ---------------------------------------------------------------------------------------------- the recipe
+
+def test_the_multitask_recipe_is_densetorchs_example():
+    # DrSleep/DenseTorch examples/multitask/config.py: crop_size = 400, batch_size = 4, n_epochs = 1000,
+    # lr_enc = 1e-3, lr_dec = 1e-2, mom_enc = mom_dec = 0.9, wd_enc = wd_dec = 1e-5, loss_coeffs = (0.5, 0.5);
+    # train.py: MultiStepLR(..., step 100, gamma=0.1), RandomMirror + RandomCrop (no rescaling).
+    recipe = recipes.get_recipe("multitask_mobilenetv2_nyud")
+    assert recipe.multitask and recipe.optimizer == "sgd"
+    assert (recipe.learning_rate, recipe.learning_rate * recipe.decoder_lr_multiplier) == (1e-3, pytest.approx(1e-2))
+    assert (recipe.momentum, recipe.weight_decay) == (0.9, 1e-5)
+    assert recipe.loss_weights == {"segmentation": 0.5, "depth": 0.5} and recipe.depth_loss == "berhu"
+    assert (recipe.crop_size, recipe.batch_size, recipe.epochs) == (400, 4, 1000)
+    assert (recipe.schedule, recipe.step_epochs, recipe.step_gamma) == ("step", 100, 0.1)
+    assert (recipe.min_scale, recipe.max_scale) == (1.0, 1.0)
+    assert "examples/multitask/config.py" in recipe.source
+
+
+def test_the_step_schedule_multiplies_by_the_recipes_gamma():
+    recipe = recipes.get_recipe("multitask_mobilenetv2_nyud")
+    schedule = training._schedule(recipe, 1e-3, steps_per_epoch=2, epochs=300)
+    # 100 epochs of 2 steps each: x0.1 after step 200 and after step 400 (PiecewiseConstantDecay: step <= boundary)
+    assert [float(schedule(step)) for step in (0, 200, 201, 401, 599)] == pytest.approx(
+        [1e-3, 1e-3, 1e-4, 1e-5, 1e-5])
+
+
+def test_compile_weighs_the_task_losses_and_refuses_a_mismatched_recipe():
+    model = _tiny_multitask_model()
+    recipe = recipes.get_recipe("multitask_mobilenetv2_nyud")
+    # the tiny model has no nested backbone: give the recipe Adam so no decoder split is needed
+    adam = recipes.Recipe("tiny_joint", recipe.model, "test", optimizer="adam", loss_weights={"segmentation": 0.25,
+                                                                                               "depth": 0.75})
+    training.compile_model(model, adam, num_classes=5)
+    images = tf.random.stateless_uniform([2, 8, 8, 3], [1, 2], 0, 255)
+    masks = tf.stack([tf.fill([8, 8], 255), tf.random.stateless_uniform([8, 8], [3, 4], 0, 5, tf.int32)])
+    depths = tf.stack([tf.random.stateless_uniform([8, 8], [5, 6], 1, 5), tf.zeros([8, 8])])
+    logs = model.evaluate(images, {"segmentation": masks, "depth": depths}, verbose=0, return_dict=True)
+    assert logs["loss"] == pytest.approx(0.25 * logs["segmentation_loss"] + 0.75 * logs["depth_loss"], rel=1e-5)
+    assert {"segmentation_mean_iou", "segmentation_pixel_accuracy", "depth_rmse", "depth_log_rmse",
+            "depth_abs_rel", "depth_sq_rel", "depth_delta1", "depth_delta2", "depth_delta3"} <= set(logs)
+    with pytest.raises(ValueError, match="trains segmentation only"):
+        training.compile_model(_tiny_multitask_model(), "demo_shapes", num_classes=5)
+
+
+def test_the_nyud_recipe_compiles_the_official_model_with_a_faster_decoder():
+    model = models.build("multitask_mobilenetv2_official", num_classes=40, backbone_weights=None)
+    training.compile_model(model, "multitask_mobilenetv2_nyud", num_classes=40)
+    optimizer = model.optimizer
+    backbone = {v.name for v in model.get_layer("mobilenetv2_lw_torch").trainable_variables}
+    decoder = set(optimizer.multiplied_variables)
+    assert decoder and not decoder & backbone and decoder | backbone == {v.name for v in model.trainable_variables}
+    assert (optimizer.multiplier, optimizer.coupled_weight_decay, float(optimizer.momentum)) == (10.0, 1e-5, 0.9)
+    assert model.compiled_loss._loss_weights == {"segmentation": 0.5, "depth": 0.5}
+
+
+def test_a_checkpoint_on_two_metrics_saves_only_when_both_improve(tmp_path):
+    path = str(tmp_path / "best.weights.h5")
+    checkpoint = training.SafeCheckpoint(path, monitor={"val_segmentation_mean_iou": "max", "val_depth_rmse": "min"},
+                                         fingerprint="run")
+    checkpoint.set_model(_tiny_multitask_model())
+    checkpoint.on_train_begin()
+    saved = []
+    for epoch, (iou, rmse) in enumerate([(0.3, 2.0), (0.4, 2.5), (0.25, 1.5), (0.5, 1.8)]):
+        checkpoint.on_epoch_end(epoch, {"val_segmentation_mean_iou": iou, "val_depth_rmse": rmse})
+        saved.append(runs.read_weights_record(path)["epoch"])
+    assert saved == [1, 1, 1, 4]  # epoch 2: RMSE worse; epoch 3: IoU worse; epoch 4: both better than epoch 1
+    record = runs.read_weights_record(path)
+    assert record["best"] == {"val_segmentation_mean_iou": 0.5, "val_depth_rmse": 1.8}
+    resumed = training.SafeCheckpoint(path, monitor={"val_segmentation_mean_iou": "max", "val_depth_rmse": "min"},
+                                      fingerprint="run")
+    resumed.on_train_begin()
+    assert resumed.best == {"val_segmentation_mean_iou": 0.5, "val_depth_rmse": 1.8}
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+def test_evaluate_joint_accumulates_both_tables_over_valid_pixels(rgbd_specs):
+    root = rgbd_specs["val"].split(":")[1].rsplit("/images", 1)[0]
+    masks, depths = _read_split(root, "val")
+    model = _constant_model(depth=2.0, favourite=1)  # every pixel: class 1 (floor), 2 m
+    result = evaluation.evaluate_joint(model, rgbd_specs["val"], progress=False)
+    # segmentation: all predictions are class 1 -> IoU(1) = floor pixels / labelled pixels, others 0 or absent
+    labelled = np.concatenate([m[m != 255] for m in masks])
+    counts = np.bincount(labelled, minlength=5)
+    assert result.segmentation.pixels == labelled.size
+    assert result.segmentation.pixel_accuracy == pytest.approx(counts[1] / labelled.size)
+    present = counts > 0
+    expected_iou = np.where(np.arange(5) == 1, counts[1] / labelled.size, 0.0)
+    assert result.mean_iou == pytest.approx(expected_iou[present].mean())
+    # depth: every valid pixel against 2 m, pooled over the split
+    d = np.concatenate([x[x > 0] for x in depths])
+    ratio = np.maximum(2.0 / d, d / 2.0)
+    expected = {"rmse": np.sqrt(np.mean((2.0 - d) ** 2)), "log_rmse": np.sqrt(np.mean((np.log(2.0) - np.log(d)) ** 2)),
+                "abs_rel": np.mean(np.abs(2.0 - d) / d), "sq_rel": np.mean((2.0 - d) ** 2 / d),
+                "delta1": np.mean(ratio < 1.25), "delta2": np.mean(ratio < 1.25 ** 2),
+                "delta3": np.mean(ratio < 1.25 ** 3)}
+    assert result.depth_pixels == d.size
+    for key, value in expected.items():
+        assert result.depth[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    table = result.table()
+    assert "| **mean** |" in table and "| RMSE (linear) |" in table and "δ < 1.25³" in table
+    with pytest.raises(ValueError, match="evaluate_joint"):
+        evaluation.evaluate(model, rgbd_specs["val"], progress=False)
+
+
+def test_predict_joint_files_writes_labels_colour_depth_and_millimetres(rgbd_specs, tmp_path):
+    root = rgbd_specs["val"].split(":")[1]
+    model = _constant_model(depth=2.0, favourite=3)
+    result = inference.predict_joint_files(model, [os.path.join(root, "val_00000.jpg")], str(tmp_path),
+                                           progress=False)
+    assert list(result["written"].values()) == [str(tmp_path / "val_00000.png")]
+    labels = np.array(Image.open(tmp_path / "val_00000.png"))
+    millimetres = Image.open(tmp_path / "val_00000_depth_mm.png")
+    colour = np.array(Image.open(tmp_path / "val_00000_depth.png"))
+    assert labels.shape == (32, 40) and np.all(labels == 3)
+    assert millimetres.mode.startswith("I") and np.all(np.array(millimetres) == 2000)
+    assert colour.shape == (32, 40, 3) and len(np.unique(colour.reshape(-1, 3), axis=0)) == 1
+    assert (tmp_path / "val_00000_overlay.png").exists() and (tmp_path / "legend.png").exists()
+
+
+# ---------------------------------------------------------------------------------------------- run folders
+
+def test_build_model_refuses_an_unknown_builder():
+    with pytest.raises(ValueError, match="MultiTaskRefineNet"):
+        runs.build_model({"model": {"builder": "os.system", "arguments": {}}})
+
+
+# ---------------------------------------------------------------------------------------------- training.train
+
+def _tiny_joint_recipe(tiny_backbone, name="tiny_joint_test", **overrides):
+    """The demo's recipe on the tiny test backbone, registered so that the CLI can name it."""
+    settings = dict(model_kwargs={"backbone": tiny_backbone}, crop_size=32, batch_size=2, epochs=1)
+    settings.update(overrides)
+    recipe = dataclasses.replace(recipes.get_recipe("demo_joint"), name=name, **settings)
+    return recipes.register_recipe(recipe, overwrite=True)
+
+
+def _head_weights(model, task):
+    """The trainable weights only the ``task`` head has (its layer names say the task), by name."""
+    other = "depth" if task == "segmentation" else "segmentation"
+    found = {}
+    for layer in model.layers:
+        if task in layer.name and other not in layer.name:
+            found.update({v.name: v.numpy().copy() for v in layer.trainable_weights})
+    assert found, f"no {task} head layers in {[layer.name for layer in model.layers]}"
+    return found
+
+
+def _train(tmp_path, name, spec_train, spec_val, recipe, **kwargs):
+    config = training.TrainConfig(recipe=recipe, data=spec_train, val_data=spec_val, num_classes=5,
+                                  run_dir=str(tmp_path / name), backbone_weights=None, steps_per_epoch=2,
+                                  image_every=1, verbose=0, **kwargs)
+    return config, training.train(config)
+
+
+@pytest.mark.parametrize("missing", ["mask", "depth"])
+def test_examples_without_a_label_leave_that_head_untouched(missing, tmp_path, tiny_backbone):
+    # Every training scene lacks its mask (or depth): through training.train the segmentation (or depth) head
+    # gets exactly zero gradient (Adam then moves nothing), while the other head learns.
+    fractions = {"missing_mask_fraction": 1.0 if missing == "mask" else 0.0,
+                 "missing_depth_fraction": 1.0 if missing == "depth" else 0.0}
+    specs = synthetic.write_rgbd_dataset(str(tmp_path / "data"), num_train=4, num_val=1, height=32, width=32,
+                                         seed=1, **fractions)
+    recipe = _tiny_joint_recipe(tiny_backbone)
+    arguments = models.get(recipe.model).arguments(num_classes=5, backbone_weights=None, **recipe.model_kwargs)
+    start = runs.build_model({"model": {"builder": runs.builder_name(models.get(recipe.model)),
+                                        "arguments": arguments}})
+    start.save_weights(str(tmp_path / "start.weights.h5"))
+    frozen_task, trained_task = ("segmentation", "depth") if missing == "mask" else ("depth", "segmentation")
+    before = {task: _head_weights(start, task) for task in (frozen_task, trained_task)}
+    _, (model, history) = _train(tmp_path, "run", specs["train"], specs["val"], recipe,
+                                 init_from=str(tmp_path / "start.weights.h5"))
+    assert np.isfinite(history.history["loss"]).all()
+    after = {task: _head_weights(model, task) for task in (frozen_task, trained_task)}
+    for name, value in before[frozen_task].items():
+        np.testing.assert_array_equal(after[frozen_task][name], value, err_msg=name)
+    assert any(not np.array_equal(after[trained_task][name], value) for name, value in before[trained_task].items())
+
+
+def test_a_joint_run_folder_records_and_reloads_the_multitask_model(rgbd_specs, tmp_path, tiny_backbone):
+    recipe = _tiny_joint_recipe(tiny_backbone)
+    config, (model, history) = _train(tmp_path, "run", rgbd_specs["train"], rgbd_specs["val"], recipe)
+    assert {"val_segmentation_mean_iou", "val_depth_rmse", "segmentation_loss", "depth_loss"} <= set(history.history)
+    saved = json.load(open(os.path.join(config.run_dir, "config.json")))
+    assert saved["model"]["builder"] == "MultiTaskRefineNet"
+    assert saved["model"]["arguments"]["backbone"] == tiny_backbone and saved["num_classes"] == 5
+    best = runs.read_weights_record(os.path.join(config.run_dir, "best.weights.h5"))
+    assert best["monitor"] == {"val_segmentation_mean_iou": "max", "val_depth_rmse": "min"}
+    reloaded = runs.load_inference_model(config.run_dir)
+    model.load_weights(os.path.join(config.run_dir, "best.weights.h5"))
+    image = np.random.default_rng(0).integers(0, 256, (1, 32, 40, 3)).astype(np.float32)
+    for task in ("segmentation", "depth"):
+        np.testing.assert_allclose(reloaded(image)[task].numpy(), model(image)[task].numpy(), rtol=1e-5, atol=1e-5)
+    assert runs.output_classes(reloaded) == 5
+    with pytest.raises(ValueError, match="has no depth"):
+        _train(tmp_path, "voc", "voc:" + os.path.join(os.path.dirname(__file__), "data", "voc_tiny"), None, recipe)
+
+
+def test_a_teacher_fills_missing_masks_so_the_segmentation_head_learns(tmp_path, tiny_backbone):
+    specs = synthetic.write_rgbd_dataset(str(tmp_path / "data"), num_train=4, num_val=1, height=32, width=32,
+                                         seed=2, missing_mask_fraction=1.0, missing_depth_fraction=0.0)
+    recipe = _tiny_joint_recipe(tiny_backbone)
+    teacher_config, _ = _train(tmp_path, "teacher", specs["train"], specs["val"], recipe)
+    start = runs.load_inference_model(teacher_config.run_dir)  # any start; what matters is what moves
+    start.save_weights(str(tmp_path / "start.weights.h5"))
+    before = _head_weights(start, "segmentation")
+    # the teacher as a run folder, then as a .keras file: without it no mask exists and this head stays still
+    for name, teacher in [("from_run", teacher_config.run_dir),
+                          ("from_file", os.path.join(teacher_config.run_dir, "model.keras"))]:
+        config, (model, _) = _train(tmp_path, name, specs["train"], specs["val"], recipe, teacher=teacher,
+                                    init_from=str(tmp_path / "start.weights.h5"))
+        after = _head_weights(model, "segmentation")
+        assert any(not np.array_equal(after[key], value) for key, value in before.items()), name
+        assert json.load(open(os.path.join(config.run_dir, "config.json")))["teacher"] == teacher
+    with pytest.raises(ValueError, match="teacher= fills missing"):
+        _train(tmp_path, "segmentation_only", "voc:" + os.path.join(os.path.dirname(__file__), "data", "voc_tiny"),
+               None, "demo_shapes", teacher=teacher_config.run_dir)
+
+
+def test_cli_trains_evaluates_and_predicts_the_joint_task(rgbd_specs, tmp_path, tiny_backbone, capsys):
+    _tiny_joint_recipe(tiny_backbone)
+    run_dir = str(tmp_path / "run")
+    assert cli.main(["train", "--recipe", "tiny_joint_test", "--data", rgbd_specs["train"], "--val-data",
+                     rgbd_specs["val"], "--run-dir", run_dir, "--backbone-weights", "none", "--steps-per-epoch", "1",
+                     "--image-every", "0", "--loss-weights", "0.8", "0.2", "--depth-loss", "l1"]) == 0
+    assert "val_depth_rmse" in capsys.readouterr().out
+    settings = json.load(open(os.path.join(run_dir, "config.json")))["recipe_settings"]
+    assert settings["loss_weights"] == {"segmentation": 0.8, "depth": 0.2} and settings["depth_loss"] == "l1"
+    assert cli.main(["evaluate", "--model", run_dir, "--data", rgbd_specs["val"], "--no-progress",
+                     "--output", str(tmp_path / "scores")]) == 0
+    printed = capsys.readouterr().out
+    assert "| **mean** |" in printed and "| RMSE (linear) |" in printed and "| δ < 1.25³ |" in printed
+    assert json.load(open(tmp_path / "scores" / "metrics.json"))["depth"]["rmse"] > 0
+    images = rgbd_specs["val"].split(":")[1]
+    assert cli.main(["predict", "--model", run_dir, "--output", str(tmp_path / "out"), "--no-progress",
+                     os.path.join(images, "val_00001.jpg")]) == 0
+    assert {"val_00001.png", "val_00001_depth.png", "val_00001_depth_mm.png"} <= set(os.listdir(tmp_path / "out"))
+    assert cli.main(["predict", "--model", run_dir, "--output", str(tmp_path / "out"), "--scales", "0.5", "1",
+                     "--no-progress", os.path.join(images, "val_00001.jpg")]) == 2
+    assert "--scales" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- the joint demo
+
+def test_the_joint_demo_at_smoke_settings_beats_the_constant_depth_baseline(tmp_path, capsys):
+    # refinenet-tf demo --task joint with few scenes and epochs: the real model (random weights), the real data
+    assert cli.main(["demo", "--task", "joint", "--output", str(tmp_path), "--epochs", "3", "--num-train", "40",
+                     "--num-val", "6"]) == 0
+    printed = capsys.readouterr().out
+
+    def figure(word):
+        match = re.search(rf"{word} (\d+\.\d+)", printed)
+        assert match, f"no '{word} <figure>' in:\n{printed[-2000:]}"
+        return float(match.group(1))
+
+    assert 0 <= figure("mean IoU") <= 1
+    assert figure("RMSE") < figure("baseline")
+    assert {"data", "run", "predictions.png"} <= set(os.listdir(tmp_path))
+    assert json.load(open(tmp_path / "run" / "config.json"))["recipe"] == "demo_joint"
