@@ -248,3 +248,12 @@ def test_multitask_export_refuses_test_time_augmentation(tiny_backbone, tmp_path
     with pytest.raises(ValueError, match="multi-task model .*without test-time augmentation"):
         export.export_saved_model(model, str(tmp_path / "saved_model"), scales=(0.5, 1.0))
     assert not (tmp_path / "saved_model").exists()
+
+
+def test_benchmark_row_counts_flops_and_times_the_forward_pass():
+    from refinenet_tf import benchmarks
+
+    row = benchmarks.measure_multitask(height=64, width=96, runs=1, warmup=0)
+    assert row["trainable_parameters"] == 3_070_057 and row["published_gflops"] == 6.5
+    assert row["size"] == "96x64" and row["gmacs"] == pytest.approx(row["gflops"] / 2)
+    assert row["gflops"] > 0 and row["latency_ms"] > 0
