@@ -257,3 +257,11 @@ def test_benchmark_row_counts_flops_and_times_the_forward_pass():
     assert row["trainable_parameters"] == 3_070_057 and row["published_gflops"] == 6.5
     assert row["size"] == "96x64" and row["gmacs"] == pytest.approx(row["gflops"] / 2)
     assert row["gflops"] > 0 and row["latency_ms"] > 0
+
+
+def test_outputs_stay_float32_under_mixed_precision(tiny_backbone):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")  # the conftest fixture restores float32
+    model = multitask.MultiTaskRefineNet(3, tasks=multitask.TASKS, backbone=tiny_backbone, decoder_features=8)
+    outputs = model(np.zeros([1, 32, 32, 3], np.uint8))
+    assert model.get_layer("pooling_p2").compute_dtype == "bfloat16"
+    assert {task: out.dtype for task, out in outputs.items()} == {task: tf.float32 for task in multitask.TASKS}
