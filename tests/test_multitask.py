@@ -248,3 +248,20 @@ def test_multitask_export_refuses_test_time_augmentation(tiny_backbone, tmp_path
     with pytest.raises(ValueError, match="multi-task model .*without test-time augmentation"):
         export.export_saved_model(model, str(tmp_path / "saved_model"), scales=(0.5, 1.0))
     assert not (tmp_path / "saved_model").exists()
+
+
+def test_benchmark_row_counts_flops_and_times_the_forward_pass():
+    from refinenet_tf import benchmarks
+
+    row = benchmarks.measure_multitask(height=64, width=96, runs=1, warmup=0)
+    assert row["trainable_parameters"] == 3_070_057 and row["published_gflops"] == 6.5
+    assert row["size"] == "96x64" and row["gmacs"] == pytest.approx(row["gflops"] / 2)
+    assert row["gflops"] > 0 and row["latency_ms"] > 0
+
+
+def test_outputs_stay_float32_under_mixed_precision(tiny_backbone):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")  # the conftest fixture restores float32
+    model = multitask.MultiTaskRefineNet(3, tasks=multitask.TASKS, backbone=tiny_backbone, decoder_features=8)
+    outputs = model(np.zeros([1, 32, 32, 3], np.uint8))
+    assert model.get_layer("pooling_p2").compute_dtype == "bfloat16"
+    assert {task: out.dtype for task, out in outputs.items()} == {task: tf.float32 for task in multitask.TASKS}
