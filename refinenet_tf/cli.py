@@ -169,16 +169,15 @@ def _model_from_args(args):
 
 
 def _evaluate(args):
-    from refinenet_tf import _files, evaluation, inference, runs
+    from refinenet_tf import _files, evaluation, runs
 
     if args.output:  # before any work, not after a long evaluation
         _files.writable_folder(args.output, "--output")
     model = _model_from_args(args)
-    if args.freeze:
-        model = inference.freeze(model)
     result = evaluation.evaluate(model, args.data, args.split, num_classes=args.num_classes, scales=args.scales,
                                  class_names=runs.saved_class_names(args.model),
-                                 flip=args.flip, max_side=args.max_side, limit=args.limit, progress=args.progress)
+                                 flip=args.flip, max_side=args.max_side, limit=args.limit, progress=args.progress,
+                                 freeze=_FREEZE_CHOICES[args.freeze])
     print(f"{result.source}: {model.name} on {result.pixels:,} labelled pixels")
     print(result.table())
     if args.output:
@@ -192,13 +191,11 @@ def _predict(args):
 
     palette = visualization.read_palette(args.palette) if args.palette else None
     model = _model_from_args(args)
-    if args.freeze:
-        model = inference.freeze(model)
     result = inference.predict_files(model, args.inputs, args.output, scales=args.scales, flip=args.flip,
                                      max_side=args.max_side, palette=palette, probabilities=args.probabilities,
                                      class_names=runs.saved_class_names(args.model),
                                      overlay_alpha=args.alpha, skip_errors=args.skip_errors, progress=args.progress,
-                                     max_pixels=args.max_pixels or None)
+                                     max_pixels=args.max_pixels or None, freeze=_FREEZE_CHOICES[args.freeze])
     for path, message in result["failed"].items():
         print(f"skipped {path}: {message}", file=sys.stderr)
     print(f"wrote label PNGs and overlays of {len(result['written'])} image(s) to {args.output}"
@@ -271,8 +268,10 @@ def _convert(args):
     return 0
 
 
+_FREEZE_CHOICES = {"auto": "auto", "on": True, "off": False}
 _FREEZE_HELP = ("run the model frozen, its weights as constants (inference.freeze): faster on a CPU after a few "
-                "seconds of freezing, so it pays for many images")
+                "seconds of freezing; auto = for many images, when memory allows; --freeze alone = on "
+                "(default: %(default)s)")
 
 
 def _add_model_arguments(parser):
@@ -461,7 +460,8 @@ def _add_evaluate_parser(commands):
     evaluate.add_argument("--split", default="val", help="split (default: %(default)s)")
     evaluate.add_argument("--output", metavar="DIR", help="write confusion_matrix.csv/.npy and metrics.json here")
     evaluate.add_argument("--limit", type=_positive_int, help="evaluate only the first N images")
-    evaluate.add_argument("--freeze", action="store_true", help=_FREEZE_HELP)
+    evaluate.add_argument("--freeze", nargs="?", const="on", default="auto", choices=_FREEZE_CHOICES,
+                          help=_FREEZE_HELP)
     evaluate.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                           help="progress bar (default: on)")
     _add_augmentation_arguments(evaluate)
@@ -479,7 +479,8 @@ def _add_predict_parser(commands):
     predict.add_argument("--probabilities", action="store_true", help="also write float32 probabilities (.npy)")
     predict.add_argument("--palette", help="colours: a palette PNG (its palette) or a JSON list of [r, g, b] "
                          "(default: VOC's)")
-    predict.add_argument("--freeze", action="store_true", help=_FREEZE_HELP)
+    predict.add_argument("--freeze", nargs="?", const="on", default="auto", choices=_FREEZE_CHOICES,
+                         help=_FREEZE_HELP)
     predict.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default: %(default)s)")
     predict.add_argument("--skip-errors", action="store_true",
                          help="go on past unreadable images (listed at the end; exit status 1)")
