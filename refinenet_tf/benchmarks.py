@@ -424,8 +424,11 @@ def run_benchmark(model_names=BENCHMARK_MODELS, size=512, runs=5, train_batch=2,
                 row["predict_keras"] = in_fresh_process("measure_predict", name, size, 1, 0, False)
                 if peer and name in PEER_ARCHITECTURES:
                     row["peer"] = in_fresh_process("measure_peer", name, size, runs, 2)
-                if agreement:
-                    row["agreement"] = in_fresh_process("measure_agreement", name, list(agreement_images), size)
+                if agreement:  # a process that dies (e.g. out of memory converting to int8) leaves a note
+                    try:
+                        row["agreement"] = in_fresh_process("measure_agreement", name, list(agreement_images), size)
+                    except RuntimeError as error:
+                        row["agreement_error"] = str(error).splitlines()[0][:200]
             row["pipeline_ratio"] = pipeline["images_per_second"] / row["train_images_per_second"]
             rows.append(row)
             log(f"({name}, {row['policy']}: measured)")
@@ -504,6 +507,9 @@ def _log_default_paths(rows, ceiling, runs, peer, log):
         log("| " + " | ".join(cells) + " |")
     log(f"Ratios: profiler FLOPs of the network / best of {runs} calls (the resize and softmax to the input size "
         "are not counted) / the matmul rate; our speed x PyTorch = its best time / ours.")
+    for row in rows:
+        if "agreement_error" in row:
+            log(f"({row['model']}: the agreement measurement failed: {row['agreement_error']})")
     agreeing = [row for row in rows if "agreement" in row]
     if agreeing:
         log(f"\nFaster precisions: latency and labels equal to float32's (share of pixels over "
