@@ -27,7 +27,7 @@ docs: install
 
 # The benchmark table of this machine (about 20 minutes on 2 CPU cores); see docs/benchmarks.md.
 bench: install
-	$(BIN)/refinenet-tf benchmark --precision float32 mixed --json benchmarks/last_run.json
+	$(BIN)/refinenet-tf benchmark --precision float32 mixed --peer --json benchmarks/last_run.json
 
 clean:
 	rm -rf $(VENV) build site *.egg-info .pytest_cache

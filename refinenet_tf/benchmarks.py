@@ -15,8 +15,9 @@ import time
 
 from refinenet_tf import options
 
-__all__ = ["BENCHMARK_MODELS", "PRECISIONS", "TARGETS", "in_fresh_process", "measure_frozen", "measure_gpus",
-           "measure_matmul", "measure_model", "measure_multitask", "measure_pipeline", "measure_served", "measure_soak", "measure_training",
+__all__ = ["BENCHMARK_MODELS", "PEER_ARCHITECTURES", "PRECISIONS", "TARGETS", "in_fresh_process", "measure_agreement",
+           "measure_frozen", "measure_gpus", "measure_matmul", "measure_model", "measure_multitask", "measure_peer",
+           "measure_pipeline", "measure_predict", "measure_served", "measure_soak", "measure_training",
            "run_benchmark", "run_inference_benchmark", "run_soak", "run_training_benchmarks"]
 
 # The default rows of ``refinenet-tf benchmark``: each variant's flagship, then the official releases' structures
@@ -29,6 +30,11 @@ TARGETS = {"slim_resnet101": 0.90, "lw_resnet50": 0.80}
 
 # The rows' precisions: "mixed" is mixed_float16 on a GPU, mixed_bfloat16 on a CPU (training.mixed_precision_policy).
 PRECISIONS = ("float32", "mixed")
+
+# The presets whose structure the official PyTorch releases share (refinenet_tf.reference.torch_official):
+# ``--peer`` times those releases' code on the same network beside ours.
+PEER_ARCHITECTURES = ("lw_resnet50_official", "lw_resnet101_official", "lw_resnet152_official",
+                      "lw_mobilenetv2_official", "refinenet_resnet101_official")
 
 # The input pipeline must deliver at least this many times what training consumes.
 PIPELINE_TARGET = 4.0
@@ -192,6 +198,133 @@ def measure_frozen(model_name, size=512, runs=5, warmup=2, precision=None, accel
             "peak_rss_mib": _rss_mib("VmHWM")}
 
 
+def _max_rss_mib():
+    """``getrusage``'s peak resident memory of this process in MiB (Linux: kilobytes). In a process started by a
+    small parent it is this process's own; :func:`_rss_mib` ``("VmHWM")`` is its own in any case."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_predict(model_name, size=512, runs=5, warmup=2, freeze="auto"):
+    """The default prediction path, in this process, as a user or a serving loop runs it: one uint8
+    ``[size, size, 3]`` image after another through :func:`refinenet_tf.inference.predict` (labels out, the
+    probabilities resized to the input and softmaxed inside). With ``freeze="auto"`` the first calls run the Keras
+    model until the size has repeated, then the frozen graph; ``runs`` calls are timed after that and ``warmup``.
+
+    Returns a dict: ``latency_ms`` (median), ``best_latency_ms``, ``frozen`` (whether the timed calls ran the
+    frozen graph), ``first_calls_seconds`` (the calls before the timed ones, freezing included),
+    ``peak_rss_mib`` (VmHWM) and ``max_rss_mib`` (getrusage).
+    """
+    import numpy as np
+
+    from refinenet_tf import inference, models
+
+    model = models.build(model_name, num_classes=21, backbone_weights=None)
+    image = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    start = time.perf_counter()
+    for _ in range(inference.AUTO_FREEZE_REPEATS if freeze == "auto" else 1):
+        inference.predict(model, image, freeze=freeze)
+    first = time.perf_counter() - start
+    best, median = _best_seconds(lambda: inference.predict(model, image, freeze=freeze), runs, warmup)
+    return {"latency_ms": 1000 * median, "best_latency_ms": 1000 * best, "first_calls_seconds": first,
+            "frozen": isinstance(inference.model_to_run(model, freeze, 1, None), inference.FrozenModel),
+            "peak_rss_mib": _rss_mib("VmHWM"), "max_rss_mib": _max_rss_mib()}
+
+
+def measure_peer(architecture, size=512, runs=5, warmup=2):
+    """The official structure ``architecture`` in PyTorch (:mod:`refinenet_tf.reference.torch_official`, random
+    weights, 21 classes, eval mode, no autograd, all cores), in this process: the same work as
+    :func:`measure_predict` (the releases' preprocessing, the network, the logits resized to the input, softmax,
+    argmax), on a uint8 ``[1, size, size, 3]`` image. Returns a dict: ``latency_ms`` (median),
+    ``best_latency_ms``, ``threads``, ``torch`` (its version), ``peak_rss_mib``."""
+    try:
+        import torch
+    except ImportError:
+        raise ImportError('--peer needs PyTorch: pip install "refinenet_tf[torch]"') from None
+    import numpy as np
+
+    from refinenet_tf.reference import torch_official
+
+    torch.set_num_threads(os.cpu_count())
+    model = torch_official.randomize(torch_official.build(architecture, num_classes=21), seed=0)
+    image = np.random.default_rng(0).integers(0, 256, (1, size, size, 3), dtype=np.uint8)
+
+    def call():
+        with torch.inference_mode():
+            logits = model(torch_official.preprocess(image))
+            logits = torch.nn.functional.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
+            return torch.softmax(logits, dim=1).argmax(1).numpy()
+
+    best, median = _best_seconds(call, runs, warmup)
+    return {"latency_ms": 1000 * median, "best_latency_ms": 1000 * best, "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "peak_rss_mib": _rss_mib("VmHWM")}
+
+
+def measure_agreement(model_name, image_paths=(), size=512, runs=3):
+    """How far the faster precisions move the labels, in this process: one model (random weights, seed 0,
+    21 classes) run in float32 (the default predict path), in ``mixed_bfloat16`` (the same weights) and as a
+    TFLite int8 model (dynamic-range quantization of the same weights). On each image (``image_paths``; by
+    default a synthetic ``size`` x ``size`` scene) the share of pixels whose label equals float32's, and the
+    median latency at ``size`` x ``size``.
+
+    Returns a dict per precision (``float32``, ``mixed_bfloat16``, ``tflite_int8``): ``agreement`` (pixels
+    agreeing over all images), ``latency_ms``.
+    """
+    import shutil
+    import tempfile
+
+    import numpy as np
+    import tf_keras as keras
+
+    from refinenet_tf import export, inference, models
+    from refinenet_tf.data import decoding
+
+    rng = np.random.default_rng(0)
+    if image_paths:
+        images = [decoding.read_image(path) for path in image_paths]
+    else:
+        images = [np.clip(rng.normal(128, 60, (size, size, 3)), 0, 255).astype(np.uint8)]
+    timed = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    keras.utils.set_random_seed(0)
+    model = models.build(model_name, num_classes=21, backbone_weights=None)
+    reference = inference.predict(model, images, freeze=True)
+    folder = tempfile.mkdtemp(prefix="refinenet_tf-agreement-")
+    results = {}
+    try:
+        _, median = _best_seconds(lambda: inference.predict(model, timed, freeze=True), runs, 1)
+        results["float32"] = {"agreement": 1.0, "latency_ms": 1000 * median}
+        tflite = export.export_tflite(model, os.path.join(folder, "int8.tflite"), quantization="int8",
+                                      input_size=None)
+        weights = os.path.join(folder, "model.weights.h5")
+        model.save_weights(weights)
+        interpreter = export.tflite_interpreter(tflite)
+
+        def run_tflite(image):
+            interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], [1, *image.shape])
+            interpreter.allocate_tensors()
+            return interpreter.get_signature_runner("serving_default")(images=image[None])["labels"][0]
+
+        labels = [run_tflite(image) for image in images]
+        run_tflite(timed)
+        _, median = _best_seconds(lambda: run_tflite(timed), runs, 1)
+        results["tflite_int8"] = {"agreement": _agreement(labels, reference), "latency_ms": 1000 * median}
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        mixed = models.build(model_name, num_classes=21, backbone_weights=None)
+        mixed.load_weights(weights)
+        labels = inference.predict(mixed, images, freeze=True)
+        _, median = _best_seconds(lambda: inference.predict(mixed, timed, freeze=True), runs, 1)
+        results["mixed_bfloat16"] = {"agreement": _agreement(labels, reference), "latency_ms": 1000 * median}
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+        shutil.rmtree(folder, ignore_errors=True)
+    return dict(results, model=model_name, images=len(images))
+
+
+def _agreement(labels, reference):
+    return float(sum((a == b).sum() for a, b in zip(labels, reference)) / sum(b.size for b in reference))
+
+
 def measure_pipeline(size=512, batch_size=2, batches=40, warmup=5, workdir=None):
     """Images/s of the training input pipeline, in this process: VOC-sized JPEGs (500 x 375) and palette
     masks decoded, randomly scaled 0.5-2, padded, cropped to ``size``, flipped and colour-distorted."""
@@ -233,7 +366,8 @@ def _gpu_available():
 
 def run_benchmark(model_names=BENCHMARK_MODELS, size=512, runs=5, train_batch=2, train_steps=3,
                   formats=("saved_model", "tflite_float32"), accelerate="auto", soak_images=300,
-                  soak_model="lw_mobilenetv2", matmul_size=4096, precisions=None, log=print):
+                  soak_model="lw_mobilenetv2", matmul_size=4096, precisions=None, peer=False, agreement=True,
+                  agreement_images=(), log=print):
     """The benchmark table of this machine; each measurement in a fresh process. Returns the rows.
 
     Per model: inference FLOPs (TensorFlow profiler), the forward pass's latency and effective GFLOP/s
@@ -245,6 +379,13 @@ def run_benchmark(model_names=BENCHMARK_MODELS, size=512, runs=5, train_batch=2,
     ``precisions``: one row per model and precision, ``"float32"`` and/or ``"mixed"`` (default: ``"mixed"``
     when accelerated, else ``"float32"``); the exported formats are timed once per model, in float32, and the
     targets apply to float32 rows on a CPU.
+    A second table has what users run, in float32 on a CPU: the default :func:`refinenet_tf.inference.predict`
+    path (:func:`measure_predict`) and the exported SavedModel, each as a ratio to the matmul rate, against
+    :data:`TARGETS`; peak memory of the default path and of the Keras path; with ``peer``, the official PyTorch
+    code of the same structure (:data:`PEER_ARCHITECTURES`, :func:`measure_peer`) and our speed as a multiple of
+    its. With ``agreement``, a third table has ``mixed_bfloat16`` and TFLite int8 beside float32: latency and
+    the share of pixels whose labels equal float32's (:func:`measure_agreement`, on ``agreement_images`` or a
+    synthetic scene).
     Then ``soak_images`` images of random sizes go through ``soak_model`` in one process (:func:`run_soak`),
     with resident memory at the start, half-way and the end.
     """
@@ -278,6 +419,16 @@ def run_benchmark(model_names=BENCHMARK_MODELS, size=512, runs=5, train_batch=2,
             row["frozen"] = in_fresh_process("measure_frozen", name, size, runs, 2, precision, bool(accelerate))
             row["frozen"]["gflops_per_second"] = row["gflops"] / (row["frozen"]["best_latency_ms"] / 1000)
             row["serving"] = served if precision == precisions[0] else {}
+            if precision == "float32" and not accelerate:
+                row["predict"] = in_fresh_process("measure_predict", name, size, runs, 2, "auto")
+                row["predict_keras"] = in_fresh_process("measure_predict", name, size, 1, 0, False)
+                if peer and name in PEER_ARCHITECTURES:
+                    row["peer"] = in_fresh_process("measure_peer", name, size, runs, 2)
+                if agreement:  # a process that dies (e.g. out of memory converting to int8) leaves a note
+                    try:
+                        row["agreement"] = in_fresh_process("measure_agreement", name, list(agreement_images), size)
+                    except RuntimeError as error:
+                        row["agreement_error"] = str(error).splitlines()[0][:200]
             row["pipeline_ratio"] = pipeline["images_per_second"] / row["train_images_per_second"]
             rows.append(row)
             log(f"({name}, {row['policy']}: measured)")
@@ -306,6 +457,7 @@ def run_benchmark(model_names=BENCHMARK_MODELS, size=512, runs=5, train_batch=2,
     log(f"fp32 matmul at the end of the run: {closing['gflops_per_second']:.0f} GFLOP/s; ratios use "
         f"{ceiling:.0f}. GFLOP/s = profiler FLOPs / best forward time; forward ms is the median of {runs}; "
         "frozen = inference.freeze (weights as constants), timed in a process of its own.")
+    _log_default_paths(rows, ceiling, runs, peer, log)
     soak = None
     if soak_images:
         soak = in_fresh_process("measure_soak", soak_model, soak_images)
@@ -316,6 +468,59 @@ def run_benchmark(model_names=BENCHMARK_MODELS, size=512, runs=5, train_batch=2,
         log(soak["line"])
     return {"matmul": [matmul, closing], "pipeline": pipeline, "rows": rows, "accelerate": bool(accelerate),
             "soak": soak}
+
+
+def _log_default_paths(rows, ceiling, runs, peer, log):
+    """The second and third tables of :func:`run_benchmark` (see there)."""
+    rows = [row for row in rows if "predict" in row]
+    if not rows:
+        return
+    log("\nWhat users run (float32): the default predict path (inference.predict, one image after another) and the "
+        "SavedModel in a fresh process, as ratios to the fp32 matmul rate; peak RSS of the default path and of the "
+        "Keras path (freeze=False)" + ("; the official PyTorch code of the same structure (random weights, same "
+                                        "work: preprocessing, network, resize, softmax, argmax)." if peer else "."))
+    header = ["model", "predict ms (default)", "x fp32 matmul (predict / SavedModel)", "target",
+              "peak RSS MiB (predict default / Keras)"] + (["PyTorch ms", "our speed x PyTorch"] if peer else [])
+    log("| " + " | ".join(header) + " |")
+    log("|" + "---|" * len(header))
+    for row in rows:
+        flops = row["gflops"] * 1e9
+        predict = row["predict"]
+        predict["matmul_ratio"] = flops / (predict["best_latency_ms"] / 1000) / 1e9 / ceiling
+        saved = row["serving"].get("saved_model")
+        if saved:
+            saved["matmul_ratio"] = flops / (saved["min_ms"] / 1000) / 1e9 / ceiling
+        target = TARGETS.get(row["model"])
+        verdict = "-"
+        if target is not None:
+            verdict = f"{target:.2f}: predict {'met' if predict['matmul_ratio'] >= target else 'NOT met'}"
+            if saved:
+                verdict += f", SavedModel {'met' if saved['matmul_ratio'] >= target else 'NOT met'}"
+        cells = [row["model"], f"{predict['latency_ms']:.0f}" + ("" if predict["frozen"] else " (not frozen)"),
+                 f"{predict['matmul_ratio']:.2f} / " + (f"{saved['matmul_ratio']:.2f}" if saved else "-"), verdict,
+                 f"{predict['peak_rss_mib']:.0f} / {row['predict_keras']['peak_rss_mib']:.0f}"]
+        if peer:
+            other = row.get("peer")
+            row["peer_speedup"] = other and other["best_latency_ms"] / predict["best_latency_ms"]
+            cells += [f"{other['latency_ms']:.0f}" if other else "-",
+                      f"{row['peer_speedup']:.2f}" if other else "-"]
+        log("| " + " | ".join(cells) + " |")
+    log(f"Ratios: profiler FLOPs of the network / best of {runs} calls (the resize and softmax to the input size "
+        "are not counted) / the matmul rate; our speed x PyTorch = its best time / ours.")
+    for row in rows:
+        if "agreement_error" in row:
+            log(f"({row['model']}: the agreement measurement failed: {row['agreement_error']})")
+    agreeing = [row for row in rows if "agreement" in row]
+    if agreeing:
+        log(f"\nFaster precisions: latency and labels equal to float32's (share of pixels over "
+            f"{agreeing[0]['agreement']['images']} image(s), same random weights).")
+        log("| model | float32 ms | mixed_bfloat16 ms | agree | TFLite int8 ms | agree |")
+        log("|---|---|---|---|---|---|")
+        for row in agreeing:
+            result = row["agreement"]
+            log(f"| {row['model']} | {result['float32']['latency_ms']:.0f} | "
+                f"{result['mixed_bfloat16']['latency_ms']:.0f} | {100 * result['mixed_bfloat16']['agreement']:.2f} % | "
+                f"{result['tflite_int8']['latency_ms']:.0f} | {100 * result['tflite_int8']['agreement']:.2f} % |")
 
 
 def measure_soak(model_name="lw_mobilenetv2", num_images=300, min_side=64, max_side=640):

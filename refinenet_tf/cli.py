@@ -156,11 +156,21 @@ def _benchmark(args):
         raise ValueError(f"unknown model(s) {unknown}; use names from {models.list_models()} or 'all'")
     if args.json:
         _files.writable_folder(os.path.dirname(os.path.abspath(args.json)), "the folder of --json")
+    if args.peer:
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            raise ImportError('--peer needs PyTorch: pip install "refinenet_tf[torch]"')
+    for image in args.agreement_images or ():
+        if not os.path.isfile(image):
+            raise FileNotFoundError(f"--agreement-images: {image!r} is not a file.")
     accelerate = {"auto": "auto", "on": True, "off": False}[args.accelerate]
     results = benchmarks.run_benchmark(names, args.size, runs=args.runs, train_batch=args.train_batch,
                                        train_steps=args.train_steps, formats=args.formats, accelerate=accelerate,
                                        soak_images=args.soak_images, matmul_size=args.matmul_size,
-                                       precisions=args.precision, log=lambda line: print(line, flush=True))
+                                       precisions=args.precision, peer=args.peer, agreement=args.agreement,
+                                       agreement_images=args.agreement_images or (),
+                                       log=lambda line: print(line, flush=True))
     if args.json:
         import json
 
@@ -178,7 +188,7 @@ def _model_from_args(args):
 
 
 def _evaluate(args):
-    from refinenet_tf import _files, evaluation, inference, runs
+    from refinenet_tf import _files, evaluation, runs
 
     if args.output:  # before any work, not after a long evaluation
         _files.writable_folder(args.output, "--output")
@@ -196,11 +206,10 @@ def _evaluate(args):
         if args.output:
             print("wrote " + ", ".join(result.save(args.output)))
         return 0
-    if args.freeze:
-        model = inference.freeze(model)
     result = evaluation.evaluate(model, args.data, args.split, num_classes=args.num_classes, scales=args.scales,
                                  class_names=runs.saved_class_names(args.model),
-                                 flip=args.flip, max_side=args.max_side, limit=args.limit, progress=args.progress)
+                                 flip=args.flip, max_side=args.max_side, limit=args.limit, progress=args.progress,
+                                 freeze=_FREEZE_CHOICES[args.freeze])
     print(f"{result.source}: {model.name} on {result.pixels:,} labelled pixels")
     print(result.table())
     if args.output:
@@ -229,13 +238,11 @@ def _predict(args):
               f"{len(result['written'])} image(s) to {args.output}"
               + (f"; {len(result['failed'])} could not be read" if result["failed"] else ""))
         return 1 if result["failed"] else 0
-    if args.freeze:
-        model = inference.freeze(model)
     result = inference.predict_files(model, args.inputs, args.output, scales=args.scales, flip=args.flip,
                                      max_side=args.max_side, palette=palette, probabilities=args.probabilities,
                                      class_names=runs.saved_class_names(args.model),
                                      overlay_alpha=args.alpha, skip_errors=args.skip_errors, progress=args.progress,
-                                     max_pixels=args.max_pixels or None)
+                                     max_pixels=args.max_pixels or None, freeze=_FREEZE_CHOICES[args.freeze])
     for path, message in result["failed"].items():
         print(f"skipped {path}: {message}", file=sys.stderr)
     print(f"wrote label PNGs and overlays of {len(result['written'])} image(s) to {args.output}"
@@ -253,6 +260,8 @@ def _export(args):
             raise ValueError(f"--output {output!r}: a {args.format} model is a file ending with {extension}.")
     if args.format != "tflite" and (args.quantization != "float32" or args.input_size):
         raise ValueError("--quantization and --input-size apply to --format tflite only.")
+    if args.format != "saved_model" and args.keep_variables:
+        raise ValueError("--keep-variables applies to --format saved_model only.")
     if os.path.lexists(output) and not args.overwrite:  # before the (slow) model load
         raise FileExistsError(f"--output {output!r} already exists; remove it, choose another --output or pass "
                               "--overwrite.")
@@ -260,7 +269,7 @@ def _export(args):
     if args.format == "saved_model":
         export.export_saved_model(model, output, scales=args.scales, flip=args.flip, max_side=args.max_side,
                                   overwrite=args.overwrite, source=args.model,
-                                  class_names=runs.saved_class_names(args.model))
+                                  class_names=runs.saved_class_names(args.model), keep_variables=args.keep_variables)
     elif args.format == "tflite":
         export.export_tflite(model, output, quantization=args.quantization, input_size=args.input_size,
                              scales=args.scales, flip=args.flip, overwrite=args.overwrite)
@@ -328,8 +337,10 @@ def _what_it_holds(model):
     return text
 
 
+_FREEZE_CHOICES = {None: "auto", True: True, False: False}
 _FREEZE_HELP = ("run the model frozen, its weights as constants (inference.freeze): faster on a CPU after a few "
-                "seconds of freezing, so it pays for many images")
+                "seconds of freezing (default: frozen for many images, when memory allows; --freeze: always, "
+                "--no-freeze: never)")
 
 
 def _add_model_arguments(parser):
@@ -491,6 +502,14 @@ def _add_benchmark_parser(commands):
                        help="images of the soak run, 0: none (default: %(default)s)")
     bench.add_argument("--matmul-size", type=_positive_int, default=4096, metavar="N",
                        help="side of the fp32 matmul that measures the compute ceiling (default: %(default)s)")
+    bench.add_argument("--peer", action="store_true",
+                       help="also time the official PyTorch code of the same structures (the *_official presets; "
+                       "needs torch) and print our speed as a multiple of its")
+    bench.add_argument("--agreement", action=argparse.BooleanOptionalAction, default=True,
+                       help="mixed_bfloat16 and TFLite int8 beside float32: latency and labels equal to float32's "
+                       "(default: on)")
+    bench.add_argument("--agreement-images", nargs="+", metavar="IMAGE",
+                       help="images for --agreement (default: a synthetic scene)")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench.set_defaults(run=_benchmark)
 
@@ -535,7 +554,7 @@ def _add_evaluate_parser(commands):
     evaluate.add_argument("--split", default="val", help="split (default: %(default)s)")
     evaluate.add_argument("--output", metavar="DIR", help="write confusion_matrix.csv/.npy and metrics.json here")
     evaluate.add_argument("--limit", type=_positive_int, help="evaluate only the first N images")
-    evaluate.add_argument("--freeze", action="store_true", help=_FREEZE_HELP)
+    evaluate.add_argument("--freeze", action=argparse.BooleanOptionalAction, default=None, help=_FREEZE_HELP)
     evaluate.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                           help="progress bar (default: on)")
     _add_augmentation_arguments(evaluate)
@@ -555,7 +574,7 @@ def _add_predict_parser(commands):
     predict.add_argument("--probabilities", action="store_true", help="also write float32 probabilities (.npy)")
     predict.add_argument("--palette", help="colours: a palette PNG (its palette) or a JSON list of [r, g, b] "
                          "(default: VOC's)")
-    predict.add_argument("--freeze", action="store_true", help=_FREEZE_HELP)
+    predict.add_argument("--freeze", action=argparse.BooleanOptionalAction, default=None, help=_FREEZE_HELP)
     predict.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default: %(default)s)")
     predict.add_argument("--max-depth", type=_positive_float, metavar="METRES",
                          help="multi-task models: the depth drawn darkest in NAME_depth.png (default: each "
@@ -588,6 +607,9 @@ def _add_export_parser(commands):
     export_parser.add_argument("--input-size", type=_size, metavar="HxW",
                                help="TFLite input size (default: any size)")
     export_parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    export_parser.add_argument("--keep-variables", action="store_true",
+                               help="SavedModel: keep the weights as variables, for fine-tuning the export (default: "
+                               "constants in the graph, faster to serve)")
     _add_augmentation_arguments(export_parser)
     export_parser.set_defaults(run=_export)
 

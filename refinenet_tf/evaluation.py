@@ -113,7 +113,7 @@ def _percent(value):
 
 
 def evaluate(model, data, split="val", num_classes=None, class_names=None, scales=(1.0,), flip=False,
-             max_side=None, limit=None, progress=True):
+             max_side=None, limit=None, progress=True, freeze="auto"):
     """Scores ``model`` on a dataset at each image's original label resolution.
 
     Every image is run whole (no crops) through :func:`refinenet_tf.inference.segment` — the probabilities are
@@ -131,6 +131,8 @@ def evaluate(model, data, split="val", num_classes=None, class_names=None, scale
         scales, flip, max_side: test-time augmentation, see :func:`refinenet_tf.inference.segment`.
         limit: evaluate only the first ``limit`` examples.
         progress: show a Keras progress bar.
+        freeze: run the frozen graph: ``"auto"`` (for many images, see
+            :func:`refinenet_tf.inference.model_to_run`), ``True`` or ``False``.
 
     Returns:
         An :class:`Evaluation`.
@@ -152,7 +154,12 @@ def evaluate(model, data, split="val", num_classes=None, class_names=None, scale
     if source.num_classes != num_classes:
         source = dataclasses.replace(source, num_classes=num_classes)
     ignore_value = source.ignore_value
-    run = inference._segment_function(model, scales, flip, max_side)
+    examples = pipeline.read_examples(source)
+    total = sources.count_examples(source)
+    if limit is not None:
+        examples = examples.take(limit)
+        total = limit if total is None else min(total, limit)
+    run = inference._segment_function(inference.model_to_run(model, freeze, total), scales, flip, max_side)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([None, None], tf.uint8)],
                  reduce_retracing=True)
@@ -163,11 +170,6 @@ def evaluate(model, data, split="val", num_classes=None, class_names=None, scale
         return tf.math.confusion_matrix(tf.boolean_mask(truth, valid), tf.boolean_mask(predicted, valid),
                                         num_classes=num_classes, dtype=tf.int64)
 
-    examples = pipeline.read_examples(source)
-    total = sources.count_examples(source)
-    if limit is not None:
-        examples = examples.take(limit)
-        total = limit if total is None else min(total, limit)
     bar = keras.utils.Progbar(total, unit_name="image") if progress else None
     matrix = np.zeros((num_classes, num_classes), np.int64)
     for index, example in enumerate(examples):

@@ -13,7 +13,10 @@ signature              input                                  outputs
 =====================  =====================================  ==================================================
 
 Both run the same TensorFlow function as :func:`refinenet_tf.inference.predict` (with the test-time
-augmentation chosen at export), so their labels equal the in-process model's. The folder also holds
+augmentation chosen at export), so their labels equal the in-process model's. By default the graph holds the
+weights as constants (:func:`refinenet_tf.inference.freeze`), which TensorFlow Serving and ``tf.saved_model.load``
+run faster on a CPU; ``keep_variables=True`` keeps them as variables instead (``loaded.trainable_weights``,
+``loaded.weights``), for those who fine-tune the export. The folder also holds
 ``refinenet_tf.json``: class names, number of classes, augmentation, the source model. Loading needs only
 TensorFlow (not ``refinenet_tf``, not Keras)::
 
@@ -46,6 +49,7 @@ from refinenet_tf.options import QUANTIZATIONS
 __all__ = ["QUANTIZATIONS", "export_onnx", "export_saved_model", "export_tflite", "tflite_interpreter"]
 
 _METADATA = "refinenet_tf.json"
+_MAX_CONSTANT_BYTES = 1900 * 2**20  # protobuf's 2 GiB limit on the graph, less room for the rest of it
 
 
 class _Serving(tf.Module):
@@ -179,7 +183,7 @@ def _check_target(path, overwrite, what):
 
 
 def export_saved_model(model, path, scales=(1.0,), flip=False, max_side=None, class_names=None, overwrite=False,
-                       source=""):
+                       source="", keep_variables=False):
     """Writes a SavedModel with the ``serving_default`` and ``serving_bytes`` signatures (see the module).
 
     The folder is written under a temporary name beside ``path`` and renamed when complete, so an interrupted
@@ -193,13 +197,29 @@ def export_saved_model(model, path, scales=(1.0,), flip=False, max_side=None, cl
         class_names: stored in ``refinenet_tf.json`` (default: VOC's for 21 classes, else ``class_i``).
         overwrite: replace an existing ``path``.
         source: where the model came from, for ``refinenet_tf.json``.
+        keep_variables: keep the weights as variables (``loaded.trainable_weights``, for fine-tuning the
+            export) instead of constants in the graph (the default, faster to serve). A graph with constant
+            weights must stay under protobuf's 2 GiB; past that, keep the variables.
 
     Returns:
         ``path``.
     """
     path = os.path.abspath(os.fspath(path))
     _check_target(path, overwrite, "SavedModel folder")
+    if isinstance(model, inference.FrozenModel):
+        if keep_variables:
+            raise ValueError(f"{model.name} is frozen (its weights are constants); export the keras model it was "
+                             "made from to keep_variables=True.")
+    elif not keep_variables:
+        weight_bytes = sum(int(weight.shape.num_elements()) * weight.dtype.size for weight in model.weights)
+        if weight_bytes > _MAX_CONSTANT_BYTES:
+            raise ValueError(f"{model.name}: {weight_bytes / 2**30:.1f} GiB of weights do not fit in a graph as "
+                             "constants (protobuf's 2 GiB limit); pass keep_variables=True.")
+        model = inference.freeze(model)
     serving = _Serving(model, scales, flip, max_side)
+    if keep_variables:  # restored as lists: loaded.trainable_weights for fine-tuning, loaded.weights for all
+        serving.trainable_weights = list(model.trainable_weights)
+        serving.weights = list(model.weights)
     images = tf.function(serving.serve_images, input_signature=[tf.TensorSpec(None, tf.uint8, name="images")])
     encoded = tf.function(serving.serve_bytes, input_signature=[tf.TensorSpec([None], tf.string,
                                                                               name="image_bytes")])
@@ -208,7 +228,8 @@ def export_saved_model(model, path, scales=(1.0,), flip=False, max_side=None, cl
         tf.saved_model.save(serving, temporary, signatures={"serving_default": images.get_concrete_function(),
                                                             "serving_bytes": encoded.get_concrete_function()})
         with open(os.path.join(temporary, _METADATA), "w") as stream:
-            json.dump(_metadata(model, serving, class_names, source), stream, indent=2)
+            json.dump(dict(_metadata(model, serving, class_names, source), weights="variables" if keep_variables
+                           else "constants"), stream, indent=2)
         os.chmod(temporary, 0o777 & ~_files._umask())
         _replace_folder(temporary, path)
     finally:

@@ -26,8 +26,8 @@ import tf_keras as keras
 
 from refinenet_tf import _files, runs, visualization
 
-__all__ = ["FrozenModel", "collect_images", "freeze", "predict", "predict_files", "predict_joint",
-           "predict_joint_files", "segment", "segment_and_depth"]
+__all__ = ["FREEZE_CHOICES", "FrozenModel", "collect_images", "freeze", "model_to_run", "predict", "predict_files",
+           "predict_joint", "predict_joint_files", "segment", "segment_and_depth"]
 
 
 def _check_scales(scales):
@@ -100,6 +100,7 @@ class FrozenModel:
             raise TypeError(f"freeze needs a keras.Model, got {type(model).__name__}.")
         self.name, self.input_shape, self.output_shape = model.name, model.input_shape, model.output_shape
         spec = tf.TensorSpec(batch_shape or [None, *model.input_shape[1:]], tf.float32)
+        self.weights_fingerprint = _weights_fingerprint(model)
         concrete = tf.function(lambda images: model(images, training=False)).get_concrete_function(spec)
         self.function = convert_variables_to_constants_v2(concrete)
 
@@ -131,6 +132,101 @@ def freeze(model, batch_shape=None):
         True
     """
     return model if isinstance(model, FrozenModel) else FrozenModel(model, batch_shape)
+
+
+#: what ``freeze=`` takes in :func:`predict`, :func:`predict_files` and :func:`refinenet_tf.evaluation.evaluate`.
+FREEZE_CHOICES = ("auto", True, False)
+
+#: ``freeze="auto"`` freezes for a call with at least this many images ...
+AUTO_FREEZE_IMAGES = 8
+#: ... or when the same image size comes back this many times in calls on one model (a serving loop).
+AUTO_FREEZE_REPEATS = 3
+#: ... and only when the memory the system has available exceeds this many times the model's weights (freezing
+#: holds the graph with its weights as constants, oneDNN's copy of them, and transient copies while converting).
+AUTO_FREEZE_MEMORY_FACTOR = 24
+
+_FROZEN = weakref.WeakKeyDictionary()  # keras model -> its FrozenModel (refreshed when the weights change)
+_SIZES_SEEN = weakref.WeakKeyDictionary()  # keras model -> {(height, width): calls at that size}
+_FINGERPRINT_FUNCTIONS = weakref.WeakKeyDictionary()  # keras model -> its traced _weights_fingerprint
+
+
+def _weights_fingerprint(model):
+    """A cheap fingerprint of the model's weights: per variable, the sum of its float bits and of its squares.
+    Training, ``load_weights`` or ``set_weights`` change it, so a frozen copy is never used with stale weights."""
+    if not model.weights:
+        return ()
+    function = _FINGERPRINT_FUNCTIONS.get(model)
+    if function is None:
+        model_ref = weakref.ref(model)  # the cache must not keep the model alive
+
+        @tf.function
+        def function():
+            sums = []
+            for variable in model_ref().weights:
+                value = tf.reshape(tf.cast(variable, tf.float32), [-1])
+                sums.append(tf.reduce_sum(tf.cast(tf.bitcast(value, tf.int32), tf.int64)))
+                sums.append(tf.cast(tf.reduce_sum(tf.square(tf.cast(value, tf.float64))), tf.int64))
+            return tf.stack(sums)
+
+        _FINGERPRINT_FUNCTIONS[model] = function
+    return tuple(function().numpy().tolist())
+
+
+def _available_memory_bytes():
+    """MemAvailable of /proc/meminfo (Linux); None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as stream:
+            for line in stream:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _freezing_fits(model):
+    available = _available_memory_bytes()
+    weight_bytes = sum(int(np.prod(w.shape)) * w.dtype.size for w in model.weights)
+    return available is None or available > AUTO_FREEZE_MEMORY_FACTOR * weight_bytes
+
+
+def model_to_run(model, freeze="auto", num_images=1, image_size=None):
+    """The model :func:`predict`, :func:`predict_files` and :func:`refinenet_tf.evaluation.evaluate` run: the
+    frozen graph (:func:`freeze`) where it pays, else ``model`` itself.
+
+    Args:
+        model: a keras model (or a :class:`FrozenModel`, returned as it is).
+        freeze: ``True`` (always frozen), ``False`` (never), or ``"auto"``: frozen when the call brings at least
+            ``AUTO_FREEZE_IMAGES`` images (``num_images``, ``None`` for an unknown, large count), or when
+            ``image_size`` has come back ``AUTO_FREEZE_REPEATS`` times in calls on this model, or when a frozen
+            copy already exists; and only when the available memory exceeds ``AUTO_FREEZE_MEMORY_FACTOR``
+            times the weights. One image of a new size runs the Keras model: freezing costs seconds.
+
+    The frozen copy is kept with the model and made afresh when its weights change (training, ``load_weights``),
+    so a later call never runs stale weights.
+    """
+    if freeze not in FREEZE_CHOICES:
+        raise ValueError(f"freeze={freeze!r} must be one of {FREEZE_CHOICES}.")
+    if isinstance(model, FrozenModel) or not isinstance(model, keras.Model) or freeze is False:
+        return model
+    cached = _FROZEN.get(model)
+    if freeze == "auto":
+        sizes = _SIZES_SEEN.setdefault(model, {})
+        if image_size is not None:
+            key = tuple(int(side) for side in image_size)
+            if key in sizes or len(sizes) < 1024:  # bounded: a loop over random sizes does not grow it forever
+                sizes[key] = sizes.get(key, 0) + 1
+        repeats = sizes.get(tuple(image_size), 0) if image_size is not None else 0
+        wanted = (cached is not None or num_images is None or num_images >= AUTO_FREEZE_IMAGES
+                  or repeats >= AUTO_FREEZE_REPEATS)
+        if not wanted or (cached is None and not _freezing_fits(model)):
+            return model
+    if cached is not None and cached.weights_fingerprint == _weights_fingerprint(model):
+        return cached
+    _FROZEN.pop(model, None)  # the stale copy goes before the new one is made
+    frozen = globals()["freeze"](model)  # the module's freeze (the argument of that name is the choice)
+    _FROZEN[model] = frozen
+    return frozen
 
 
 _SEGMENT_FUNCTIONS = weakref.WeakKeyDictionary()  # model -> {(scales, flip, max_side): traced function}
@@ -171,7 +267,7 @@ def _as_uint8_batch(image, what):
     return array[None]
 
 
-def predict(model, images, scales=(1.0,), flip=False, max_side=None, return_probabilities=False):
+def predict(model, images, scales=(1.0,), flip=False, max_side=None, return_probabilities=False, freeze="auto"):
     """Segments one image or a list of images of any sizes.
 
     Args:
@@ -179,6 +275,8 @@ def predict(model, images, scales=(1.0,), flip=False, max_side=None, return_prob
         images: one ``[H, W, 3]`` RGB array (uint8, or floats in [0, 255]) or a sequence of them.
         scales, flip, max_side: test-time augmentation, see :func:`segment`.
         return_probabilities: also return the float32 ``[H, W, C]`` probabilities.
+        freeze: run the frozen graph: ``"auto"`` (where it pays: many images, or an image size that repeats
+            across calls; see :func:`model_to_run`), ``True`` or ``False``.
 
     Returns:
         int32 ``[H, W]`` class indices for one image, a list of them for a sequence; with
@@ -186,7 +284,9 @@ def predict(model, images, scales=(1.0,), flip=False, max_side=None, return_prob
     """
     single = isinstance(images, np.ndarray) and images.ndim == 3
     batch = [images] if single else list(images)
-    run = _segment_function(model, _check_scales(scales), flip, max_side)
+    scales = _check_scales(scales)
+    size = np.shape(batch[0])[:2] if len(batch) == 1 else None
+    run = _segment_function(model_to_run(model, freeze, len(batch), size), scales, flip, max_side)
     results = []
     for index, image in enumerate(batch):
         probabilities = run(_as_uint8_batch(image, f"images[{index}]"))[0].numpy()
@@ -248,7 +348,7 @@ MAX_PIXELS = 4096 * 4096
 
 def predict_files(model, inputs, output_dir, scales=(1.0,), flip=False, max_side=None, palette=None,
                   class_names=None, probabilities=False, overlay_alpha=0.5, skip_errors=False, progress=True,
-                  max_pixels=MAX_PIXELS):
+                  max_pixels=MAX_PIXELS, freeze="auto"):
     """Segments image files and writes, for each ``NAME.ext``, into ``output_dir``:
 
     * ``NAME.png``: the class indices as an 8-bit palette PNG at the image's size (VOC ``SegmentationClass``
@@ -273,12 +373,15 @@ def predict_files(model, inputs, output_dir, scales=(1.0,), flip=False, max_side
             ``4 * classes`` bytes per pixel at the image's size. ``max_side`` bounds what the model sees, not
             this; ``None`` lifts the limit.
         progress: show a Keras progress bar.
+        freeze: run the frozen graph: ``"auto"`` (for many images, see :func:`model_to_run`), ``True``, ``False``.
 
     Returns:
         A dict: ``written`` (input path -> its label PNG) and ``failed`` (input path -> error message).
     """
     from refinenet_tf.data import decoding
 
+    if freeze not in FREEZE_CHOICES:
+        raise ValueError(f"freeze={freeze!r} must be one of {FREEZE_CHOICES}.")
     paths = collect_images(inputs)
     stems = _output_names(paths)
     _files.writable_folder(output_dir, "output_dir=")
@@ -292,7 +395,7 @@ def predict_files(model, inputs, output_dir, scales=(1.0,), flip=False, max_side
     names = runs.class_names_for(num_classes, class_names)
     visualization.save_image_png(os.path.join(output_dir, "legend.png"),
                                  visualization.legend(names, palette))
-    run = _segment_function(model, _check_scales(scales), flip, max_side)
+    run = _segment_function(model_to_run(model, freeze, len(paths)), _check_scales(scales), flip, max_side)
     written, failed = {}, {}
     bar = keras.utils.Progbar(len(paths), unit_name="image") if progress else None
     for index, path in enumerate(paths):

@@ -122,7 +122,7 @@ def test_benchmark_prints_the_table_with_matmul_ratios_and_the_soak(tmp_path, ca
     results_file = tmp_path / "bench.json"
     assert cli.main(["benchmark", "--models", "lw_mobilenetv2", "--size", "64", "--runs", "1", "--train-steps", "1",
                      "--formats", "--soak-images", "4", "--matmul-size", "1024", "--accelerate", "off",
-                     "--precision", "float32", "mixed", "--json", str(results_file)]) == 0
+                     "--precision", "float32", "mixed", "--no-agreement", "--json", str(results_file)]) == 0
     output = capsys.readouterr().out
     assert "fp32 matmul 1024x1024:" in output and "input pipeline:" in output
     results = json.loads(results_file.read_text())
@@ -145,6 +145,41 @@ def test_benchmark_prints_the_table_with_matmul_ratios_and_the_soak(tmp_path, ca
     soak = results["soak"]
     assert soak["images"] == 4 and soak["traces"] == 1 and soak["rss_end_mib"] > 0
     assert "| lw_mobilenetv2 | 4 | 64-640 | 1 |" in output
+
+
+def test_benchmark_peer_times_the_official_pytorch_code_and_the_faster_precisions_agree(tmp_path, capsys):
+    pytest.importorskip("torch")
+    results_file = tmp_path / "bench.json"
+    assert cli.main(["benchmark", "--models", "lw_mobilenetv2_official", "--size", "64", "--runs", "1",
+                     "--train-steps", "1", "--train-batch", "1", "--formats", "saved_model", "--soak-images", "0",
+                     "--matmul-size", "256", "--accelerate", "off", "--peer", "--json", str(results_file)]) == 0
+    output = capsys.readouterr().out
+    row = json.loads(results_file.read_text())["rows"][0]
+    ceiling = max(m["gflops_per_second"] for m in json.loads(results_file.read_text())["matmul"])
+    predict, peer = row["predict"], row["peer"]
+    assert predict["frozen"] and predict["peak_rss_mib"] > 0 and row["predict_keras"]["peak_rss_mib"] > 0
+    assert predict["matmul_ratio"] == pytest.approx(row["gflops"] / (predict["best_latency_ms"] / 1000) / ceiling)
+    assert row["serving"]["saved_model"]["matmul_ratio"] > 0
+    assert peer["latency_ms"] > 0 and row["peer_speedup"] == pytest.approx(
+        peer["best_latency_ms"] / predict["best_latency_ms"])
+    line = next(line for line in output.splitlines() if line.startswith("| lw_mobilenetv2_official | ")
+                and line.count("|") == 8)  # the second table: 7 columns with the peer
+    assert line.rstrip(" |").endswith(f"{row['peer_speedup']:.2f}")
+    agreement = row["agreement"]
+    assert agreement["images"] == 1 and agreement["float32"]["agreement"] == 1.0
+    for precision in ("mixed_bfloat16", "tflite_int8"):
+        assert 0.5 < agreement[precision]["agreement"] <= 1.0 and agreement[precision]["latency_ms"] > 0
+    assert "| lw_mobilenetv2_official | " in output.split("Faster precisions")[1]
+
+
+def test_benchmark_peer_without_torch_is_one_line(monkeypatch, capsys):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else find_spec(name, *a))
+    assert cli.main(["benchmark", "--models", "lw_mobilenetv2", "--peer"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "--peer needs PyTorch" in error and "\n" not in error
 
 
 def test_help_of_every_command_answers_without_tensorflow():

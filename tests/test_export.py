@@ -118,9 +118,34 @@ def test_saved_model_runs_in_a_fresh_process_with_only_tensorflow(trained, tmp_p
         else:
             raise AssertionError("float32 images were accepted")
         metadata = json.load(open(os.path.join({path!r}, "refinenet_tf.json")))
+        assert metadata["weights"] == "constants" and not serve.variables  # the weights are in the graph
         print(metadata["class_names"], "refinenet_tf" in [m for m in sys.modules if sys.modules[m] is not None])
     """)
     assert output.strip().splitlines()[-1] == "['background', 'disc', 'rectangle', 'triangle'] False"
+
+
+def test_a_saved_model_that_keeps_its_variables_loads_and_fine_tunes(trained, tmp_path):
+    model, images, _ = trained
+    path = export.export_saved_model(model, tmp_path / "variables", keep_variables=True)
+    assert json.load(open(os.path.join(path, "refinenet_tf.json")))["weights"] == "variables"
+    loaded = tf.saved_model.load(path)
+    serve = loaded.signatures["serving_default"]
+    assert len(loaded.trainable_weights) == len(model.trainable_weights)
+    image = tf.constant(images[0][None])
+    before = serve(images=image)["probabilities"].numpy()
+    np.testing.assert_allclose(before[0], inference.predict(model, images[0], return_probabilities=True,
+                                                            freeze=False)[1], atol=1e-5)
+    # One gradient step on the loaded weights (cross-entropy against class 0) changes what the export predicts.
+    with tf.GradientTape() as tape:
+        probabilities = serve(images=image)["probabilities"]
+        loss = -tf.reduce_mean(tf.math.log(probabilities[..., 0] + 1e-7))
+    gradients = tape.gradient(loss, loaded.trainable_weights)
+    assert sum(gradient is not None for gradient in gradients) == len(gradients)
+    keras.optimizers.SGD(0.1).apply_gradients(zip(gradients, loaded.trainable_weights))
+    after = serve(images=image)["probabilities"].numpy()
+    assert np.abs(after - before).max() > 1e-3 and after[..., 0].mean() > before[..., 0].mean()
+    with pytest.raises(ValueError, match="is frozen .* keep_variables=True"):
+        export.export_saved_model(inference.freeze(model), tmp_path / "frozen", keep_variables=True)
 
 
 def test_saved_model_with_test_time_augmentation_matches_predict(trained, tmp_path):

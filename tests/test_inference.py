@@ -191,6 +191,62 @@ def test_a_frozen_model_predicts_what_the_keras_model_predicts_and_keeps_its_wei
     assert not np.allclose(model(images[1][None].astype(np.float32), training=False).numpy(), before)
 
 
+def test_the_default_path_runs_the_frozen_graph_where_it_pays_and_equals_the_keras_model(tiny_backbone):
+    model = models.RefineNet(num_classes=5, backbone=tiny_backbone, backbone_weights=None, variant="light_weight",
+                             decoder_features=16)
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (37, 53, 3)).astype(np.uint8) for _ in range(inference.AUTO_FREEZE_IMAGES)]
+    # One image of a new size runs the keras model; so do few images; freezing costs more than it saves there.
+    assert inference.model_to_run(model, "auto", 1, (37, 53)) is model
+    assert inference.model_to_run(model, "auto", 2) is model
+    assert inference.model_to_run(model, False, 100) is model
+    keras_results = inference.predict(model, images, return_probabilities=True, freeze=False)
+    assert model not in inference._FROZEN
+    # Many images: the default path freezes and gives the keras model's labels and probabilities.
+    default_results = inference.predict(model, images, return_probabilities=True)
+    frozen = inference._FROZEN[model]
+    assert isinstance(frozen, inference.FrozenModel)
+    labels_equal = np.mean([np.mean(a[0] == b[0]) for a, b in zip(keras_results, default_results)])
+    assert labels_equal >= 0.9999
+    for (_, keras_probabilities), (_, probabilities) in zip(keras_results, default_results):
+        np.testing.assert_allclose(probabilities, keras_probabilities, atol=1e-5)
+    # Later calls, one image at a time, reuse the frozen copy while the weights stay the same ...
+    assert inference.model_to_run(model, "auto", 1, (8, 8)) is frozen
+    # ... and a change of weights (training, load_weights) makes a fresh copy: never stale results.
+    model.set_weights([weight * 1.5 for weight in model.get_weights()])
+    refreshed = inference.model_to_run(model, "auto", 1, (8, 8))
+    assert refreshed is not frozen and inference._FROZEN[model] is refreshed
+    np.testing.assert_allclose(inference.predict(model, images[0], return_probabilities=True)[1],
+                               inference.predict(model, images[0], return_probabilities=True, freeze=False)[1],
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="freeze='sometimes' must be one of"):
+        inference.predict(model, images[0], freeze="sometimes")
+
+
+def test_a_size_that_repeats_freezes_and_memory_that_is_short_keeps_the_keras_model(tiny_backbone, monkeypatch):
+    model = models.RefineNet(num_classes=3, backbone=tiny_backbone, backbone_weights=None, variant="light_weight",
+                             decoder_features=8)
+    image = np.random.default_rng(2).integers(0, 256, (40, 40, 3)).astype(np.uint8)
+    expected = inference.predict(model, image, freeze=False)
+    for _ in range(inference.AUTO_FREEZE_REPEATS - 1):  # a serving loop: the same size, call after call
+        np.testing.assert_array_equal(inference.predict(model, image), expected)
+        assert model not in inference._FROZEN
+    monkeypatch.setattr(inference, "_available_memory_bytes", lambda: 1024)  # memory short: stay with keras
+    inference.predict(model, image)
+    assert model not in inference._FROZEN
+    monkeypatch.setattr(inference, "_available_memory_bytes", lambda: 2**40)
+    assert (inference.predict(model, image) == expected).mean() >= 0.9999
+    assert isinstance(inference._FROZEN[model], inference.FrozenModel)
+    # The caches do not keep the model alive.
+    import gc
+    import weakref
+
+    reference = weakref.ref(model)
+    del model
+    gc.collect()
+    assert reference() is None
+
+
 # --------------------------------------------------------------------------------------- files and the CLI
 
 
