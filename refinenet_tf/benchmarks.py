@@ -16,7 +16,7 @@ import time
 from refinenet_tf import options
 
 __all__ = ["BENCHMARK_MODELS", "PRECISIONS", "TARGETS", "in_fresh_process", "measure_frozen", "measure_gpus",
-           "measure_matmul", "measure_model", "measure_pipeline", "measure_served", "measure_soak", "measure_training",
+           "measure_matmul", "measure_model", "measure_multitask", "measure_pipeline", "measure_served", "measure_soak", "measure_training",
            "run_benchmark", "run_inference_benchmark", "run_soak", "run_training_benchmarks"]
 
 # The default rows of ``refinenet-tf benchmark``: each variant's flagship, then the official releases' structures
@@ -495,6 +495,32 @@ def run_soak(model, num_images=300, min_side=64, max_side=640, seed=0, log=print
             f"{report['rss_start_mib']:.0f} | {report['rss_half_mib']:.0f} | {report['rss_end_mib']:.0f} | "
             f"{report['peak_rss_start_mib']:.0f} | {report['peak_rss_mib']:.0f} | {report['seconds']:.0f} |")
     return report
+
+
+def measure_multitask(model_name="multitask_mobilenetv2_official", height=480, width=640, num_classes=40, runs=5,
+                      warmup=2):
+    """The multi-task model's row, in this process: inference GFLOPs at ``height x width`` (counted by
+    :func:`refinenet_tf.profiling.count_flops`, a multiply-add = 2 FLOPs) next to the paper's figure, and the
+    CPU latency of one forward pass (batch 1, float32, median of ``runs`` after ``warmup``).
+
+    The paper (Nekrasov et al., ICRA 2019) quotes 6.5 GFLOPs at 640 x 480 for the model; its counting convention
+    is not stated, so both FLOPs and multiply-adds (GMACs = GFLOPs / 2) are reported.
+    ``python -m refinenet_tf.benchmarks measure_multitask '[]'`` prints the JSON row.
+    """
+    import tensorflow as tf
+
+    from refinenet_tf import models, profiling
+
+    preset = models.get(model_name)
+    model = preset.build(num_classes=num_classes, backbone_weights=None)
+    flops = profiling.count_flops(model, height, width)
+    forward = tf.function(lambda images: model(images, training=False))
+    images = tf.random.uniform([1, height, width, 3], 0, 255)
+    best, median = _best_seconds(lambda: {k: v.numpy() for k, v in forward(images).items()}, runs, warmup)
+    return {"model": model_name, "size": f"{width}x{height}", "num_classes": num_classes,
+            "trainable_parameters": profiling.count_parameters(model)[1], "gflops": flops / 1e9,
+            "gmacs": flops / 2e9, "published_gflops": preset.published.get("gflops_640x480"),
+            "latency_ms": 1000 * median, "best_latency_ms": 1000 * best, "peak_rss_mib": _rss_mib("VmHWM")}
 
 
 def _main(argv):

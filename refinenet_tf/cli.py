@@ -266,7 +266,7 @@ def _export(args):
                              scales=args.scales, flip=args.flip, overwrite=args.overwrite)
     else:
         export.export_onnx(model, output, scales=args.scales, flip=args.flip, overwrite=args.overwrite)
-    print(f"exported {model.name} ({model.output_shape[-1]} classes) from {args.model} to {output} ({args.format}"
+    print(f"exported {model.name} ({_num_classes(model)} classes) from {args.model} to {output} ({args.format}"
           + (f", {args.quantization}" if args.format == "tflite" else "") + ")")
     return 0
 
@@ -292,6 +292,12 @@ def _inference_benchmark(args):
     return 0
 
 
+def _num_classes(model):
+    """The segmentation classes of a model: its logits' channels (a multi-task model's ``segmentation`` output)."""
+    shape = model.output_shape
+    return (shape["segmentation"] if isinstance(shape, dict) else shape)[-1]
+
+
 def _convert(args):
     if args.format == "slim":
         from refinenet_tf.convert import slim as converter
@@ -303,7 +309,7 @@ def _convert(args):
 
         model = converter.convert_checkpoint(args.checkpoint, args.output, architecture=args.architecture,
                                              num_classes=args.num_classes, overwrite=args.overwrite)
-    print(f"converted {args.checkpoint} ({args.format}) into {model.name} ({model.output_shape[-1]} classes): "
+    print(f"converted {args.checkpoint} ({args.format}) into {model.name} ({_num_classes(model)} classes): "
           f"{args.output}")
     return 0
 
@@ -636,7 +642,7 @@ def _add_convert_parser(commands):
     slim.set_defaults(run=_convert)
     torch = formats.add_parser("pytorch", help="an official PyTorch release checkpoint (.pth, .pth.tar, .ckpt)",
                                description="Convert a checkpoint of the official Light-Weight RefineNet / RefineNet "
-                               "PyTorch releases; loaded with torch.load(weights_only=True), so no pickled code "
+                               "/ multi-task RefineNet PyTorch releases; loaded with torch.load(weights_only=True), so no pickled code "
                                "runs (needs the [torch] extra).")
     torch.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pth, .pth.tar or .ckpt file")
     torch.add_argument("--architecture", required=True, metavar="PRESET",

@@ -21,6 +21,12 @@ TensorFlow (not ``refinenet_tf``, not Keras)::
     serve = tf.saved_model.load("export/saved_model").signatures["serving_default"]
     labels = serve(images=tf.zeros([1, 375, 500, 3], tf.uint8))["labels"]
 
+A multi-task model (:func:`refinenet_tf.multitask.MultiTaskRefineNet`, whose output is a dict) exports with
+the same signatures and, beside ``labels`` and ``probabilities`` of its segmentation, ``depth`` float32
+``[N, H, W]`` (metres for the official checkpoints; 0 past each image's size in ``serving_bytes``) and, if it has
+that head, ``normals`` float32 ``[N, H, W, 3]``, all at the input size, from one forward pass (no test-time
+augmentation: zooming an image changes what its depth means).
+
 TFLite (:func:`export_tflite`): ``float32``, ``float16`` (weights stored as float16) or ``int8`` (dynamic-range
 quantization: int8 weights, float activations) with the same ``serving_default`` signature for one image.
 ONNX (:func:`export_onnx`, needs ``pip install "refinenet_tf[onnx]"``): input ``images``, outputs ``labels``
@@ -50,10 +56,29 @@ class _Serving(tf.Module):
         self.model = model
         self.scales = inference._check_scales(scales)
         self.flip, self.max_side = bool(flip), max_side
+        self.tasks = _tasks(model)
+        if self.tasks and (self.scales != (1.0,) or self.flip or max_side is not None):
+            raise ValueError(f"{model.name} is a multi-task model ({', '.join(self.tasks)}): export it without "
+                             "test-time augmentation (scales=(1.0,), flip=False, max_side=None).")
 
     def outputs(self, images):
+        if self.tasks:
+            return _task_outputs(self.model, images)
         probabilities = inference.segment(self.model, images, self.scales, self.flip, self.max_side)
         return {"labels": tf.argmax(probabilities, axis=-1, output_type=tf.int32), "probabilities": probabilities}
+
+    def padded_outputs(self):
+        """``{output: (spec of one image's output, padding value)}`` for ``serving_bytes``."""
+        classes = _num_classes(self.model)
+        specs = {}
+        if classes is not None:
+            specs["labels"] = (tf.TensorSpec([None, None], tf.int32), -1)
+            specs["probabilities"] = (tf.TensorSpec([None, None, classes], tf.float32), 0.0)
+        if "depth" in self.tasks:
+            specs["depth"] = (tf.TensorSpec([None, None], tf.float32), 0.0)
+        if "normals" in self.tasks:
+            specs["normals"] = (tf.TensorSpec([None, None, 3], tf.float32), 0.0)
+        return specs
 
     def serve_images(self, images):
         return self.outputs(_validated(images))
@@ -66,18 +91,51 @@ class _Serving(tf.Module):
 
         sizes = tf.map_fn(lambda data: tf.shape(decode(data))[:2], image_bytes, fn_output_signature=tf.int32)
         height, width = tf.reduce_max(sizes[:, 0]), tf.reduce_max(sizes[:, 1])
-        classes = self.model.output_shape[-1]
+        specs = self.padded_outputs()
 
         def one(data):
             image = decode(data)
             result = self.outputs(image[None])
             pad = [[0, height - tf.shape(image)[0]], [0, width - tf.shape(image)[1]]]
-            return (tf.pad(result["labels"][0], pad, constant_values=-1),
-                    tf.pad(result["probabilities"][0], pad + [[0, 0]]))
+            return tuple(tf.pad(result[name][0], pad + [[0, 0]] * (spec.shape.rank - 2), constant_values=value)
+                         for name, (spec, value) in specs.items())
 
-        labels, probabilities = tf.map_fn(one, image_bytes, fn_output_signature=(
-            tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None, classes], tf.float32)))
-        return {"labels": labels, "probabilities": probabilities, "image_sizes": sizes}
+        padded = tf.map_fn(one, image_bytes, fn_output_signature=tuple(spec for spec, _ in specs.values()))
+        return dict(zip(specs, padded), image_sizes=sizes)
+
+
+def _tasks(model):
+    """The tasks of a multi-task model (the keys of its dict output), ``()`` for a segmentation model."""
+    shape = getattr(model, "output_shape", None)
+    return tuple(sorted(shape)) if isinstance(shape, dict) else ()
+
+
+def _num_classes(model):
+    """The segmentation classes of ``model`` (``None`` for a multi-task model without a segmentation head)."""
+    shape = model.output_shape
+    if isinstance(shape, dict):
+        shape = shape.get("segmentation")
+    return None if shape is None else shape[-1]
+
+
+def _task_outputs(model, images):
+    """A multi-task model's serving outputs from one forward pass, at the input size: ``labels`` and
+    ``probabilities`` (softmax of the bilinearly resized logits, as :func:`refinenet_tf.inference.segment`),
+    ``depth`` ``[N, H, W]`` and unit ``normals``."""
+    images = tf.cast(images, tf.float32)
+    size = tf.shape(images)[1:3]
+    predictions = model(images, training=False)
+    resized = {task: tf.image.resize(tf.cast(value, tf.float32), size, method="bilinear")
+               for task, value in predictions.items()}
+    outputs = {}
+    if "segmentation" in resized:
+        probabilities = tf.nn.softmax(resized["segmentation"], axis=-1)
+        outputs.update(labels=tf.argmax(probabilities, axis=-1, output_type=tf.int32), probabilities=probabilities)
+    if "depth" in resized:
+        outputs["depth"] = resized["depth"][..., 0]
+    if "normals" in resized:
+        outputs["normals"] = tf.math.l2_normalize(resized["normals"], axis=-1, epsilon=1e-12)
+    return outputs
 
 
 def _validated(images):
@@ -98,12 +156,19 @@ def _validated(images):
 
 
 def _metadata(model, serving, class_names, source):
-    num_classes = model.output_shape[-1]
-    return {"format": "refinenet_tf export 1", "model": model.name, "source": source, "num_classes": num_classes,
-            "class_names": list(runs.class_names_for(num_classes, class_names)),
-            "scales": list(serving.scales), "flip": serving.flip, "max_side": serving.max_side,
-            "input": "uint8 RGB [N, H, W, 3], any H and W", "labels": "int32 [N, H, W]",
-            "probabilities": "float32 [N, H, W, C]"}
+    num_classes = _num_classes(model)
+    metadata = {"format": "refinenet_tf export 1", "model": model.name, "source": source, "num_classes": num_classes,
+                "class_names": list(runs.class_names_for(num_classes, class_names)) if num_classes else [],
+                "scales": list(serving.scales), "flip": serving.flip, "max_side": serving.max_side,
+                "input": "uint8 RGB [N, H, W, 3], any H and W", "labels": "int32 [N, H, W]",
+                "probabilities": "float32 [N, H, W, C]"}
+    if serving.tasks:
+        metadata["tasks"] = list(serving.tasks)
+        if "depth" in serving.tasks:
+            metadata["depth"] = "float32 [N, H, W], the model's depth unit (metres for the official checkpoints)"
+        if "normals" in serving.tasks:
+            metadata["normals"] = "float32 [N, H, W, 3], unit vectors"
+    return metadata
 
 
 def _check_target(path, overwrite, what):
@@ -121,9 +186,10 @@ def export_saved_model(model, path, scales=(1.0,), flip=False, max_side=None, cl
     export never leaves a partial model at ``path``; with ``overwrite`` an existing export is replaced only then.
 
     Args:
-        model: a segmentation model (see :func:`refinenet_tf.inference.segment`).
+        model: a segmentation model (see :func:`refinenet_tf.inference.segment`), or a multi-task model (its
+            signatures add ``depth`` and ``normals``; see the module).
         path: the SavedModel folder to create.
-        scales, flip, max_side: test-time augmentation built into the signatures.
+        scales, flip, max_side: test-time augmentation built into the signatures (segmentation models only).
         class_names: stored in ``refinenet_tf.json`` (default: VOC's for 21 classes, else ``class_i``).
         overwrite: replace an existing ``path``.
         source: where the model came from, for ``refinenet_tf.json``.
@@ -172,10 +238,11 @@ def _replace_folder(new, path):
 def export_tflite(model, path, quantization="float32", input_size=(512, 512), scales=(1.0,), flip=False,
                   overwrite=False):
     """Writes a TFLite model whose ``serving_default`` signature maps ``images`` uint8 ``[1, H, W, 3]`` to
-    ``labels`` int32 ``[1, H, W]`` and ``probabilities`` float32 ``[1, H, W, C]``.
+    ``labels`` int32 ``[1, H, W]`` and ``probabilities`` float32 ``[1, H, W, C]`` (a multi-task model: also
+    ``depth`` float32 ``[1, H, W]`` and ``normals`` if it has them).
 
     Args:
-        model: a segmentation model (see :func:`refinenet_tf.inference.segment`).
+        model: a segmentation model (see :func:`refinenet_tf.inference.segment`) or a multi-task model.
         path: the ``.tflite`` file to write (atomically).
         quantization: ``float32``, ``float16`` (float16 weights) or ``int8`` (dynamic-range quantization).
         input_size: ``(H, W)`` of the input, or ``None`` for any size (call ``resize_tensor_input`` before

@@ -273,3 +273,99 @@ def test_convert_save_export_and_run_in_a_fresh_process(mobilenet, tmp_path, cap
     print(f"SavedModel labels equal PyTorch's on {100 * agreement:.3f} % of pixels")
     assert labels.shape == expected.shape and len(np.unique(expected)) > 1
     assert agreement >= 0.999
+
+
+# --- The multi-task release (DrSleep/multi-task-refinenet): segmentation + depth (+ normals) ---------------------
+
+class ConvertedMultiTask:
+    """A randomized multi-task reference module (``num_tasks`` heads), its checkpoint and the converted model."""
+
+    def __init__(self, num_classes, num_tasks, folder):
+        self.torch_model = torch_reference.randomize(
+            torch_reference.build("multitask_mobilenetv2_official", num_classes, num_tasks), seed=11)
+        self.checkpoint = _save({"state_dict": self.torch_model.state_dict()},
+                                folder / f"multitask_{num_classes}_{num_tasks}.ckpt")
+        self.keras_model = converter.convert(self.checkpoint, "multitask_mobilenetv2_official")
+        self.tasks = ("segmentation", "depth", "normals")[:num_tasks]
+
+    def torch_outputs(self, images):
+        with torch.no_grad():
+            return [out.permute(0, 2, 3, 1).numpy() for out in self.torch_model(torch_reference.preprocess(images))]
+
+    def compare(self, images):
+        """``{task: max |Keras - PyTorch| / range(PyTorch)}`` of the heads' raw 1/4-resolution outputs."""
+        heads = keras.Model(self.keras_model.input,
+                            [self.keras_model.get_layer(f"{task}_predictor").output for task in self.tasks])
+        ratios = {}
+        for task, actual, expected in zip(self.tasks, heads(images, training=False), self.torch_outputs(images)):
+            assert actual.shape == expected.shape, task
+            ratios[task] = float(np.abs(actual.numpy() - expected).max() / (expected.max() - expected.min()))
+        print(f"multitask {images.shape[2]}x{images.shape[1]} (WxH): max abs diff / range {ratios}")
+        return ratios
+
+
+@pytest.fixture(scope="module", params=[(40, 2), (40, 3)], ids=["ExpNYUD_joint", "ExpNYUD_three"])
+def multitask_converted(request, tmp_path_factory):
+    result = ConvertedMultiTask(*request.param, tmp_path_factory.mktemp("multitask"))
+    yield result
+    del result
+    keras.backend.clear_session()
+
+
+def test_multitask_heads_equal_pytorchs_and_outputs_are_the_releases_reading(multitask_converted):
+    converted = multitask_converted
+    images = _generated_image(67, 93)
+    assert all(ratio <= TOLERANCE for ratio in converted.compare(images).values())
+    assert converted.keras_model.inferred_num_classes == 40
+    # From uint8 RGB: the dict, at input size; depth = |bilinear(depth head, align_corners=False)|, normals unit.
+    outputs = converted.keras_model(images)
+    assert sorted(outputs) == sorted(converted.tasks)
+    resized = [torch.nn.functional.interpolate(torch.from_numpy(out).permute(0, 3, 1, 2), size=(67, 93),
+                                               mode="bilinear", align_corners=False).permute(0, 2, 3, 1).numpy()
+               for out in converted.torch_outputs(images)]
+    assert outputs["segmentation"].shape == (1, 67, 93, 40)
+    depth = np.abs(resized[1])
+    assert np.abs(outputs["depth"].numpy() - depth).max() <= TOLERANCE * (depth.max() - depth.min())
+    if "normals" in converted.tasks:
+        normals = resized[2] / np.linalg.norm(resized[2], axis=-1, keepdims=True)
+        np.testing.assert_allclose(outputs["normals"], normals, atol=1e-3)
+
+
+def test_multitask_heads_equal_pytorchs_on_a_voc_image(multitask_converted, voc_sample_dir):
+    ratios = multitask_converted.compare(_voc_image(voc_sample_dir, 640, 480))
+    assert all(ratio <= TOLERANCE for ratio in ratios.values())
+
+
+def test_multitask_table_uses_every_official_tensor_once():
+    for num_tasks, tasks in ((2, ("segmentation", "depth")), (3, ("segmentation", "depth", "normals"))):
+        state = torch_reference.build("multitask_mobilenetv2_official", 40, num_tasks).state_dict()
+        table = converter.pytorch_table("multitask_mobilenetv2_official", tasks)
+        used = [foreign for foreign, _ in table.values()]
+        assert len(used) == len(set(used))
+        assert set(used) == {name for name in state if not name.endswith("num_batches_tracked")}
+    assert table["pooling_p2/conv4/conv/depthwise_kernel"] == ("crp1.0.4_outvar_dimred.weight", "depthwise_oihw")
+    assert table["normals_predictor/conv/bias"] == ("normal.bias", "identity")
+
+
+def test_multitask_cli_converts_and_refuses_the_wrong_head_size(tmp_path, capsys):
+    # The NYUD + KITTI model's 46-class head: inferred, and refused in one line when 40 classes are asked for.
+    model = torch_reference.randomize(torch_reference.build("multitask_mobilenetv2_official", 46), seed=4)
+    checkpoint = _save({"state_dict": model.state_dict()}, tmp_path / "ExpNYUDKITTI_joint.ckpt")
+    output = tmp_path / "joint.keras"
+    assert cli.main(["convert", "pytorch", checkpoint, "--architecture", "multitask_mobilenetv2_official",
+                     "--num-classes", "40", "--output", str(output)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--num-classes 40 but the classifier of" in error and "has 46" in error
+    assert not output.exists()
+    assert cli.main(["convert", "pytorch", checkpoint, "--architecture", "multitask_mobilenetv2_official",
+                     "--num-classes", "46", "--output", str(output)]) == 0
+    assert "multitask_mobilenetv2_official (46 classes)" in capsys.readouterr().out
+    loaded = refinenet_tf.load_model(str(output))
+    images = _generated_image(35, 41)
+    outputs = loaded(images)
+    assert {task: tuple(out.shape) for task, out in outputs.items()} == {
+        "segmentation": (1, 35, 41, 46), "depth": (1, 35, 41, 1)}
+    with torch.no_grad():
+        segm, depth = model(torch_reference.preprocess(images))
+    quarter = keras.Model(loaded.input, loaded.get_layer("depth_predictor").output)(images).numpy()
+    np.testing.assert_allclose(quarter, depth.permute(0, 2, 3, 1).numpy(), atol=1e-4)

@@ -169,3 +169,99 @@ def test_bad_arguments_fail_clearly(kwargs, message):
 def test_task_output_rejects_an_unknown_transform():
     with pytest.raises(ValueError, match="transform='log'"):
         refinenet_tf.layers.TaskOutput("log")
+
+
+_FRESH_EXPORT = """
+import sys
+sys.modules["refinenet_tf"] = None  # only TensorFlow in this process
+sys.modules["tf_keras"] = None
+import numpy as np
+import tensorflow as tf
+images = np.load(sys.argv[2])
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+outputs = serve(images=tf.constant(images))
+np.savez(sys.argv[3], **{name: value.numpy() for name, value in outputs.items()})
+"""
+
+
+def _randomized_tiny_multitask(tiny_backbone, tasks=("segmentation", "depth")):
+    model = multitask.MultiTaskRefineNet(4, tasks=tasks, backbone=tiny_backbone, decoder_features=8)
+    rng = np.random.default_rng(3)
+    for weight in model.trainable_weights:  # larger than the initialisers', so that depth and labels vary
+        weight.assign(rng.normal(0, 0.5, weight.shape).astype(np.float32))
+    return model
+
+
+def test_exported_saved_model_gives_labels_and_depth_in_a_fresh_process(tiny_backbone, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from refinenet_tf import export
+
+    model = _randomized_tiny_multitask(tiny_backbone, multitask.TASKS)
+    images = np.random.default_rng(4).integers(0, 256, (2, 37, 45, 3)).astype(np.uint8)
+    path = export.export_saved_model(model, str(tmp_path / "saved_model"))
+    np.save(tmp_path / "images.npy", images)
+    subprocess.run([sys.executable, "-c", _FRESH_EXPORT, path, str(tmp_path / "images.npy"),
+                    str(tmp_path / "outputs.npz")], check=True, timeout=300,
+                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    served = np.load(tmp_path / "outputs.npz")
+    expected = model(images, training=False)
+    depth = expected["depth"].numpy()[..., 0]
+    assert served["depth"].shape == (2, 37, 45) and depth.max() > depth.min() > 0
+    np.testing.assert_allclose(served["depth"], depth, rtol=1e-4, atol=1e-4 * depth.max())
+    labels = np.argmax(expected["segmentation"].numpy(), axis=-1)
+    assert len(np.unique(labels)) > 1 and np.mean(served["labels"] == labels) >= 0.999
+    np.testing.assert_allclose(served["probabilities"].sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(served["normals"], expected["normals"], atol=1e-4)
+    metadata = json.loads((tmp_path / "saved_model" / "refinenet_tf.json").read_text())
+    assert metadata["tasks"] == ["depth", "normals", "segmentation"] and metadata["num_classes"] == 4
+    # Encoded images: the same outputs, padded past each image's size (depth 0 = missing).
+    import tensorflow as tf
+    loaded = tf.saved_model.load(path).signatures["serving_bytes"]
+    encoded = [tf.io.encode_png(images[0]), tf.io.encode_png(images[1, :30, :40])]
+    result = loaded(image_bytes=tf.stack(encoded))
+    np.testing.assert_allclose(result["depth"][0], served["depth"][0], rtol=1e-4, atol=1e-4 * depth.max())
+    assert result["depth"].shape == (2, 37, 45) and float(tf.reduce_max(result["depth"][1, 30:])) == 0.0
+    assert int(tf.reduce_min(result["labels"][1, 30:])) == -1
+
+
+def test_exported_tflite_gives_labels_and_depth(tiny_backbone, tmp_path):
+    from refinenet_tf import export
+
+    model = _randomized_tiny_multitask(tiny_backbone)
+    images = np.random.default_rng(5).integers(0, 256, (1, 32, 48, 3)).astype(np.uint8)
+    path = export.export_tflite(model, str(tmp_path / "multitask.tflite"), input_size=(32, 48))
+    runner = export.tflite_interpreter(path).get_signature_runner("serving_default")
+    served = runner(images=images)
+    expected = model(images, training=False)
+    depth = expected["depth"].numpy()[..., 0]
+    np.testing.assert_allclose(served["depth"], depth, rtol=1e-4, atol=1e-4 * depth.max())
+    assert np.mean(served["labels"] == np.argmax(expected["segmentation"].numpy(), -1)) >= 0.999
+
+
+def test_multitask_export_refuses_test_time_augmentation(tiny_backbone, tmp_path):
+    from refinenet_tf import export
+
+    model = multitask.MultiTaskRefineNet(3, backbone=tiny_backbone, decoder_features=8)
+    with pytest.raises(ValueError, match="multi-task model .*without test-time augmentation"):
+        export.export_saved_model(model, str(tmp_path / "saved_model"), scales=(0.5, 1.0))
+    assert not (tmp_path / "saved_model").exists()
+
+
+def test_benchmark_row_counts_flops_and_times_the_forward_pass():
+    from refinenet_tf import benchmarks
+
+    row = benchmarks.measure_multitask(height=64, width=96, runs=1, warmup=0)
+    assert row["trainable_parameters"] == 3_070_057 and row["published_gflops"] == 6.5
+    assert row["size"] == "96x64" and row["gmacs"] == pytest.approx(row["gflops"] / 2)
+    assert row["gflops"] > 0 and row["latency_ms"] > 0
+
+
+def test_outputs_stay_float32_under_mixed_precision(tiny_backbone):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")  # the conftest fixture restores float32
+    model = multitask.MultiTaskRefineNet(3, tasks=multitask.TASKS, backbone=tiny_backbone, decoder_features=8)
+    outputs = model(np.zeros([1, 32, 32, 3], np.uint8))
+    assert model.get_layer("pooling_p2").compute_dtype == "bfloat16"
+    assert {task: out.dtype for task, out in outputs.items()} == {task: tf.float32 for task in multitask.TASKS}

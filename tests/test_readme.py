@@ -59,6 +59,9 @@ def _official_lw50_checkpoint(folder):
 
     model = torch_reference.randomize(torch_reference.build("lw_resnet50_official"), seed=0)
     torch.save(model.state_dict(), str(folder / "rf_lw50_voc.pth.tar"))
+    # The multi-task release's ExpNYUD_joint.ckpt: its state dict under "state_dict", 40 classes, 2 heads.
+    joint = torch_reference.randomize(torch_reference.build("multitask_mobilenetv2_official", 40, 2), seed=0)
+    torch.save({"state_dict": joint.state_dict()}, str(folder / "ExpNYUD_joint.ckpt"))
 
 
 # The files a page's examples open, as a reader has them after downloading what the page links to.

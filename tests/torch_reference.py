@@ -8,6 +8,9 @@ input, as the releases do; inputs are preprocessed images (NCHW, RGB / 255, Imag
 * ``LightWeightResNet(blocks)``: ``rf_lw50`` / ``rf_lw101`` / ``rf_lw152``.
 * ``LightWeightMobileNetV2()``: ``mbv2`` (ReLU6 in the backbone and after each fusion).
 * ``RefineNetResNet(blocks)``: ``rf101`` of refinenet-pytorch (RCUs, 3x3 convs everywhere).
+* ``MultiTaskMobileNetV2(num_classes, num_tasks)``: ``net`` of ``DrSleep/multi-task-refinenet`` (src/models.py):
+  the MobileNetV2 above, its decoder with ``align_corners=False`` and a depthwise last pooling, and per task a
+  depthwise 1x1 -> ReLU6 -> 3x3 head; returns the raw head outputs ``(segm, depth[, normals])`` at 1/4.
 """
 
 import numpy as np
@@ -85,13 +88,14 @@ class _ResNetEncoder(nn.Module):
 
 
 class CRPBlock(nn.Module):
-    """Chained residual pooling: ``top = conv_i(maxpool5x5(top)); x = x + top`` for each stage."""
+    """Chained residual pooling: ``top = conv_i(maxpool5x5(top)); x = x + top`` for each stage (``groups``: the
+    multi-task release's depthwise ``crp1``)."""
 
-    def __init__(self, in_channels, out_channels, stages, kernel_size):
+    def __init__(self, in_channels, out_channels, stages, kernel_size, groups=1):
         super().__init__()
         for i in range(stages):
             setattr(self, f"{i + 1}_outvar_dimred",
-                    _conv(in_channels if i == 0 else out_channels, out_channels, kernel_size))
+                    _conv(in_channels if i == 0 else out_channels, out_channels, kernel_size, groups=groups))
         self.stages = stages
         self.maxpool = nn.MaxPool2d(5, stride=1, padding=2)
 
@@ -236,9 +240,45 @@ class LightWeightMobileNetV2(nn.Module):
         return self.segm(x)
 
 
-def build(architecture, num_classes=21):
-    """The reference module of a preset name (``lw_resnet50_official`` ...), in eval mode."""
-    if architecture == "lw_mobilenetv2_official":
+class MultiTaskMobileNetV2(LightWeightMobileNetV2):
+    """The multi-task release's ``Net``: the same encoder and 1x1 convs, half-pixel upsampling, ``crp1`` grouped."""
+
+    def __init__(self, num_classes=40, num_tasks=2):
+        super().__init__(num_classes)
+        del self.segm
+        self.crp1 = nn.Sequential(CRPBlock(256, 256, 4, 1, groups=256))
+        self.num_tasks = num_tasks
+        heads = (("pre_segm", "segm", num_classes), ("pre_depth", "depth", 1), ("pre_normal", "normal", 3))
+        self.heads = [(pre, out) for pre, out, _ in heads[:num_tasks]]
+        for pre, out, channels in heads[:num_tasks]:
+            setattr(self, pre, _conv(256, 256, 1, groups=256))
+            setattr(self, out, _conv(256, channels, 3, bias=True))
+
+    def forward(self, x):
+        x = self.layer2(self.layer1(x))
+        l3 = self.layer3(x)
+        l4 = self.layer4(l3)
+        l5 = self.layer5(l4)
+        l6 = self.layer6(l5)
+        l7 = self.layer7(l6)
+        l8 = self.layer8(l7)
+        half_pixel = dict(mode="bilinear", align_corners=False)
+        x = self.crp4(F.relu6(self.conv8(l8) + self.conv7(l7)))
+        x = F.interpolate(self.conv_adapt4(x), size=l6.shape[2:], **half_pixel)
+        x = self.crp3(F.relu6(self.conv5(l5) + self.conv6(l6) + x))
+        x = F.interpolate(self.conv_adapt3(x), size=l4.shape[2:], **half_pixel)
+        x = self.crp2(F.relu6(x + self.conv4(l4)))
+        x = F.interpolate(self.conv_adapt2(x), size=l3.shape[2:], **half_pixel)
+        x = self.crp1(F.relu6(self.conv3(l3) + x))
+        return tuple(getattr(self, out)(F.relu6(getattr(self, pre)(x))) for pre, out in self.heads)
+
+
+def build(architecture, num_classes=21, num_tasks=2):
+    """The reference module of a preset name (``lw_resnet50_official`` ...), in eval mode (``num_tasks``: the
+    multi-task model's heads, 2 or 3)."""
+    if architecture == "multitask_mobilenetv2_official":
+        model = MultiTaskMobileNetV2(num_classes, num_tasks)
+    elif architecture == "lw_mobilenetv2_official":
         model = LightWeightMobileNetV2(num_classes)
     elif architecture == "refinenet_resnet101_official":
         model = RefineNetResNet(LAYERS[101], num_classes)

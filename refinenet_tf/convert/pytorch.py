@@ -1,7 +1,8 @@
 """The official PyTorch releases' checkpoints into Keras: RefineNet-101 and Light-Weight RefineNet.
 
-A checkpoint of ``DrSleep/light-weight-refinenet`` (``rf_lw50`` / ``rf_lw101`` / ``rf_lw152`` / ``mbv2``) or of
-``DrSleep/refinenet-pytorch`` (``rf101``) converts into the preset of the same structure:
+A checkpoint of ``DrSleep/light-weight-refinenet`` (``rf_lw50`` / ``rf_lw101`` / ``rf_lw152`` / ``mbv2``), of
+``DrSleep/refinenet-pytorch`` (``rf101``) or of ``DrSleep/multi-task-refinenet`` (``ExpNYUD_joint``,
+``ExpKITTI_joint``, ``ExpNYUDKITTI_joint``, ``ExpNYUD_three``) converts into the preset of the same structure:
 
 =============================  ======================================  =====================================
 preset                         release                                 classifier tensor
@@ -11,7 +12,13 @@ preset                         release                                 classifie
 ``lw_resnet152_official``      light-weight-refinenet ``rf_lw152``     ``clf_conv.weight``
 ``lw_mobilenetv2_official``    light-weight-refinenet ``mbv2``         ``segm.weight``
 ``refinenet_resnet101_official``  refinenet-pytorch ``rf101``          ``clf_conv.weight``
+``multitask_mobilenetv2_official``  multi-task-refinenet ``net``       ``segm.weight``
 =============================  ======================================  =====================================
+
+The multi-task checkpoints also hold a depth head (``pre_depth``, ``depth``) and, in ``ExpNYUD_three``, a
+surface-normals head (``pre_normal``, ``normal``): the model gets a ``normals`` output when the checkpoint has
+``normal.weight``. Their class count (40 for NYUDv2, 19 for KITTI, 46 for the NYUD + KITTI model) is read from
+``segm.weight`` like the others'.
 
 The file is read with ``torch.load(..., weights_only=True)``: tensors and plain containers only, no pickled
 code runs. It may hold the state dict itself, or a dict with it under ``"state_dict"``, ``"model"`` or ``"segmenter"``
@@ -43,9 +50,15 @@ ARCHITECTURES = {
     "lw_resnet152_official": ("light_weight_resnet", 152),
     "lw_mobilenetv2_official": ("light_weight_mobilenetv2", None),
     "refinenet_resnet101_official": ("refinenet_resnet", 101),
+    "multitask_mobilenetv2_official": ("multitask_mobilenetv2", None),
 }
 
-_CLASSIFIERS = {"light_weight_resnet": "clf_conv", "light_weight_mobilenetv2": "segm", "refinenet_resnet": "clf_conv"}
+_CLASSIFIERS = {"light_weight_resnet": "clf_conv", "light_weight_mobilenetv2": "segm", "refinenet_resnet": "clf_conv",
+                "multitask_mobilenetv2": "segm"}
+
+#: The multi-task release's modules of each task's head: (depthwise 1x1, 3x3 predictor with bias).
+_TASK_HEADS = {"segmentation": ("pre_segm", "segm"), "depth": ("pre_depth", "depth"),
+               "normals": ("pre_normal", "normal")}
 
 _BATCH_NORM = (("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"),
                ("moving_variance", "running_var"))
@@ -100,9 +113,9 @@ def _mobilenetv2_table(table):
                 _batch_norm(table, f"{keras_block}_{part}_bn", f"{torch_block}.{index}.1")
 
 
-def _pooling(table, level, torch_module):
+def _pooling(table, level, torch_module, transform="conv_oihw"):
     for i in (1, 2, 3, 4):
-        _conv(table, f"pooling_{level}/conv{i}/conv", f"{torch_module}.0.{i}_outvar_dimred")
+        _conv(table, f"pooling_{level}/conv{i}/conv", f"{torch_module}.0.{i}_outvar_dimred", transform)
 
 
 def _rcus(table, keras_prefix, torch_module, count):
@@ -136,16 +149,44 @@ def _mobilenetv2_decoder_table(table):
         _pooling(table, level, f"crp{crp}")
 
 
-def pytorch_table(architecture):
+def _multitask_decoder_table(table, tasks):
+    # refinenet_tf.multitask fuses each stride's levels as one path (P5 = layer8 and P5a = layer7, ...), after
+    # the previous level's conv_adapt; the last pooling (crp1) is depthwise.
+    paths = {"p5": (("conv8", "conv7"),), "p4": (("conv_adapt4",), ("conv6", "conv5")),
+             "p3": (("conv_adapt3",), ("conv4",)), "p2": (("conv_adapt2",), ("conv3",))}
+    for crp, level in zip((4, 3, 2, 1), _LEVELS):
+        for path, modules in enumerate(paths[level], start=1):
+            for index, torch_module in enumerate(modules, start=1):
+                _conv(table, f"fusion_{level}/path{path}_conv{index}/conv", torch_module)
+        _pooling(table, level, f"crp{crp}", "depthwise_oihw" if crp == 1 else "conv_oihw")
+    for task in tasks:
+        depthwise, predictor = _TASK_HEADS[task]
+        _conv(table, f"{task}_head/conv", depthwise, "depthwise_oihw")
+        _conv(table, f"{task}_predictor/conv", predictor, bias=True)
+
+
+def pytorch_table(architecture, tasks=("segmentation", "depth")):
     """``{Keras weight name: (official PyTorch name, transform)}`` for the preset ``architecture``.
+
+    Args:
+        architecture: one of :data:`ARCHITECTURES`.
+        tasks: the heads of a multi-task model (``("segmentation", "depth")``, plus ``"normals"`` for
+            ``ExpNYUD_three``); ignored by the single-task structures.
 
     Example:
         >>> table = pytorch_table("lw_resnet50_official")
         >>> table["layer3_block2_conv2/kernel"], table["pooling_p5/conv1/conv/kernel"]
         (('layer3.1.conv2.weight', 'conv_oihw'), ('mflow_conv_g1_pool.0.1_outvar_dimred.weight', 'conv_oihw'))
+        >>> table = pytorch_table("multitask_mobilenetv2_official")
+        >>> table["fusion_p4/path2_conv2/conv/kernel"], table["depth_head/conv/depthwise_kernel"]
+        (('conv5.weight', 'conv_oihw'), ('pre_depth.weight', 'depthwise_oihw'))
     """
     family, depth = _architecture(architecture)
     table = {}
+    if family == "multitask_mobilenetv2":
+        _mobilenetv2_table(table)
+        _multitask_decoder_table(table, tasks)
+        return table
     if family == "light_weight_mobilenetv2":
         _mobilenetv2_table(table)
         _mobilenetv2_decoder_table(table)
@@ -228,8 +269,10 @@ def convert(checkpoint, architecture, num_classes=None):
         num_classes: the classifier's classes; ``None`` infers them from the checkpoint's classifier (logged).
 
     Returns:
-        The Keras model: uint8 RGB of any size in (the release's preprocessing inside), logits at input size out.
-        Its ``inferred_num_classes`` attribute holds the class count read from the checkpoint.
+        The Keras model: uint8 RGB of any size in (the release's preprocessing inside), logits at input size out
+        (for ``multitask_mobilenetv2_official`` the dict ``{"segmentation": logits, "depth": metres}``, with
+        ``"normals"`` when the checkpoint has that head). Its ``inferred_num_classes`` attribute holds the class
+        count read from the checkpoint.
 
     Raises:
         ConversionError: the checkpoint does not fit (every missing, unused or wrong-shaped tensor named).
@@ -241,9 +284,15 @@ def convert(checkpoint, architecture, num_classes=None):
         raise ConversionError(f"num_classes={num_classes} but the classifier of {checkpoint} has {found} classes; "
                               "leave num_classes unset to take the checkpoint's.")
     _log.info("%s: %d classes, read from %s.weight", checkpoint, found, _CLASSIFIERS[family])
-    model = models.build(architecture, num_classes=found, backbone_weights=None)
+    options, tasks = {}, ("segmentation", "depth")
+    if family == "multitask_mobilenetv2":
+        if "normal.weight" in tensors:
+            tasks += ("normals",)
+        options["tasks"] = tasks
+        _log.info("%s: heads %s", checkpoint, ", ".join(tasks))
+    model = models.build(architecture, num_classes=found, backbone_weights=None, **options)
     ignored = [name for name in tensors if name.endswith(".num_batches_tracked")]
-    assign_weights(model, tensors, pytorch_table(architecture), os.fspath(checkpoint), ignored=ignored)
+    assign_weights(model, tensors, pytorch_table(architecture, tasks), os.fspath(checkpoint), ignored=ignored)
     model.inferred_num_classes = found
     return model
 
