@@ -22,8 +22,9 @@ _NAMES = {
     "ResizeToMatch": "layers", "TaskOutput": "layers", "LightWeightRefineNet": "models",
     "MultiTaskRefineNet": "multitask", "RefineNet": "models", "load_model": "saving",
 }
-_SUBMODULES = ("backbones", "benchmarks", "cli", "convert", "data", "demo", "evaluation", "export", "inference",
-               "layers", "models", "multitask", "options", "profiling", "recipes", "runs", "saving", "training", "visualization")
+_SUBMODULES = ("backbones", "benchmarks", "cli", "convert", "data", "demo", "demo_joint", "evaluation", "export",
+               "inference", "layers", "models", "multitask", "options", "profiling", "recipes", "reference", "runs",
+               "saving", "training", "visualization")
 
 __all__ = sorted(_NAMES) + ["__version__", "backbones", "layers", "models", "saving"]
 

@@ -238,6 +238,8 @@ def _predict(args):
               f"{len(result['written'])} image(s) to {args.output}"
               + (f"; {len(result['failed'])} could not be read" if result["failed"] else ""))
         return 1 if result["failed"] else 0
+    if args.max_depth is not None:
+        raise ValueError(f"--max-depth applies to multi-task models; {args.model} predicts segmentation only.")
     result = inference.predict_files(model, args.inputs, args.output, scales=args.scales, flip=args.flip,
                                      max_side=args.max_side, palette=palette, probabilities=args.probabilities,
                                      class_names=runs.saved_class_names(args.model),

@@ -91,9 +91,9 @@ class Evaluation:
                      f"{'on' if self.flip else 'off'}")
         return "\n".join(lines)
 
-    def save(self, folder):
-        """Writes ``confusion_matrix.npy``, ``confusion_matrix.csv`` (with class names) and ``metrics.json``,
-        each atomically; returns their paths."""
+    def save(self, folder, scores=None):
+        """Writes ``confusion_matrix.npy``, ``confusion_matrix.csv`` (with class names) and ``metrics.json``
+        (``scores``, default :meth:`as_dict`), each atomically; returns their paths."""
         _files.writable_folder(folder, "evaluation output folder")
         paths = [os.path.join(folder, name) for name in ("confusion_matrix.npy", "confusion_matrix.csv",
                                                          "metrics.json")]
@@ -104,7 +104,7 @@ class Evaluation:
             for name, row in zip(self.class_names, self.confusion):
                 stream.write(name + "," + ",".join(str(int(v)) for v in row) + "\n")
         with _files.atomic_path(paths[2], suffix=".json") as temporary, open(temporary, "w") as stream:
-            json.dump(self.as_dict(), stream, indent=2)
+            json.dump(self.as_dict() if scores is None else scores, stream, indent=2)
         return paths
 
 
@@ -252,10 +252,7 @@ class JointEvaluation:
 
     def save(self, folder):
         """Writes the segmentation files of :meth:`Evaluation.save`, with the depth scores in ``metrics.json``."""
-        paths = self.segmentation.save(folder)
-        with _files.atomic_path(paths[2], suffix=".json") as temporary, open(temporary, "w") as stream:
-            json.dump(self.as_dict(), stream, indent=2)
-        return paths
+        return self.segmentation.save(folder, scores=self.as_dict())  # metrics.json written once, with depth
 
 
 def evaluate_joint(model, data, split="val", num_classes=None, class_names=None, flip=False, limit=None,

@@ -137,6 +137,13 @@ def freeze(model, batch_shape=None):
 #: what ``freeze=`` takes in :func:`predict`, :func:`predict_files` and :func:`refinenet_tf.evaluation.evaluate`.
 FREEZE_CHOICES = ("auto", True, False)
 
+
+def _check_freeze(freeze):
+    """``freeze`` exactly as one of :data:`FREEZE_CHOICES`: ``0``, ``1`` or NumPy booleans compare equal to
+    ``False``/``True`` but would not be read as them below, so they are refused rather than guessed."""
+    if not (freeze is True or freeze is False or (isinstance(freeze, str) and freeze == "auto")):
+        raise ValueError(f"freeze={freeze!r} must be one of {FREEZE_CHOICES} (the Python bools, or 'auto').")
+
 #: ``freeze="auto"`` freezes for a call with at least this many images ...
 AUTO_FREEZE_IMAGES = 8
 #: ... or when the same image size comes back this many times in calls on one model (a serving loop).
@@ -205,8 +212,7 @@ def model_to_run(model, freeze="auto", num_images=1, image_size=None):
     The frozen copy is kept with the model and made afresh when its weights change (training, ``load_weights``),
     so a later call never runs stale weights.
     """
-    if freeze not in FREEZE_CHOICES:
-        raise ValueError(f"freeze={freeze!r} must be one of {FREEZE_CHOICES}.")
+    _check_freeze(freeze)
     if isinstance(model, FrozenModel) or not isinstance(model, keras.Model) or freeze is False:
         return model
     cached = _FROZEN.get(model)
@@ -380,8 +386,7 @@ def predict_files(model, inputs, output_dir, scales=(1.0,), flip=False, max_side
     """
     from refinenet_tf.data import decoding
 
-    if freeze not in FREEZE_CHOICES:
-        raise ValueError(f"freeze={freeze!r} must be one of {FREEZE_CHOICES}.")
+    _check_freeze(freeze)
     paths = collect_images(inputs)
     stems = _output_names(paths)
     _files.writable_folder(output_dir, "output_dir=")

@@ -153,10 +153,12 @@ def _task_losses_and_metrics(recipe, num_classes):
     """The multi-task ``compile`` arguments of ``recipe``: a loss, a weight and metrics per named output."""
     from refinenet_tf import losses, metrics
 
-    unknown = set(recipe.loss_weights) - {"segmentation", "depth"}
-    if unknown:
-        raise ValueError(f"recipe {recipe.name}: loss_weights names {sorted(unknown)}; the trained tasks are "
-                         "'segmentation' and 'depth'.")
+    given = dict(recipe.loss_weights)
+    if set(given) != {"segmentation", "depth"}:
+        raise ValueError(f"loss_weights={given}: give a weight for each trained task, 'segmentation' and 'depth' "
+                         "(0 for one of them trains the other head alone).")
+    if any(not float(value) >= 0 for value in given.values()) or sum(map(float, given.values())) <= 0:
+        raise ValueError(f"loss_weights={given}: the weights must be 0 or more, and not all 0.")
     task_losses = {"segmentation": losses.SegmentationCrossEntropy(ignore_class=255),
                    "depth": losses.depth_loss(recipe.depth_loss)}
     task_metrics = {"segmentation": [keras.metrics.MeanIoU(num_classes, ignore_class=255, sparse_y_true=True,

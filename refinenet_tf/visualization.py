@@ -186,7 +186,7 @@ def colorize_depth(depth, max_depth=None, min_depth=0.0):
     Args:
         depth: depth in metres (0 = missing).
         max_depth: the depth drawn darkest blue (default: the map's largest valid depth); farther is clipped.
-        min_depth: the depth drawn yellow.
+        min_depth: the depth drawn yellow (0, the default: the map's smallest valid depth); nearer is clipped.
 
     Example:
         >>> colorize_depth(np.array([[0.0, 1.0, 5.0]]), max_depth=5.0).tolist()

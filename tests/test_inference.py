@@ -362,3 +362,11 @@ def test_legend_and_palette_files(tmp_path):
     Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "rgb.png")
     with pytest.raises(ValueError, match="rgb.png' has no palette"):
         visualization.read_palette(tmp_path / "rgb.png")
+
+
+@pytest.mark.parametrize("freeze", [0, 1, np.bool_(False), "yes", None])
+def test_freeze_takes_only_auto_or_the_python_bools(freeze):
+    # 0 and np.False_ compare equal to False but would have frozen the model: refused, not guessed
+    model = keras.Sequential([keras.Input([4, 4, 3]), keras.layers.Conv2D(2, 1)])
+    with pytest.raises(ValueError, match=r"freeze=.* must be one of \('auto', True, False\)"):
+        inference.model_to_run(model, freeze=freeze)
