@@ -82,9 +82,9 @@ def segment(model, images, scales=(1.0,), flip=False, max_side=None):
 class FrozenModel:
     """A Keras model's inference graph with its weights folded in as constants: what :func:`freeze` returns.
 
-    It maps float RGB ``[N, H, W, 3]`` (any ``H, W``) to the model's logits, like ``model(images,
-    training=False)``, and goes wherever a model goes for inference (:func:`segment`, :func:`predict`,
-    :func:`evaluate`, :func:`predict_files`). Its weights are a copy taken when it was made: later training of
+    It maps float RGB ``[N, H, W, 3]`` (any ``H, W``) to the model's outputs (logits; a multi-task model's dict),
+    like ``model(images, training=False)``, and goes wherever a model goes for inference (:func:`segment`,
+    :func:`predict`, :func:`evaluate`, :func:`predict_files`). Its weights are a copy taken when it was made: later training of
     the Keras model does not reach it. It cannot be trained or saved; export the Keras model instead.
 
     Attributes:
@@ -103,11 +103,13 @@ class FrozenModel:
         self.weights_fingerprint = _weights_fingerprint(model)
         concrete = tf.function(lambda images: model(images, training=False)).get_concrete_function(spec)
         self.function = convert_variables_to_constants_v2(concrete)
+        self._output_structure = concrete.structured_outputs  # a tensor, or a multi-task model's dict
 
     def __call__(self, images, training=False):
         if training:
             raise ValueError(f"{self.name} is frozen for inference; train the keras model it was made from.")
-        return self.function(tf.cast(images, tf.float32))[0]
+        flat = self.function(tf.cast(images, tf.float32))  # the frozen graph returns its outputs flattened
+        return tf.nest.pack_sequence_as(self._output_structure, list(flat))
 
     def __repr__(self):
         return f"<FrozenModel {self.name!r}: {self.input_shape} -> {self.output_shape}>"
