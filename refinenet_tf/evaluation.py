@@ -112,6 +112,21 @@ def _percent(value):
     return "-" if not np.isfinite(value) else f"{100 * value:.2f}"
 
 
+def _classes_of(model, source, num_classes, class_names):
+    """The class count and names to score ``model`` on ``source`` with, and the source read with that count:
+    ``num_classes`` must equal the model's (mask values past it then fail, naming the file)."""
+    model_classes = runs.output_classes(model)
+    num_classes = num_classes or model_classes
+    if num_classes != model_classes:
+        raise ValueError(f"the model predicts {model_classes} classes, not num_classes={num_classes}; give "
+                         "num_classes matching the model, or a model trained for this data.")
+    source_names = source.class_names if len(source.class_names) == num_classes else None
+    names = runs.class_names_for(num_classes, class_names or source_names)
+    if source.num_classes != num_classes:
+        source = dataclasses.replace(source, num_classes=num_classes)
+    return source, num_classes, names
+
+
 def evaluate(model, data, split="val", num_classes=None, class_names=None, scales=(1.0,), flip=False,
              max_side=None, limit=None, progress=True, freeze="auto"):
     """Scores ``model`` on a dataset at each image's original label resolution.
@@ -144,15 +159,7 @@ def evaluate(model, data, split="val", num_classes=None, class_names=None, scale
                          "evaluate_joint.")
     scales = inference._check_scales(scales)
     source = sources.resolve(data, split) if isinstance(data, str) else data
-    model_classes = model.output_shape[-1]
-    num_classes = num_classes or model_classes  # mask values past the model's classes fail, naming the file
-    if num_classes != model_classes:
-        raise ValueError(f"the model predicts {model_classes} classes, not num_classes={num_classes}; give "
-                         "num_classes matching the model, or a model trained for this data.")
-    source_names = source.class_names if len(source.class_names) == num_classes else None
-    names = runs.class_names_for(num_classes, class_names or source_names)
-    if source.num_classes != num_classes:
-        source = dataclasses.replace(source, num_classes=num_classes)
+    source, num_classes, names = _classes_of(model, source, num_classes, class_names)
     ignore_value = source.ignore_value
     examples = pipeline.read_examples(source)
     total = sources.count_examples(source)
@@ -281,15 +288,7 @@ def evaluate_joint(model, data, split="val", num_classes=None, class_names=None,
     if not getattr(source, "has_depth", False):
         raise ValueError(f"data={getattr(source, 'name', data)!r} has no depth; evaluate a multi-task model on "
                          "an RGB-D spec (folder:IMAGES:MASKS?depth=DEPTHS&depth_scale=...).")
-    model_classes = runs.output_classes(model)
-    num_classes = num_classes or model_classes
-    if num_classes != model_classes:
-        raise ValueError(f"the model predicts {model_classes} classes, not num_classes={num_classes}; give "
-                         "num_classes matching the model, or a model trained for this data.")
-    source_names = source.class_names if len(source.class_names) == num_classes else None
-    names = runs.class_names_for(num_classes, class_names or source_names)
-    if source.num_classes != num_classes:
-        source = dataclasses.replace(source, num_classes=num_classes)
+    source, num_classes, names = _classes_of(model, source, num_classes, class_names)
     ignore_value = source.ignore_value
     run = inference._joint_function(model, flip)
     depth_metrics = metrics.depth_metrics()
