@@ -194,12 +194,13 @@ def _evaluate(args):
         _files.writable_folder(args.output, "--output")
     model = _model_from_args(args)
     if runs.is_multitask(model):
-        if args.scales != [1.0] or args.max_side or args.freeze:
-            raise ValueError("--scales, --max-side and --freeze apply to segmentation models; a multi-task model "
-                             "is evaluated at scale 1 (with --flip if asked).")
+        if args.scales != [1.0] or args.max_side:
+            raise ValueError("--scales and --max-side apply to segmentation models; a multi-task model is "
+                             "evaluated at scale 1 (with --flip if asked).")
         result = evaluation.evaluate_joint(model, args.data, args.split, num_classes=args.num_classes,
                                            class_names=runs.saved_class_names(args.model), flip=args.flip,
-                                           limit=args.limit, progress=args.progress)
+                                           limit=args.limit, progress=args.progress,
+                                           freeze=_FREEZE_CHOICES[args.freeze])
         print(f"{result.segmentation.source}: {model.name} on {result.segmentation.pixels:,} labelled pixels and "
               f"{result.depth_pixels:,} valid depth pixels")
         print(result.table())
@@ -224,14 +225,15 @@ def _predict(args):
     palette = visualization.read_palette(args.palette) if args.palette else None
     model = _model_from_args(args)
     if runs.is_multitask(model):
-        if args.scales != [1.0] or args.max_side or args.freeze or args.probabilities:
-            raise ValueError("--scales, --max-side, --freeze and --probabilities apply to segmentation models; a "
-                             "multi-task model predicts at scale 1 (with --flip if asked).")
+        if args.scales != [1.0] or args.max_side or args.probabilities:
+            raise ValueError("--scales, --max-side and --probabilities apply to segmentation models; a multi-task "
+                             "model predicts at scale 1 (with --flip if asked).")
         result = inference.predict_joint_files(model, args.inputs, args.output, flip=args.flip, palette=palette,
                                                class_names=runs.saved_class_names(args.model),
                                                max_depth=args.max_depth, overlay_alpha=args.alpha,
                                                skip_errors=args.skip_errors, progress=args.progress,
-                                               max_pixels=args.max_pixels or None)
+                                               max_pixels=args.max_pixels or None,
+                                               freeze=_FREEZE_CHOICES[args.freeze])
         for path, message in result["failed"].items():
             print(f"skipped {path}: {message}", file=sys.stderr)
         print(f"wrote label PNGs, overlays and depth PNGs (colour and 16-bit millimetres) of "

@@ -263,7 +263,7 @@ class JointEvaluation:
 
 
 def evaluate_joint(model, data, split="val", num_classes=None, class_names=None, flip=False, limit=None,
-                   progress=True):
+                   progress=True, freeze="auto"):
     """Scores a multi-task model on an RGB-D dataset: both tasks, at each image's own label resolution.
 
     Every image is run whole through :func:`refinenet_tf.inference.segment_and_depth`; its labels go into one
@@ -275,7 +275,7 @@ def evaluate_joint(model, data, split="val", num_classes=None, class_names=None,
         model: a model returning ``{"segmentation": logits, "depth": metres}``.
         data: an RGB-D data spec (``folder:IMAGES:MASKS?depth=DEPTHS&...``, ``tfds:nyu_depth_v2_segmentation``)
             or a resolved source.
-        split, num_classes, class_names, limit, progress: as for :func:`evaluate`.
+        split, num_classes, class_names, limit, progress, freeze: as for :func:`evaluate`.
         flip: also average over left-right mirrored inputs.
 
     Returns:
@@ -284,13 +284,19 @@ def evaluate_joint(model, data, split="val", num_classes=None, class_names=None,
     from refinenet_tf import metrics
     from refinenet_tf.data import pipeline, sources
 
+    inference._check_freeze(freeze)
     source = sources.resolve(data, split) if isinstance(data, str) else data
     if not getattr(source, "has_depth", False):
         raise ValueError(f"data={getattr(source, 'name', data)!r} has no depth; evaluate a multi-task model on "
                          "an RGB-D spec (folder:IMAGES:MASKS?depth=DEPTHS&depth_scale=...).")
     source, num_classes, names = _classes_of(model, source, num_classes, class_names)
     ignore_value = source.ignore_value
-    run = inference._joint_function(model, flip)
+    examples = pipeline.read_examples(source)
+    total = sources.count_examples(source)
+    if limit is not None:
+        examples = examples.take(limit)
+        total = limit if total is None else min(total, limit)
+    run = inference._joint_function(inference.model_to_run(model, freeze, total), flip)
     depth_metrics = metrics.depth_metrics()
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([None, None], tf.uint8),
@@ -305,11 +311,6 @@ def evaluate_joint(model, data, split="val", num_classes=None, class_names=None,
         return tf.math.confusion_matrix(tf.boolean_mask(truth, valid), tf.boolean_mask(predicted, valid),
                                         num_classes=num_classes, dtype=tf.int64)
 
-    examples = pipeline.read_examples(source)
-    total = sources.count_examples(source)
-    if limit is not None:
-        examples = examples.take(limit)
-        total = limit if total is None else min(total, limit)
     bar = keras.utils.Progbar(total, unit_name="image") if progress else None
     matrix = np.zeros((num_classes, num_classes), np.int64)
     for index, example in enumerate(examples):

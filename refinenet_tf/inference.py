@@ -354,6 +354,50 @@ def _output_names(paths):
 MAX_PIXELS = 4096 * 4096
 
 
+
+def _check_outputs_and_write_legend(paths, output_dir, suffixes, num_classes, palette, class_names):
+    """The checks and the legend every file-writing prediction starts with: ``output_dir`` writable and never the
+    folder of an input whose name an output (``NAME + suffix``) would take. Returns ``(output stems, palette)``."""
+    stems = _output_names(paths)
+    _files.writable_folder(output_dir, "output_dir=")
+    inputs_real = {os.path.realpath(path) for path in paths}
+    for path, stem in stems.items():
+        for suffix in suffixes:
+            if os.path.realpath(os.path.join(output_dir, stem + suffix)) in inputs_real:
+                raise ValueError(f"output_dir={output_dir!r} would overwrite the input {path!r}; choose another folder.")
+    palette = visualization.voc_palette() if palette is None else np.asarray(palette, np.uint8)
+    visualization.save_image_png(os.path.join(output_dir, "legend.png"),
+                                 visualization.legend(runs.class_names_for(num_classes, class_names), palette))
+    return stems, palette
+
+
+def _read_each_image(paths, num_classes, max_pixels, skip_errors, progress, failed, max_side_hint=True):
+    """Yields ``(path, image)`` for each readable image of ``paths``, with a progress bar; an image above
+    ``max_pixels`` or unreadable raises its one-line error, or with ``skip_errors`` goes into ``failed``
+    (path -> message) and is passed over. ``max_side_hint``: the caller takes ``max_side=``, so say so."""
+    from refinenet_tf.data import decoding
+
+    bar = keras.utils.Progbar(len(paths), unit_name="image") if progress else None
+    for index, path in enumerate(paths):
+        try:
+            width, height = decoding.image_size(path)  # from the header: a huge image is refused undecoded
+            if max_pixels is not None and width * height > max_pixels:
+                raise decoding.DataError(
+                    f"{path}: {width}x{height} pixels is above the limit of {max_pixels:,} "
+                    f"(max_pixels=): its {num_classes}-class probabilities alone would take "
+                    f"{4 * num_classes * width * height / 2**30:.1f} GiB; downscale the image or "
+                    "raise max_pixels=" + (" (with max_side= to bound the model's input)." if max_side_hint else "."))
+            image = decoding.read_image(path)
+        except decoding.DataError as error:
+            if not skip_errors:
+                raise
+            failed[path] = str(error)
+        else:
+            yield path, image
+        if bar is not None:
+            bar.update(index + 1)
+
+
 def predict_files(model, inputs, output_dir, scales=(1.0,), flip=False, max_side=None, palette=None,
                   class_names=None, probabilities=False, overlay_alpha=0.5, skip_errors=False, progress=True,
                   max_pixels=MAX_PIXELS, freeze="auto"):
@@ -386,51 +430,22 @@ def predict_files(model, inputs, output_dir, scales=(1.0,), flip=False, max_side
     Returns:
         A dict: ``written`` (input path -> its label PNG) and ``failed`` (input path -> error message).
     """
-    from refinenet_tf.data import decoding
-
     _check_freeze(freeze)
     paths = collect_images(inputs)
-    stems = _output_names(paths)
-    _files.writable_folder(output_dir, "output_dir=")
-    inputs_real = {os.path.realpath(path) for path in paths}
-    for path, stem in stems.items():
-        for name in (f"{stem}.png", f"{stem}_overlay.png", f"{stem}_probabilities.npy"):
-            if os.path.realpath(os.path.join(output_dir, name)) in inputs_real:
-                raise ValueError(f"output_dir={output_dir!r} would overwrite the input {path!r}; choose another folder.")
     num_classes = model.output_shape[-1]
-    palette = visualization.voc_palette() if palette is None else np.asarray(palette, np.uint8)
-    names = runs.class_names_for(num_classes, class_names)
-    visualization.save_image_png(os.path.join(output_dir, "legend.png"),
-                                 visualization.legend(names, palette))
+    stems, palette = _check_outputs_and_write_legend(paths, output_dir, (".png", "_overlay.png", "_probabilities.npy"),
+                                                     num_classes, palette, class_names)
     run = _segment_function(model_to_run(model, freeze, len(paths)), _check_scales(scales), flip, max_side)
     written, failed = {}, {}
-    bar = keras.utils.Progbar(len(paths), unit_name="image") if progress else None
-    for index, path in enumerate(paths):
-        try:
-            width, height = decoding.image_size(path)  # from the header: a huge image is refused undecoded
-            if max_pixels is not None and width * height > max_pixels:
-                raise decoding.DataError(
-                    f"{path}: {width}x{height} pixels is above the limit of {max_pixels:,} "
-                    f"(max_pixels=): its {num_classes}-class probabilities alone would take "
-                    f"{4 * num_classes * width * height / 2**30:.1f} GiB; downscale the image or "
-                    "raise max_pixels= (with max_side= to bound the model's input).")
-            image = decoding.read_image(path)
-        except decoding.DataError as error:
-            if not skip_errors:
-                raise
-            failed[path] = str(error)
-        else:
-            result = run(image[None])[0].numpy()
-            labels = result.argmax(-1)
-            stem = os.path.join(output_dir, stems[path])
-            written[path] = visualization.save_label_png(stem + ".png", labels, palette)
-            visualization.save_image_png(stem + "_overlay.png",
-                                         visualization.overlay(image, labels, overlay_alpha, palette))
-            if probabilities:
-                with _files.atomic_path(stem + "_probabilities.npy", suffix=".npy") as temporary:
-                    np.save(temporary, result)
-        if bar is not None:
-            bar.update(index + 1)
+    for path, image in _read_each_image(paths, num_classes, max_pixels, skip_errors, progress, failed):
+        result = run(image[None])[0].numpy()
+        labels = result.argmax(-1)
+        stem = os.path.join(output_dir, stems[path])
+        written[path] = visualization.save_label_png(stem + ".png", labels, palette)
+        visualization.save_image_png(stem + "_overlay.png", visualization.overlay(image, labels, overlay_alpha, palette))
+        if probabilities:
+            with _files.atomic_path(stem + "_probabilities.npy", suffix=".npy") as temporary:
+                np.save(temporary, result)
     return {"written": written, "failed": failed}
 
 
@@ -507,7 +522,7 @@ def predict_joint(model, image, flip=False):
 
 
 def predict_joint_files(model, inputs, output_dir, flip=False, palette=None, class_names=None, max_depth=None,
-                        overlay_alpha=0.5, skip_errors=False, progress=True, max_pixels=MAX_PIXELS):
+                        overlay_alpha=0.5, skip_errors=False, progress=True, max_pixels=MAX_PIXELS, freeze="auto"):
     """Segments image files and estimates their depth with a multi-task model; writes, for each ``NAME.ext``:
 
     * ``NAME.png``: the class indices as an 8-bit palette PNG at the image's size (as :func:`predict_files`),
@@ -522,44 +537,21 @@ def predict_joint_files(model, inputs, output_dir, flip=False, palette=None, cla
     Returns:
         A dict: ``written`` (input path -> its label PNG) and ``failed`` (input path -> error message).
     """
-    from refinenet_tf.data import decoding
-
+    _check_freeze(freeze)
     paths = collect_images(inputs)
-    stems = _output_names(paths)
-    _files.writable_folder(output_dir, "output_dir=")
-    inputs_real = {os.path.realpath(path) for path in paths}
-    suffixes = (".png", "_overlay.png", "_depth.png", "_depth_mm.png")
-    for path, stem in stems.items():
-        for suffix in suffixes:
-            if os.path.realpath(os.path.join(output_dir, stem + suffix)) in inputs_real:
-                raise ValueError(f"output_dir={output_dir!r} would overwrite the input {path!r}; choose another folder.")
     num_classes = runs.output_classes(model)
-    palette = visualization.voc_palette() if palette is None else np.asarray(palette, np.uint8)
-    visualization.save_image_png(os.path.join(output_dir, "legend.png"),
-                                 visualization.legend(runs.class_names_for(num_classes, class_names), palette))
-    run = _joint_function(model, flip)
+    stems, palette = _check_outputs_and_write_legend(paths, output_dir,
+                                                     (".png", "_overlay.png", "_depth.png", "_depth_mm.png"),
+                                                     num_classes, palette, class_names)
+    run = _joint_function(model_to_run(model, freeze, len(paths)), flip)
     written, failed = {}, {}
-    bar = keras.utils.Progbar(len(paths), unit_name="image") if progress else None
-    for index, path in enumerate(paths):
-        try:
-            width, height = decoding.image_size(path)
-            if max_pixels is not None and width * height > max_pixels:
-                raise decoding.DataError(f"{path}: {width}x{height} pixels is above the limit of {max_pixels:,} "
-                                         "(max_pixels=); downscale the image or raise max_pixels=.")
-            image = decoding.read_image(path)
-        except decoding.DataError as error:
-            if not skip_errors:
-                raise
-            failed[path] = str(error)
-        else:
-            probabilities, depth = run(image[None])
-            labels, depth = probabilities[0].numpy().argmax(-1), depth[0].numpy()
-            stem = os.path.join(output_dir, stems[path])
-            written[path] = visualization.save_label_png(stem + ".png", labels, palette)
-            visualization.save_image_png(stem + "_overlay.png",
-                                         visualization.overlay(image, labels, overlay_alpha, palette))
-            visualization.save_image_png(stem + "_depth.png", visualization.colorize_depth(depth, max_depth))
-            visualization.save_depth_png(stem + "_depth_mm.png", np.maximum(depth, 0.0))
-        if bar is not None:
-            bar.update(index + 1)
+    for path, image in _read_each_image(paths, num_classes, max_pixels, skip_errors, progress, failed,
+                                        max_side_hint=False):
+        probabilities, depth = run(image[None])
+        labels, depth = probabilities[0].numpy().argmax(-1), depth[0].numpy()
+        stem = os.path.join(output_dir, stems[path])
+        written[path] = visualization.save_label_png(stem + ".png", labels, palette)
+        visualization.save_image_png(stem + "_overlay.png", visualization.overlay(image, labels, overlay_alpha, palette))
+        visualization.save_image_png(stem + "_depth.png", visualization.colorize_depth(depth, max_depth))
+        visualization.save_depth_png(stem + "_depth_mm.png", np.maximum(depth, 0.0))
     return {"written": written, "failed": failed}

@@ -2,6 +2,7 @@
 run folders of multi-task models, the teacher fill, evaluation of both tasks, prediction files, the CLI."""
 
 import dataclasses
+import glob
 import json
 import os
 import re
@@ -168,6 +169,30 @@ def test_predict_joint_files_writes_labels_colour_depth_and_millimetres(rgbd_spe
     assert millimetres.mode.startswith("I") and np.all(np.array(millimetres) == 2000)
     assert colour.shape == (32, 40, 3) and len(np.unique(colour.reshape(-1, 3), axis=0)) == 1
     assert (tmp_path / "val_00000_overlay.png").exists() and (tmp_path / "legend.png").exists()
+
+
+def test_the_frozen_joint_paths_give_the_keras_models_labels_and_depth(rgbd_specs, tmp_path):
+    # predict_joint_files and evaluate_joint take freeze= as predict_files and evaluate do: the frozen graph
+    # (weights as constants) returns the same labels and the same depth as the Keras model
+    keras.utils.set_random_seed(5)
+    model = _tiny_multitask_model()
+    images = sorted(glob.glob(os.path.join(rgbd_specs["val"].split(":")[1], "*.jpg")))
+    outputs = {}
+    for freeze in (False, True):
+        folder = tmp_path / str(freeze)
+        result = inference.predict_joint_files(model, images, str(folder), progress=False, freeze=freeze)
+        assert len(result["written"]) == len(images)
+        outputs[freeze] = [(np.array(Image.open(folder / (os.path.basename(path)[:-4] + suffix))))
+                           for path in images for suffix in (".png", "_depth_mm.png")]
+        outputs[freeze].append(evaluation.evaluate_joint(model, rgbd_specs["val"], progress=False, freeze=freeze))
+    assert isinstance(inference._FROZEN.get(model), inference.FrozenModel)  # the frozen graph did run
+    for keras_output, frozen_output in zip(outputs[False][:-1], outputs[True][:-1]):
+        assert np.mean(keras_output == frozen_output) >= 0.9999
+    keras_scores, frozen_scores = outputs[False][-1], outputs[True][-1]
+    assert frozen_scores.mean_iou == pytest.approx(keras_scores.mean_iou, abs=1e-4)
+    assert frozen_scores.depth["rmse"] == pytest.approx(keras_scores.depth["rmse"], rel=1e-5)
+    with pytest.raises(ValueError, match=r"^freeze="):
+        inference.predict_joint_files(model, images, str(tmp_path / "bad"), progress=False, freeze=1)
 
 
 # ---------------------------------------------------------------------------------------------- run folders
