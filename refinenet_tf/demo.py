@@ -11,16 +11,48 @@
 Nothing is downloaded.
 """
 
+import json
 import os
 import shutil
 import time
 
 import numpy as np
 
-from refinenet_tf import evaluation, recipes, runs, training, visualization
+from refinenet_tf import _files, evaluation, recipes, runs, training, visualization
 from refinenet_tf.data import pipeline, sources, synthetic
 
-__all__ = ["run_demo"]
+__all__ = ["generated_data", "run_demo", "train_and_load_best"]
+
+
+def generated_data(output_dir, key, write):
+    """A demo's output folder, checked writable, and its generated data in ``output_dir/data``, written by
+    ``write(data_root)`` (which returns the data specs) once per ``key`` (the generator's arguments as text): a
+    later run with the same key reads the specs back instead of writing the data again. Returns
+    ``(data_root, specs)``."""
+    _files.writable_folder(output_dir, "output_dir=")
+    data_root = os.path.join(output_dir, "data")
+    marker = os.path.join(data_root, f"specs-{key}.json")
+    if os.path.exists(marker):  # written by an earlier run with the same arguments
+        with open(marker) as stream:
+            return data_root, json.load(stream)
+    shutil.rmtree(data_root, ignore_errors=True)
+    specs = write(data_root)
+    runs.write_json_atomically(marker, specs)
+    return data_root, specs
+
+
+def train_and_load_best(config, log):
+    """Trains a demo's run (:func:`refinenet_tf.training.train`) and loads its best weights (if validation kept
+    any). Returns ``(model, history, training seconds)``."""
+    recipe = recipes.get_recipe(config.recipe)
+    log(f"Training {recipe.model} ({recipe.source}) for {config.epochs or recipe.epochs} epochs on the CPU ...")
+    start = time.perf_counter()
+    model, history = training.train(config)
+    seconds = time.perf_counter() - start
+    best = os.path.join(config.run_dir, runs.BEST_WEIGHTS)
+    if os.path.exists(best):
+        model.load_weights(best)
+    return model, history, seconds
 
 
 def _overlay_grid(model, val_source, path, count=6):
@@ -38,20 +70,16 @@ def run_demo(output_dir=os.path.join("checkpoints", "demo"), epochs=None, num_tr
              log=print):
     """Runs the demo; returns a dict with the held-out mean IoU, per-class IoU, timings and paths."""
     start = time.perf_counter()
-    os.makedirs(output_dir, exist_ok=True)
-    if not os.access(output_dir, os.W_OK):
-        raise PermissionError(f"output_dir={output_dir!r} is not writable; choose another folder.")
-    data_root = os.path.join(output_dir, "data")
-    marker = os.path.join(data_root, f"done-{num_train}-{num_val}-{seed}")
-    if not os.path.exists(marker):
-        shutil.rmtree(data_root, ignore_errors=True)
-        synthetic.write_shapes_dataset(data_root, num_train=num_train, num_val=num_val, seed=seed)
-        open(marker, "w").close()
+
+    def write(root):
+        synthetic.write_shapes_dataset(root, num_train=num_train, num_val=num_val, seed=seed)
+        return f"voc:{root}"
+
+    data_root, spec = generated_data(output_dir, f"{num_train}-{num_val}-{seed}", write)
     log(f"Data: {num_train} training and {num_val} held-out synthetic scenes ({', '.join(synthetic.SHAPE_CLASSES)})"
         f" in {data_root} ({time.perf_counter() - start:.0f} s)")
 
     run_dir = os.path.join(output_dir, "run")
-    spec = f"voc:{data_root}"
     num_classes = len(synthetic.SHAPE_CLASSES)
     recipe = recipes.get_recipe("demo_shapes")
     config = training.TrainConfig(recipe=recipe, data=spec, val_data=spec, num_classes=num_classes,
@@ -59,13 +87,7 @@ def run_demo(output_dir=os.path.join("checkpoints", "demo"), epochs=None, num_tr
                                   epochs=epochs, backbone_weights=None, seed=seed, verbose=2,
                                   class_names=synthetic.SHAPE_CLASSES,
                                   image_every=max(1, (epochs or recipe.epochs) // 4))
-    log(f"Training {recipe.model} ({recipe.source}) for {epochs or recipe.epochs} epochs on the CPU ...")
-    train_start = time.perf_counter()
-    model, history = training.train(config)
-    train_seconds = time.perf_counter() - train_start
-    best = os.path.join(run_dir, runs.BEST_WEIGHTS)
-    if os.path.exists(best):
-        model.load_weights(best)
+    model, history, train_seconds = train_and_load_best(config, log)
 
     val_source = sources.resolve(spec, "val", num_classes=num_classes)
     scores = evaluation.evaluate(model, val_source, num_classes=num_classes, class_names=synthetic.SHAPE_CLASSES,

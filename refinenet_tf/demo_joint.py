@@ -7,21 +7,20 @@ RGB-D scenes with asymmetric annotations, nothing downloaded.
    training split some scenes have no mask and others no depth: each trains the other head only.
 2. Trains the ``demo_joint`` recipe (the multi-task Light-Weight RefineNet, random initial weights except the
    depth output's last convolution, which starts as the training mean depth everywhere -- kernel 0, bias the
-   mean -- so that the model starts as the constant baseline) with :func:`refinenet_tf.training.train`, keeping the run under ``<output>/run``.
+   mean -- so that the model starts as the constant baseline) with :func:`refinenet_tf.training.train`, keeping
+   the run under ``<output>/run``.
 3. Evaluates on the held-out scenes with :func:`refinenet_tf.evaluation.evaluate_joint` (mean IoU, pixel
    accuracy and the depth metrics over valid pixels) next to the constant-depth baseline: the RMSE of predicting
    the training split's mean depth everywhere, the best constant there is for the training data.
 4. Writes a grid of image | true labels | predicted labels | true depth | predicted depth.
 """
 
-import json
 import os
-import shutil
 import time
 
 import numpy as np
 
-from refinenet_tf import _files, evaluation, inference, recipes, runs, training, visualization
+from refinenet_tf import _files, demo, evaluation, inference, recipes, runs, training, visualization
 from refinenet_tf.data import pipeline, sources, synthetic
 
 __all__ = ["constant_depth_baseline", "depth_output_bias", "run_joint_demo"]
@@ -121,19 +120,10 @@ def run_joint_demo(output_dir=os.path.join("checkpoints", "demo_joint"), epochs=
         log: where the progress lines go.
     """
     start = time.perf_counter()
-    os.makedirs(output_dir, exist_ok=True)
-    if not os.access(output_dir, os.W_OK):
-        raise PermissionError(f"output_dir={output_dir!r} is not writable; choose another folder.")
-    data_root = os.path.join(output_dir, "data")
-    marker = os.path.join(data_root, f"specs-{num_train}-{num_val}-{seed}-{size}.json")
-    if os.path.exists(marker):  # written by an earlier run with the same arguments
-        with open(marker) as stream:
-            specs = json.load(stream)
-    else:
-        shutil.rmtree(data_root, ignore_errors=True)
-        specs = synthetic.write_rgbd_dataset(data_root, num_train=num_train, num_val=num_val, height=size,
-                                             width=size, seed=seed)
-        runs.write_json_atomically(marker, specs)
+    data_root, specs = demo.generated_data(
+        output_dir, f"{num_train}-{num_val}-{seed}-{size}",
+        lambda root: synthetic.write_rgbd_dataset(root, num_train=num_train, num_val=num_val, height=size,
+                                                  width=size, seed=seed))
     log(f"Data: {num_train} training scenes (20% without a mask, 20% without depth) and {num_val} held-out "
         f"RGB-D scenes of {size} x {size} ({', '.join(synthetic.RGBD_CLASSES)}) in {data_root} "
         f"({time.perf_counter() - start:.0f} s)")
@@ -151,13 +141,7 @@ def run_joint_demo(output_dir=os.path.join("checkpoints", "demo_joint"), epochs=
                                   epochs=epochs, steps_per_epoch=steps_per_epoch, backbone_weights=None, seed=seed,
                                   verbose=2, class_names=synthetic.RGBD_CLASSES, image_every=0,
                                   init_from=start_weights)
-    log(f"Training {recipe.model} ({recipe.source}) for {epochs or recipe.epochs} epochs on the CPU ...")
-    train_start = time.perf_counter()
-    model, history = training.train(config)
-    train_seconds = time.perf_counter() - train_start
-    best = os.path.join(run_dir, runs.BEST_WEIGHTS)
-    if os.path.exists(best):
-        model.load_weights(best)
+    model, history, train_seconds = demo.train_and_load_best(config, log)
 
     scores = evaluation.evaluate_joint(model, val_source, num_classes=num_classes,
                                        class_names=synthetic.RGBD_CLASSES, progress=False)

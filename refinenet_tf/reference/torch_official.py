@@ -231,7 +231,11 @@ class LightWeightMobileNetV2(nn.Module):
             setattr(self, f"conv_adapt{index}", _conv(256, 256, 1))
         self.segm = _conv(256, num_classes, 3, bias=True)
 
-    def forward(self, x):
+    def upsample(self, x, like):
+        return _upsample(x, like)
+
+    def decode(self, x):
+        """The encoder and the Light-Weight decoder: the features after ``crp1`` at 1/4 of the input."""
         x = self.layer2(self.layer1(x))
         l3 = self.layer3(x)
         l4 = self.layer4(l3)
@@ -240,13 +244,15 @@ class LightWeightMobileNetV2(nn.Module):
         l7 = self.layer7(l6)
         l8 = self.layer8(l7)
         x = self.crp4(F.relu6(self.conv8(l8) + self.conv7(l7)))
-        x = _upsample(self.conv_adapt4(x), l6)
+        x = self.upsample(self.conv_adapt4(x), l6)
         x = self.crp3(F.relu6(self.conv5(l5) + self.conv6(l6) + x))
-        x = _upsample(self.conv_adapt3(x), l4)
+        x = self.upsample(self.conv_adapt3(x), l4)
         x = self.crp2(F.relu6(x + self.conv4(l4)))
-        x = _upsample(self.conv_adapt2(x), l3)
-        x = self.crp1(F.relu6(self.conv3(l3) + x))
-        return self.segm(x)
+        x = self.upsample(self.conv_adapt2(x), l3)
+        return self.crp1(F.relu6(self.conv3(l3) + x))
+
+    def forward(self, x):
+        return self.segm(self.decode(x))
 
 
 class MultiTaskMobileNetV2(LightWeightMobileNetV2):
@@ -263,22 +269,11 @@ class MultiTaskMobileNetV2(LightWeightMobileNetV2):
             setattr(self, pre, _conv(256, 256, 1, groups=256))
             setattr(self, out, _conv(256, channels, 3, bias=True))
 
+    def upsample(self, x, like):
+        return F.interpolate(x, size=like.shape[2:], mode="bilinear", align_corners=False)
+
     def forward(self, x):
-        x = self.layer2(self.layer1(x))
-        l3 = self.layer3(x)
-        l4 = self.layer4(l3)
-        l5 = self.layer5(l4)
-        l6 = self.layer6(l5)
-        l7 = self.layer7(l6)
-        l8 = self.layer8(l7)
-        half_pixel = dict(mode="bilinear", align_corners=False)
-        x = self.crp4(F.relu6(self.conv8(l8) + self.conv7(l7)))
-        x = F.interpolate(self.conv_adapt4(x), size=l6.shape[2:], **half_pixel)
-        x = self.crp3(F.relu6(self.conv5(l5) + self.conv6(l6) + x))
-        x = F.interpolate(self.conv_adapt3(x), size=l4.shape[2:], **half_pixel)
-        x = self.crp2(F.relu6(x + self.conv4(l4)))
-        x = F.interpolate(self.conv_adapt2(x), size=l3.shape[2:], **half_pixel)
-        x = self.crp1(F.relu6(self.conv3(l3) + x))
+        x = self.decode(x)
         return tuple(getattr(self, out)(F.relu6(getattr(self, pre)(x))) for pre, out in self.heads)
 
 
