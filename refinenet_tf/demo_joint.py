@@ -23,7 +23,7 @@ import numpy as np
 from refinenet_tf import _files, demo, evaluation, inference, recipes, runs, training, visualization
 from refinenet_tf.data import pipeline, sources, synthetic
 
-__all__ = ["constant_depth_baseline", "depth_output_bias", "run_joint_demo"]
+__all__ = ["constant_depth_baseline", "depth_output_bias", "majority_class_baseline", "run_joint_demo"]
 
 
 def _depth_sums(source):
@@ -57,6 +57,36 @@ def constant_depth_baseline(train_source, val_source):
         raise ValueError(f"{val_source.name}: no valid depth pixel to score.")
     # mean((d - c)^2) = mean(d^2) - 2 c mean(d) + c^2
     return float(constant), float(np.sqrt(max(squares / count - 2 * constant * total / count + constant ** 2, 0.0)))
+
+
+def _class_counts(source, num_classes):
+    """Labelled pixels per class of a source (255 and other values outside the classes do not count)."""
+    counts = np.zeros(num_classes, np.int64)
+    for example in pipeline.read_examples(source):
+        mask = example["mask"].numpy().ravel()
+        counts += np.bincount(mask[mask < num_classes], minlength=num_classes)
+    return counts
+
+
+def majority_class_baseline(train_source, val_source, num_classes):
+    """``(class, mean_iou)``: the most frequent class of ``train_source``'s labelled pixels and the held-out mean
+    IoU of predicting it everywhere -- the segmentation a model that ignores the image scores (the same mean as
+    :class:`refinenet_tf.evaluation.Evaluation`: over the classes that occur).
+
+    Example:
+        >>> import tempfile
+        >>> specs = synthetic.write_rgbd_dataset(tempfile.mkdtemp(), num_train=3, num_val=2, height=24, width=32)
+        >>> majority, mean_iou = majority_class_baseline(sources.resolve(specs["train"], "train"),
+        ...                                              sources.resolve(specs["val"], "val"), 5)
+        >>> synthetic.RGBD_CLASSES[majority] in ("wall", "floor"), bool(0 < mean_iou < 0.5)
+        (True, True)
+    """
+    majority = int(np.argmax(_class_counts(train_source, num_classes)))
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    confusion[:, majority] = _class_counts(val_source, num_classes)
+    if not confusion.any():
+        raise ValueError(f"{val_source.name}: no labelled pixel to score.")
+    return majority, evaluation.Evaluation(confusion, tuple(map(str, range(num_classes)))).mean_iou
 
 
 def depth_output_bias(model):
@@ -134,6 +164,7 @@ def run_joint_demo(output_dir=os.path.join("checkpoints", "demo_joint"), epochs=
     train_source = sources.resolve(specs["train"], "train", num_classes=num_classes)
     val_source = sources.resolve(specs["val"], "val", num_classes=num_classes)
     constant, baseline = constant_depth_baseline(train_source, val_source)
+    majority, baseline_iou = majority_class_baseline(train_source, val_source, num_classes)
     start_weights = _constant_depth_start(recipe, num_classes, constant, os.path.join(output_dir, "start.weights.h5"),
                                           seed)
     config = training.TrainConfig(recipe=recipe, data=specs["train"], val_data=specs["val"], num_classes=num_classes,
@@ -149,7 +180,9 @@ def run_joint_demo(output_dir=os.path.join("checkpoints", "demo_joint"), epochs=
     total = time.perf_counter() - start
     segmentation = scores.segmentation
     log(f"Held-out mean IoU {segmentation.mean_iou:.3f}, pixel accuracy {segmentation.pixel_accuracy:.3f}; per "
-        "class: " + ", ".join(f"{name} {value:.3f}" for name, value in zip(synthetic.RGBD_CLASSES, segmentation.iou)))
+        "class: " + ", ".join(f"{name} {value:.3f}" for name, value in zip(synthetic.RGBD_CLASSES, segmentation.iou))
+        + f"; majority-class baseline mean IoU {baseline_iou:.3f} (predicting {synthetic.RGBD_CLASSES[majority]}, "
+        "the training split's most frequent class, everywhere)")
     log(f"Held-out depth RMSE {scores.rmse:.3f} m (delta1 {scores.depth['delta1']:.3f}, abs rel "
         f"{scores.depth['abs_rel']:.3f}); constant-depth baseline {baseline:.3f} m RMSE (predicting the training "
         f"mean, {constant:.2f} m, everywhere)")
@@ -158,5 +191,6 @@ def run_joint_demo(output_dir=os.path.join("checkpoints", "demo_joint"), epochs=
         f"image | true labels | predicted | true depth | predicted depth: {grid}")
     return {"mean_iou": segmentation.mean_iou, "pixel_accuracy": segmentation.pixel_accuracy,
             "per_class_iou": [float(v) for v in segmentation.iou], "rmse": scores.rmse, "depth": dict(scores.depth),
-            "baseline_rmse": baseline, "baseline_depth": constant, "train_seconds": train_seconds, "seconds": total,
+            "baseline_rmse": baseline, "baseline_depth": constant, "baseline_mean_iou": baseline_iou,
+            "train_seconds": train_seconds, "seconds": total,
             "run_dir": run_dir, "predictions": grid, "epochs": len(history.epoch)}

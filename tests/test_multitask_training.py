@@ -319,20 +319,25 @@ def test_cli_trains_evaluates_and_predicts_the_joint_task(rgbd_specs, tmp_path, 
 
 # ---------------------------------------------------------------------------------------------- the joint demo
 
-def test_the_joint_demo_at_smoke_settings_beats_the_constant_depth_baseline(tmp_path, capsys):
-    # refinenet-tf demo --task joint with few scenes and epochs: the real model (random weights; its depth predictor
-    # starts at the training mean depth, i.e. at the baseline, so RMSE < baseline means the depth head learned)
-    assert cli.main(["demo", "--task", "joint", "--output", str(tmp_path), "--epochs", "3", "--num-train", "40",
-                     "--num-val", "6"]) == 0
+def test_the_joint_demo_at_smoke_settings_learns_both_tasks(tmp_path, capsys):
+    # refinenet-tf demo --task joint with fewer scenes and epochs (64 steps): the real model from random weights.
+    # Its depth predictor starts at the training mean depth, i.e. at the constant-depth baseline, and its
+    # segmentation at chance, so beating each baseline by a wide margin means each head learnt from the image:
+    # measured at these settings, mean IoU 0.348 against 0.113 and RMSE 1.285 m against 2.608 m.
+    assert cli.main(["demo", "--task", "joint", "--output", str(tmp_path), "--epochs", "8", "--num-train", "64",
+                     "--num-val", "10"]) == 0
     printed = capsys.readouterr().out
 
-    def figure(word):
-        match = re.search(rf"{word} (\d+\.\d+)", printed)
-        assert match, f"no '{word} <figure>' in:\n{printed[-2000:]}"
+    def figure(pattern):
+        match = re.search(pattern + r" (\d+\.\d+)", printed)
+        assert match, f"no '{pattern} <figure>' in:\n{printed[-2000:]}"
         return float(match.group(1))
 
-    assert 0 <= figure("mean IoU") <= 1
-    assert figure("RMSE") < figure("baseline")
+    mean_iou, baseline_iou = figure("Held-out mean IoU"), figure("majority-class baseline mean IoU")
+    rmse, baseline_rmse = figure("depth RMSE"), figure("constant-depth baseline")
+    assert 0 < baseline_iou < 0.2 and baseline_rmse > 1.5  # the scenes' own figures: two large classes, 1-9 m
+    assert mean_iou > 2 * baseline_iou, printed[-2000:]
+    assert rmse < 0.75 * baseline_rmse, printed[-2000:]
     assert {"data", "run", "predictions.png"} <= set(os.listdir(tmp_path))
     assert json.load(open(tmp_path / "run" / "config.json"))["recipe"] == "demo_joint"
 

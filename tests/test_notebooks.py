@@ -167,6 +167,8 @@ def test_joint_segmentation_depth_trains_from_asymmetric_labels_and_shows_both_t
     assert summary["smoke"] is True and summary["epochs_run"] == 2
     assert 0 <= summary["mean_iou"] <= 1 and summary["depth_pixels"] > 0
     assert math.isfinite(summary["depth"]["rmse"]) and summary["baseline_rmse"] > 0
+    assert outputs.number(r"majority-class baseline (\d\.\d+)") == pytest.approx(summary["baseline_mean_iou"], abs=1e-3)
+    assert 0 < summary["baseline_mean_iou"] < 0.5
     assert "8 training scenes: 2 without a mask, 2 without depth" in outputs.text  # 20 % + 20 % of 8, rounded
     assert "'segmentation': (1, 64, 64, 5)" in outputs.text and "'depth': (1, 64, 64, 1)" in outputs.text
     assert "| **mean** |" in outputs.text and "| RMSE (linear) |" in outputs.text  # both tables
