@@ -367,7 +367,7 @@ def _gpu_available():
 def run_benchmark(model_names=BENCHMARK_MODELS, size=512, runs=5, train_batch=2, train_steps=3,
                   formats=("saved_model", "tflite_float32"), accelerate="auto", soak_images=300,
                   soak_model="lw_mobilenetv2", matmul_size=4096, precisions=None, peer=False, agreement=True,
-                  agreement_images=(), log=print):
+                  agreement_images=(), multitask_size=(480, 640), log=print):
     """The benchmark table of this machine; each measurement in a fresh process. Returns the rows.
 
     Per model: inference FLOPs (TensorFlow profiler), the forward pass's latency and effective GFLOP/s
@@ -386,6 +386,8 @@ def run_benchmark(model_names=BENCHMARK_MODELS, size=512, runs=5, train_batch=2,
     its. With ``agreement``, a third table has ``mixed_bfloat16`` and TFLite int8 beside float32: latency and
     the share of pixels whose labels equal float32's (:func:`measure_agreement`, on ``agreement_images`` or a
     synthetic scene).
+    With ``multitask_size`` (``(height, width)``, the paper's 640 x 480 by default; ``None``: none), a row for the
+    multi-task model (:func:`measure_multitask`): its compute next to the paper's and its forward latency.
     Then ``soak_images`` images of random sizes go through ``soak_model`` in one process (:func:`run_soak`),
     with resident memory at the start, half-way and the end.
     """
@@ -458,6 +460,10 @@ def run_benchmark(model_names=BENCHMARK_MODELS, size=512, runs=5, train_batch=2,
         f"{ceiling:.0f}. GFLOP/s = profiler FLOPs / best forward time; forward ms is the median of {runs}; "
         "frozen = inference.freeze (weights as constants), timed in a process of its own.")
     _log_default_paths(rows, ceiling, runs, peer, log)
+    multitask = None
+    if multitask_size:
+        multitask = in_fresh_process("measure_multitask", "multitask_mobilenetv2_official", *multitask_size, 40, runs)
+        _log_multitask(multitask, ceiling, log)
     soak = None
     if soak_images:
         soak = in_fresh_process("measure_soak", soak_model, soak_images)
@@ -467,7 +473,7 @@ def run_benchmark(model_names=BENCHMARK_MODELS, size=512, runs=5, train_batch=2,
         log("|---|---|---|---|---|---|---|---|---|---|")
         log(soak["line"])
     return {"matmul": [matmul, closing], "pipeline": pipeline, "rows": rows, "accelerate": bool(accelerate),
-            "soak": soak}
+            "multitask": multitask, "soak": soak}
 
 
 def _log_default_paths(rows, ceiling, runs, peer, log):
@@ -706,7 +712,8 @@ def measure_multitask(model_name="multitask_mobilenetv2_official", height=480, w
                       warmup=2):
     """The multi-task model's row, in this process: inference GFLOPs at ``height x width`` (counted by
     :func:`refinenet_tf.profiling.count_flops`, a multiply-add = 2 FLOPs) next to the paper's figure, and the
-    CPU latency of one forward pass (batch 1, float32, median of ``runs`` after ``warmup``).
+    CPU latency of one forward pass (batch 1, float32, median and best of ``runs`` after ``warmup``) as a Keras
+    model and frozen (:func:`refinenet_tf.inference.freeze`, what the default predict path runs for many images).
 
     The paper (Nekrasov et al., ICRA 2019) quotes 6.5 GFLOPs at 640 x 480 for the model; its counting convention
     is not stated, so both FLOPs and multiply-adds (GMACs = GFLOPs / 2) are reported.
@@ -714,7 +721,7 @@ def measure_multitask(model_name="multitask_mobilenetv2_official", height=480, w
     """
     import tensorflow as tf
 
-    from refinenet_tf import models, profiling
+    from refinenet_tf import inference, models, profiling
 
     preset = models.get(model_name)
     model = preset.build(num_classes=num_classes, backbone_weights=None)
@@ -722,10 +729,30 @@ def measure_multitask(model_name="multitask_mobilenetv2_official", height=480, w
     forward = tf.function(lambda images: model(images, training=False))
     images = tf.random.uniform([1, height, width, 3], 0, 255)
     best, median = _best_seconds(lambda: {k: v.numpy() for k, v in forward(images).items()}, runs, warmup)
+    frozen = inference.freeze(model)
+    frozen_best, frozen_median = _best_seconds(lambda: {k: v.numpy() for k, v in frozen(images).items()}, runs,
+                                               warmup)
     return {"model": model_name, "size": f"{width}x{height}", "num_classes": num_classes,
             "trainable_parameters": profiling.count_parameters(model)[1], "gflops": flops / 1e9,
             "gmacs": flops / 2e9, "published_gflops": preset.published.get("gflops_640x480"),
-            "latency_ms": 1000 * median, "best_latency_ms": 1000 * best, "peak_rss_mib": _rss_mib("VmHWM")}
+            "latency_ms": 1000 * median, "best_latency_ms": 1000 * best,
+            "frozen_latency_ms": 1000 * frozen_median, "frozen_best_latency_ms": 1000 * frozen_best,
+            "peak_rss_mib": _rss_mib("VmHWM")}
+
+
+def _log_multitask(row, ceiling, log):
+    """The multi-task row of :func:`run_benchmark`: compute next to the paper's, latency, ratio to the matmul."""
+    row["matmul_ratio"] = row["gflops"] / (row["best_latency_ms"] / 1000) / ceiling
+    row["frozen_matmul_ratio"] = row["gflops"] / (row["frozen_best_latency_ms"] / 1000) / ceiling
+    log(f"\nJoint segmentation and depth ({row['size']}, {row['num_classes']} classes, batch 1, float32, random "
+        "weights): the paper's compute next to ours (it does not say whether it counts multiply-adds or FLOPs).")
+    log("| model | parameters | GFLOPs (G multiply-adds) | paper | forward ms (Keras / frozen) | "
+        "x fp32 matmul (Keras / frozen) |")
+    log("|---|---|---|---|---|---|")
+    published = row["published_gflops"]
+    log(f"| {row['model']} | {row['trainable_parameters']:,} | {row['gflops']:.2f} ({row['gmacs']:.2f}) | "
+        f"{published if published is not None else '-'} | {row['latency_ms']:.0f} / {row['frozen_latency_ms']:.0f} | "
+        f"{row['matmul_ratio']:.2f} / {row['frozen_matmul_ratio']:.2f} |")
 
 
 def _main(argv):

@@ -170,6 +170,7 @@ def _benchmark(args):
                                        soak_images=args.soak_images, matmul_size=args.matmul_size,
                                        precisions=args.precision, peer=args.peer, agreement=args.agreement,
                                        agreement_images=args.agreement_images or (),
+                                       multitask_size=args.multitask_size if args.multitask else None,
                                        log=lambda line: print(line, flush=True))
     if args.json:
         import json
@@ -514,6 +515,11 @@ def _add_benchmark_parser(commands):
                        "(default: on)")
     bench.add_argument("--agreement-images", nargs="+", metavar="IMAGE",
                        help="images for --agreement (default: a synthetic scene)")
+    bench.add_argument("--multitask", action=argparse.BooleanOptionalAction, default=True,
+                       help="a row for the multi-task model (multitask_mobilenetv2_official, 40 classes): GFLOPs "
+                       "next to the paper's, forward latency (default: on)")
+    bench.add_argument("--multitask-size", nargs=2, type=_positive_int, default=[480, 640],
+                       metavar=("HEIGHT", "WIDTH"), help="its input size (default: the paper's 480 640)")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench.set_defaults(run=_benchmark)
 

@@ -122,7 +122,8 @@ def test_benchmark_prints_the_table_with_matmul_ratios_and_the_soak(tmp_path, ca
     results_file = tmp_path / "bench.json"
     assert cli.main(["benchmark", "--models", "lw_mobilenetv2", "--size", "64", "--runs", "1", "--train-steps", "1",
                      "--formats", "--soak-images", "4", "--matmul-size", "1024", "--accelerate", "off",
-                     "--precision", "float32", "mixed", "--no-agreement", "--json", str(results_file)]) == 0
+                     "--precision", "float32", "mixed", "--no-agreement", "--multitask-size", "64", "96",
+                     "--json", str(results_file)]) == 0
     output = capsys.readouterr().out
     assert "fp32 matmul 1024x1024:" in output and "input pipeline:" in output
     results = json.loads(results_file.read_text())
@@ -145,6 +146,16 @@ def test_benchmark_prints_the_table_with_matmul_ratios_and_the_soak(tmp_path, ca
     soak = results["soak"]
     assert soak["images"] == 4 and soak["traces"] == 1 and soak["rss_end_mib"] > 0
     assert "| lw_mobilenetv2 | 4 | 64-640 | 1 |" in output
+    # the multi-task row: its compute next to the paper's 6.5 GFLOPs (at 640 x 480), and its latency
+    multitask = results["multitask"]
+    assert multitask["size"] == "96x64" and multitask["trainable_parameters"] == 3_070_057
+    line = next(line for line in output.splitlines() if line.startswith("| multitask_mobilenetv2_official |"))
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    assert cells[1] == "3,070,057" and cells[2] == f"{multitask['gflops']:.2f} ({multitask['gmacs']:.2f})"
+    assert cells[3] == "6.5" and multitask["frozen_latency_ms"] > 0
+    assert multitask["frozen_matmul_ratio"] == pytest.approx(
+        multitask["gflops"] / (multitask["frozen_best_latency_ms"] / 1000)
+        / max(m["gflops_per_second"] for m in results["matmul"]))
 
 
 def test_benchmark_peer_times_the_official_pytorch_code_and_the_faster_precisions_agree(tmp_path, capsys):
@@ -152,7 +163,8 @@ def test_benchmark_peer_times_the_official_pytorch_code_and_the_faster_precision
     results_file = tmp_path / "bench.json"
     assert cli.main(["benchmark", "--models", "lw_mobilenetv2_official", "--size", "64", "--runs", "1",
                      "--train-steps", "1", "--train-batch", "1", "--formats", "saved_model", "--soak-images", "0",
-                     "--matmul-size", "256", "--accelerate", "off", "--peer", "--json", str(results_file)]) == 0
+                     "--matmul-size", "256", "--accelerate", "off", "--peer", "--no-multitask",
+                     "--json", str(results_file)]) == 0
     output = capsys.readouterr().out
     row = json.loads(results_file.read_text())["rows"][0]
     ceiling = max(m["gflops_per_second"] for m in json.loads(results_file.read_text())["matmul"])
