@@ -16,8 +16,8 @@ import time
 from refinenet_tf import options
 
 __all__ = ["BENCHMARK_MODELS", "PEER_ARCHITECTURES", "PRECISIONS", "TARGETS", "in_fresh_process", "measure_agreement",
-           "measure_frozen", "measure_gpus", "measure_matmul", "measure_model", "measure_multitask", "measure_peer",
-           "measure_pipeline", "measure_predict", "measure_served", "measure_soak", "measure_training",
+           "measure_frozen", "measure_gpus", "measure_matmul", "measure_model", "measure_multitask",
+           "measure_op_profile", "measure_peer", "measure_pipeline", "measure_predict", "measure_served", "measure_soak", "measure_training",
            "run_benchmark", "run_inference_benchmark", "run_soak", "run_training_benchmarks"]
 
 # The default rows of ``refinenet-tf benchmark``: each variant's flagship, then the official releases' structures
@@ -367,7 +367,7 @@ def _gpu_available():
 def run_benchmark(model_names=BENCHMARK_MODELS, size=512, runs=5, train_batch=2, train_steps=3,
                   formats=("saved_model", "tflite_float32"), accelerate="auto", soak_images=300,
                   soak_model="lw_mobilenetv2", matmul_size=4096, precisions=None, peer=False, agreement=True,
-                  agreement_images=(), multitask_size=(480, 640), log=print):
+                  agreement_images=(), multitask_size=(480, 640), op_profile=True, log=print):
     """The benchmark table of this machine; each measurement in a fresh process. Returns the rows.
 
     Per model: inference FLOPs (TensorFlow profiler), the forward pass's latency and effective GFLOP/s
@@ -386,6 +386,9 @@ def run_benchmark(model_names=BENCHMARK_MODELS, size=512, runs=5, train_batch=2,
     its. With ``agreement``, a third table has ``mixed_bfloat16`` and TFLite int8 beside float32: latency and
     the share of pixels whose labels equal float32's (:func:`measure_agreement`, on ``agreement_images`` or a
     synthetic scene).
+    With ``op_profile``, each float32 row that misses its target on a CPU (frozen, default predict or
+    SavedModel) gets the op profile of its frozen graph (:func:`measure_op_profile`) and a line saying what
+    bounds it.
     With ``multitask_size`` (``(height, width)``, the paper's 640 x 480 by default; ``None``: none), a row for the
     multi-task model (:func:`measure_multitask`): its compute next to the paper's and its forward latency.
     Then ``soak_images`` images of random sizes go through ``soak_model`` in one process (:func:`run_soak`),
@@ -460,6 +463,11 @@ def run_benchmark(model_names=BENCHMARK_MODELS, size=512, runs=5, train_batch=2,
         f"{ceiling:.0f}. GFLOP/s = profiler FLOPs / best forward time; forward ms is the median of {runs}; "
         "frozen = inference.freeze (weights as constants), timed in a process of its own.")
     _log_default_paths(rows, ceiling, runs, peer, log)
+    if op_profile:
+        for row in rows:
+            if row["target"] is not None and not _meets_target(row):
+                row["op_profile"] = in_fresh_process("measure_op_profile", row["model"], size)
+        _log_bounds(rows, ceiling, log)
     multitask = None
     if multitask_size:
         multitask = in_fresh_process("measure_multitask", "multitask_mobilenetv2_official", *multitask_size, 40, runs)
@@ -474,6 +482,14 @@ def run_benchmark(model_names=BENCHMARK_MODELS, size=512, runs=5, train_batch=2,
         log(soak["line"])
     return {"matmul": [matmul, closing], "pipeline": pipeline, "rows": rows, "accelerate": bool(accelerate),
             "multitask": multitask, "soak": soak}
+
+
+def _meets_target(row):
+    """Whether a float32 row meets its target through the frozen graph, the default predict path and the
+    SavedModel (those measured)."""
+    ratios = [row["frozen"]["matmul_ratio"], row.get("predict", {}).get("matmul_ratio"),
+              row["serving"].get("saved_model", {}).get("matmul_ratio")]
+    return all(ratio >= row["target"] for ratio in ratios if ratio is not None)
 
 
 def _log_default_paths(rows, ceiling, runs, peer, log):
@@ -738,6 +754,80 @@ def measure_multitask(model_name="multitask_mobilenetv2_official", height=480, w
             "latency_ms": 1000 * median, "best_latency_ms": 1000 * best,
             "frozen_latency_ms": 1000 * frozen_median, "frozen_best_latency_ms": 1000 * frozen_best,
             "peak_rss_mib": _rss_mib("VmHWM")}
+
+
+def _traced_run(function, images, repeats):
+    """Best wall time of a frozen ``function`` run in a v1 session, and per op type the summed kernel
+    microseconds and count of one fully traced run."""
+    import collections
+
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.import_graph_def(function.graph.as_graph_def(), name="")
+    feed = {function.inputs[0].name: images}
+    fetch = function.outputs[0].name
+    with tf.compat.v1.Session(graph=graph) as session:
+        best, _ = _best_seconds(lambda: session.run(fetch, feed), repeats, warmup=1)
+        metadata = tf.compat.v1.RunMetadata()
+        session.run(fetch, feed, options=tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE),
+                    run_metadata=metadata)
+    micros, counts = collections.Counter(), collections.Counter()
+    for device in metadata.step_stats.dev_stats:
+        for node in device.node_stats:
+            label = node.timeline_label
+            op = label.split(" = ")[1].split("(")[0] if " = " in label else node.node_name
+            micros[op] += node.op_end_rel_micros - node.op_start_rel_micros
+            counts[op] += 1
+    return best, micros, counts
+
+
+def measure_op_profile(model_name, size=512, repeats=3, top=6):
+    """Where the frozen forward pass of a preset spends its time, in this process: batch 1 at ``size``, random
+    weights, 21 classes, float32, run in a TensorFlow session with a full trace.
+
+    Returns the profiler FLOPs (all and of the convolutions), the best wall time, the summed kernel time, and the
+    convolutions' kernel time and rate (their FLOPs / their summed time); that rate bounds the whole forward
+    pass, which cannot beat its convolutions even with every other op free. ``ops``: the ``top`` op types by
+    kernel time (ms, count, share). ``python -m refinenet_tf.benchmarks measure_op_profile '["lw_resnet50"]'``.
+    """
+    import numpy as np
+
+    from refinenet_tf import inference, models, profiling
+
+    model = models.build(model_name, num_classes=21, backbone_weights=None)
+    by_op = profiling.flops_by_op(model, size, size)
+    flops = sum(by_op.values())
+    conv_flops = sum(value for op, value in by_op.items() if "Conv2D" in op)
+    images = np.random.default_rng(0).uniform(0, 255, (1, size, size, 3)).astype(np.float32)
+    best, micros, counts = _traced_run(inference.freeze(model, batch_shape=images.shape).function, images, repeats)
+    total = sum(micros.values())
+    conv_micros = sum(value for op, value in micros.items() if "Conv2D" in op)
+    return {"model": model_name, "size": size, "gflops": flops / 1e9, "conv_gflops": conv_flops / 1e9,
+            "best_ms": 1000 * best, "kernel_ms": total / 1000, "conv_ms": conv_micros / 1000,
+            "conv_share": conv_micros / total if total else 0.0,
+            "conv_gflops_per_second": conv_flops / conv_micros / 1e3 if conv_micros else 0.0,
+            "ops": [{"op": op, "ms": value / 1000, "count": counts[op], "share": value / total}
+                    for op, value in micros.most_common(top)]}
+
+
+def _log_bounds(rows, ceiling, log):
+    """For each row that misses its target: what bounds it (:func:`measure_op_profile`)."""
+    for row in rows:
+        profile = row.get("op_profile")
+        if not profile:
+            continue
+        conv_ratio = profile["conv_gflops_per_second"] / ceiling
+        # every other op free: the forward pass would take the convolutions' time and do all its FLOPs in it
+        bound = profile["gflops"] / (profile["conv_ms"] / 1000) / ceiling if profile["conv_ms"] else float("nan")
+        row["bound_ratio"] = bound
+        ops = ", ".join(f"{op['op']} {100 * op['share']:.0f} %" for op in profile["ops"])
+        log(f"What bounds {row['model']} (target {row['target']:.2f} x the fp32 matmul): in its frozen graph the "
+            f"convolutions take {100 * profile['conv_share']:.0f} % of the kernel time and run at "
+            f"{profile['conv_gflops_per_second']:.0f} GFLOP/s = {conv_ratio:.2f} x the matmul rate, so even with "
+            f"every other op free the forward pass would reach {bound:.2f} x. Kernel time by op: {ops} "
+            f"(python -m refinenet_tf.benchmarks measure_op_profile '[\"{row['model']}\"]').")
 
 
 def _log_multitask(row, ceiling, log):

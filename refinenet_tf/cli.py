@@ -171,6 +171,7 @@ def _benchmark(args):
                                        precisions=args.precision, peer=args.peer, agreement=args.agreement,
                                        agreement_images=args.agreement_images or (),
                                        multitask_size=args.multitask_size if args.multitask else None,
+                                       op_profile=args.op_profile,
                                        log=lambda line: print(line, flush=True))
     if args.json:
         import json
@@ -515,6 +516,9 @@ def _add_benchmark_parser(commands):
                        "(default: on)")
     bench.add_argument("--agreement-images", nargs="+", metavar="IMAGE",
                        help="images for --agreement (default: a synthetic scene)")
+    bench.add_argument("--op-profile", action=argparse.BooleanOptionalAction, default=True,
+                       help="for a model that misses its target, the op profile of its frozen graph and what bounds "
+                       "it (default: on)")
     bench.add_argument("--multitask", action=argparse.BooleanOptionalAction, default=True,
                        help="a row for the multi-task model (multitask_mobilenetv2_official, 40 classes): GFLOPs "
                        "next to the paper's, forward latency (default: on)")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from refinenet_tf import cli
+from refinenet_tf import benchmarks, cli
 
 
 def test_demo_trains_evaluates_and_writes_its_files(tmp_path, capsys, voc_tiny_dir):
@@ -118,8 +118,9 @@ def test_train_benchmark_unknown_model_fails_with_one_line(capsys):
     assert "lw_vgg" in capsys.readouterr().err
 
 
-def test_benchmark_prints_the_table_with_matmul_ratios_and_the_soak(tmp_path, capsys):
+def test_benchmark_prints_the_table_with_matmul_ratios_and_the_soak(tmp_path, capsys, monkeypatch):
     results_file = tmp_path / "bench.json"
+    monkeypatch.setitem(benchmarks.TARGETS, "lw_mobilenetv2", 100.0)  # a target it misses: the op profile runs
     assert cli.main(["benchmark", "--models", "lw_mobilenetv2", "--size", "64", "--runs", "1", "--train-steps", "1",
                      "--formats", "--soak-images", "4", "--matmul-size", "1024", "--accelerate", "off",
                      "--precision", "float32", "mixed", "--no-agreement", "--multitask-size", "64", "96",
@@ -146,6 +147,15 @@ def test_benchmark_prints_the_table_with_matmul_ratios_and_the_soak(tmp_path, ca
     soak = results["soak"]
     assert soak["images"] == 4 and soak["traces"] == 1 and soak["rss_end_mib"] > 0
     assert "| lw_mobilenetv2 | 4 | 64-640 | 1 |" in output
+    # the missed target: what bounds it, from the op profile of its frozen graph
+    float32_row = results["rows"][0]
+    profile = float32_row["op_profile"]
+    assert "op_profile" not in results["rows"][1]  # targets are judged on float32 rows only
+    assert 0 < profile["conv_share"] <= 1 and profile["ops"] and abs(sum(op["share"] for op in profile["ops"])) <= 1
+    assert float32_row["bound_ratio"] == pytest.approx(
+        profile["gflops"] / (profile["conv_ms"] / 1000) / max(m["gflops_per_second"] for m in results["matmul"]))
+    bound_line = next(line for line in output.splitlines() if line.startswith("What bounds lw_mobilenetv2"))
+    assert f"reach {float32_row['bound_ratio']:.2f} x" in bound_line and profile["ops"][0]["op"] in bound_line
     # the multi-task row: its compute next to the paper's 6.5 GFLOPs (at 640 x 480), and its latency
     multitask = results["multitask"]
     assert multitask["size"] == "96x64" and multitask["trainable_parameters"] == 3_070_057
@@ -197,7 +207,7 @@ def test_benchmark_peer_without_torch_is_one_line(monkeypatch, capsys):
 def test_help_of_every_command_answers_without_tensorflow():
     script = """
 import sys
-from refinenet_tf import cli
+from refinenet_tf import benchmarks, cli
 parser = cli.build_parser()
 commands = next(a for a in parser._actions if a.dest == "command").choices
 for argv in [["--help"]] + [[name, "--help"] for name in commands] + [["convert", "slim", "--help"]]:
