@@ -160,7 +160,11 @@ _FINGERPRINT_FUNCTIONS = weakref.WeakKeyDictionary()  # keras model -> its trace
 
 
 def _weights_fingerprint(model):
-    """A cheap fingerprint of the model's weights: per variable, the sum of its float bits and of its squares.
+    """A fingerprint of the model's weights, cheap enough to take on every call that reuses a frozen copy:
+    per variable, the sum of its float bits weighted by odd numbers along its last axis and along the rest, in
+    int32 arithmetic that wraps around. One pass over the weights (the forward pass reads them too), and the
+    same on every run (wrapping sums do not depend on the order). Any change of one element changes it (an odd
+    weight times a non-zero change is not 0 modulo 2**32), and so do transposes and other moves of elements.
     Training, ``load_weights`` or ``set_weights`` change it, so a frozen copy is never used with stale weights."""
     if not model.weights:
         return ()
@@ -168,13 +172,16 @@ def _weights_fingerprint(model):
     if function is None:
         model_ref = weakref.ref(model)  # the cache must not keep the model alive
 
+        def odd(count):
+            return tf.range(count, dtype=tf.int32) * 2 + 1
+
         @tf.function
         def function():
             sums = []
             for variable in model_ref().weights:
-                value = tf.reshape(tf.cast(variable, tf.float32), [-1])
-                sums.append(tf.reduce_sum(tf.cast(tf.bitcast(value, tf.int32), tf.int64)))
-                sums.append(tf.cast(tf.reduce_sum(tf.square(tf.cast(value, tf.float64))), tf.int64))
+                last = variable.shape[-1] if variable.shape.rank else 1
+                rows = tf.reshape(tf.bitcast(tf.cast(variable, tf.float32), tf.int32), [-1, last])
+                sums.append(tf.reduce_sum(tf.reduce_sum(rows * odd(last), axis=1) * odd(tf.shape(rows)[0])))
             return tf.stack(sums)
 
         _FINGERPRINT_FUNCTIONS[model] = function
@@ -297,9 +304,9 @@ def predict(model, images, scales=(1.0,), flip=False, max_side=None, return_prob
     run = _segment_function(model_to_run(model, freeze, len(batch), size), scales, flip, max_side)
     results = []
     for index, image in enumerate(batch):
-        probabilities = run(_as_uint8_batch(image, f"images[{index}]"))[0].numpy()
-        labels = probabilities.argmax(-1).astype(np.int32)
-        results.append((labels, probabilities) if return_probabilities else labels)
+        probabilities = run(_as_uint8_batch(image, f"images[{index}]"))[0]
+        labels = tf.argmax(probabilities, axis=-1, output_type=tf.int32).numpy()  # TensorFlow's: multi-threaded
+        results.append((labels, probabilities.numpy()) if return_probabilities else labels)
     return results[0] if single else results
 
 

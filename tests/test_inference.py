@@ -370,3 +370,29 @@ def test_freeze_takes_only_auto_or_the_python_bools(freeze):
     model = keras.Sequential([keras.Input([4, 4, 3]), keras.layers.Conv2D(2, 1)])
     with pytest.raises(ValueError, match=r"freeze=.* must be one of \('auto', True, False\)"):
         inference.model_to_run(model, freeze=freeze)
+
+
+def test_the_weights_fingerprint_sees_any_one_element_change_and_moved_elements():
+    # the frozen copy is reused only while this fingerprint is unchanged: one element one float step away, a sign
+    # flipped, a transposed kernel, two elements swapped -- each must change it; the same weights must not
+    inputs = keras.Input([None, None, 3])
+    outputs = keras.layers.Conv2D(4, 3, name="conv")(keras.layers.BatchNormalization(name="bn")(inputs))
+    model = keras.Model(inputs, outputs)
+    kernel = model.get_layer("conv").kernel
+    kernel.assign(np.random.default_rng(0).normal(size=kernel.shape).astype(np.float32))
+    original = kernel.numpy()
+    reference = inference._weights_fingerprint(model)
+    assert inference._weights_fingerprint(model) == reference
+    one_step = original.copy()
+    one_step[1, 2, 0, 3] = np.nextafter(one_step[1, 2, 0, 3], np.float32(np.inf))
+    flipped = original.copy()
+    flipped[0, 0, 1, 1] *= -1
+    swapped = original.copy()
+    swapped[0, 0, 0, [0, 1]] = swapped[0, 0, 0, [1, 0]]
+    for changed in (one_step, flipped, original.transpose(1, 0, 2, 3), swapped):
+        kernel.assign(changed)
+        assert inference._weights_fingerprint(model) != reference
+    kernel.assign(original)
+    assert inference._weights_fingerprint(model) == reference
+    model.get_layer("bn").moving_mean.assign([0.0, 0.0, 1e-3])  # non-trainable weights count too
+    assert inference._weights_fingerprint(model) != reference
