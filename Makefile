@@ -25,9 +25,12 @@ demo: install
 docs: install
 	$(BIN)/mkdocs build --strict
 
-# The benchmark table of this machine (about 20 minutes on 2 CPU cores); see docs/benchmarks.md.
+# The benchmark table of this machine, each figure a ratio to the fp32 matmul rate of the same run: the two models
+# with speed targets, the official LW-50 structure beside its PyTorch code (--peer), the multi-task row, the soak;
+# see docs/benchmarks.md (`--models all --precision float32 mixed` for every preset in both precisions).
 bench: install
-	$(BIN)/refinenet-tf benchmark --precision float32 mixed --peer --json benchmarks/last_run.json
+	$(BIN)/refinenet-tf benchmark --models slim_resnet101 lw_resnet50 lw_resnet50_official --peer \
+		--json benchmarks/last_run.json
 
 clean:
 	rm -rf $(VENV) build site *.egg-info .pytest_cache

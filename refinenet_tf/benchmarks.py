@@ -17,7 +17,8 @@ from refinenet_tf import options
 
 __all__ = ["BENCHMARK_MODELS", "PEER_ARCHITECTURES", "PRECISIONS", "TARGETS", "in_fresh_process", "measure_agreement",
            "measure_frozen", "measure_gpus", "measure_matmul", "measure_model", "measure_multitask",
-           "measure_op_profile", "measure_peer", "measure_pipeline", "measure_predict", "measure_served", "measure_soak", "measure_training",
+           "measure_op_profile", "measure_peer", "measure_pipeline", "measure_predict", "measure_served",
+           "measure_soak", "measure_training",
            "run_benchmark", "run_inference_benchmark", "run_soak", "run_training_benchmarks"]
 
 # The default rows of ``refinenet-tf benchmark``: each variant's flagship, then the official releases' structures
@@ -757,8 +758,8 @@ def measure_multitask(model_name="multitask_mobilenetv2_official", height=480, w
 
 
 def _traced_run(function, images, repeats):
-    """Best wall time of a frozen ``function`` run in a v1 session, and per op type the summed kernel
-    microseconds and count of one fully traced run."""
+    """Best wall time of a frozen ``function`` run in a v1 session that runs one op at a time, and per op type
+    the summed kernel microseconds and count of one fully traced run."""
     import collections
 
     import tensorflow as tf
@@ -768,7 +769,10 @@ def _traced_run(function, images, repeats):
         tf.import_graph_def(function.graph.as_graph_def(), name="")
     feed = {function.inputs[0].name: images}
     fetch = function.outputs[0].name
-    with tf.compat.v1.Session(graph=graph) as session:
+    # one op at a time (each op still uses every core): kernel times then add up to the wall time instead of
+    # overlapping, so their shares and the convolutions' rate mean what they say
+    config = tf.compat.v1.ConfigProto(inter_op_parallelism_threads=1)
+    with tf.compat.v1.Session(graph=graph, config=config) as session:
         best, _ = _best_seconds(lambda: session.run(fetch, feed), repeats, warmup=1)
         metadata = tf.compat.v1.RunMetadata()
         session.run(fetch, feed, options=tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE),
@@ -787,8 +791,9 @@ def measure_op_profile(model_name, size=512, repeats=3, top=6):
     """Where the frozen forward pass of a preset spends its time, in this process: batch 1 at ``size``, random
     weights, 21 classes, float32, run in a TensorFlow session with a full trace.
 
-    Returns the profiler FLOPs (all and of the convolutions), the best wall time, the summed kernel time, and the
-    convolutions' kernel time and rate (their FLOPs / their summed time); that rate bounds the whole forward
+    Ops run one at a time (``inter_op_parallelism_threads=1``; each op still uses every core), so kernel times
+    do not overlap. Returns the profiler FLOPs (all and of the convolutions), the best wall time, the summed
+    kernel time, and the convolutions' kernel time and rate (their FLOPs / their summed time); that rate bounds the whole forward
     pass, which cannot beat its convolutions even with every other op free. ``ops``: the ``top`` op types by
     kernel time (ms, count, share). ``python -m refinenet_tf.benchmarks measure_op_profile '["lw_resnet50"]'``.
     """
@@ -823,10 +828,15 @@ def _log_bounds(rows, ceiling, log):
         bound = profile["gflops"] / (profile["conv_ms"] / 1000) / ceiling if profile["conv_ms"] else float("nan")
         row["bound_ratio"] = bound
         ops = ", ".join(f"{op['op']} {100 * op['share']:.0f} %" for op in profile["ops"])
+        paths = [("frozen graph", row["frozen"].get("matmul_ratio")),
+                 ("default predict", row.get("predict", {}).get("matmul_ratio")),
+                 ("SavedModel", row["serving"].get("saved_model", {}).get("matmul_ratio"))]
+        measured = "; ".join(f"{name} {ratio:.2f} x" for name, ratio in paths if ratio is not None)
         log(f"What bounds {row['model']} (target {row['target']:.2f} x the fp32 matmul): in its frozen graph the "
             f"convolutions take {100 * profile['conv_share']:.0f} % of the kernel time and run at "
             f"{profile['conv_gflops_per_second']:.0f} GFLOP/s = {conv_ratio:.2f} x the matmul rate, so even with "
-            f"every other op free the forward pass would reach {bound:.2f} x. Kernel time by op: {ops} "
+            f"every other op free the forward pass would reach {bound:.2f} x (measured: {measured}). Kernel time by "
+            f"op, one op at a time: {ops} "
             f"(python -m refinenet_tf.benchmarks measure_op_profile '[\"{row['model']}\"]').")
 
 
