@@ -793,8 +793,8 @@ def measure_op_profile(model_name, size=512, repeats=3, top=6):
 
     Ops run one at a time (``inter_op_parallelism_threads=1``; each op still uses every core), so kernel times
     do not overlap. Returns the profiler FLOPs (all and of the convolutions), the best wall time, the summed
-    kernel time, and the convolutions' kernel time and rate (their FLOPs / their summed time); that rate bounds the whole forward
-    pass, which cannot beat its convolutions even with every other op free. ``ops``: the ``top`` op types by
+    kernel time, and the convolutions' kernel time and rate (their FLOPs / their summed time); that rate bounds
+    the whole forward pass, which cannot beat its convolutions even with every other op free. ``ops``: the ``top`` op types by
     kernel time (ms, count, share). ``python -m refinenet_tf.benchmarks measure_op_profile '["lw_resnet50"]'``.
     """
     import numpy as np

@@ -164,7 +164,8 @@ def _weights_fingerprint(model):
     per variable, the sum of its float bits weighted by odd numbers along its last axis and along the rest, in
     int32 arithmetic that wraps around. One pass over the weights (the forward pass reads them too), and the
     same on every run (wrapping sums do not depend on the order). Any change of one element changes it (an odd
-    weight times a non-zero change is not 0 modulo 2**32), and so do transposes and other moves of elements.
+    weight times a non-zero change is not 0 modulo 2**32); a transpose or a swap of elements changes it unless
+    the values' difference times the weights' difference is a multiple of 2**32.
     Training, ``load_weights`` or ``set_weights`` change it, so a frozen copy is never used with stale weights."""
     if not model.weights:
         return ()
@@ -361,7 +362,6 @@ def _output_names(paths):
 MAX_PIXELS = 4096 * 4096
 
 
-
 def _check_outputs_and_write_legend(paths, output_dir, suffixes, num_classes, palette, class_names):
     """The checks and the legend every file-writing prediction starts with: ``output_dir`` writable and never the
     folder of an input whose name an output (``NAME + suffix``) would take. Returns ``(output stems, palette)``."""
@@ -371,11 +371,18 @@ def _check_outputs_and_write_legend(paths, output_dir, suffixes, num_classes, pa
     for path, stem in stems.items():
         for suffix in suffixes:
             if os.path.realpath(os.path.join(output_dir, stem + suffix)) in inputs_real:
-                raise ValueError(f"output_dir={output_dir!r} would overwrite the input {path!r}; choose another folder.")
+                raise ValueError(f"output_dir={output_dir!r} would overwrite the input {path!r}; choose another "
+                                 "folder.")
     palette = visualization.voc_palette() if palette is None else np.asarray(palette, np.uint8)
     visualization.save_image_png(os.path.join(output_dir, "legend.png"),
                                  visualization.legend(runs.class_names_for(num_classes, class_names), palette))
     return stems, palette
+
+
+def _write_labels(stem, image, labels, palette, overlay_alpha):
+    """``STEM.png`` (palette PNG of the labels) and ``STEM_overlay.png``; returns the first's path."""
+    visualization.save_image_png(stem + "_overlay.png", visualization.overlay(image, labels, overlay_alpha, palette))
+    return visualization.save_label_png(stem + ".png", labels, palette)
 
 
 def _read_each_image(paths, num_classes, max_pixels, skip_errors, progress, failed, max_side_hint=True):
@@ -448,8 +455,7 @@ def predict_files(model, inputs, output_dir, scales=(1.0,), flip=False, max_side
         result = run(image[None])[0].numpy()
         labels = result.argmax(-1)
         stem = os.path.join(output_dir, stems[path])
-        written[path] = visualization.save_label_png(stem + ".png", labels, palette)
-        visualization.save_image_png(stem + "_overlay.png", visualization.overlay(image, labels, overlay_alpha, palette))
+        written[path] = _write_labels(stem, image, labels, palette, overlay_alpha)
         if probabilities:
             with _files.atomic_path(stem + "_probabilities.npy", suffix=".npy") as temporary:
                 np.save(temporary, result)
@@ -557,8 +563,7 @@ def predict_joint_files(model, inputs, output_dir, flip=False, palette=None, cla
         probabilities, depth = run(image[None])
         labels, depth = probabilities[0].numpy().argmax(-1), depth[0].numpy()
         stem = os.path.join(output_dir, stems[path])
-        written[path] = visualization.save_label_png(stem + ".png", labels, palette)
-        visualization.save_image_png(stem + "_overlay.png", visualization.overlay(image, labels, overlay_alpha, palette))
+        written[path] = _write_labels(stem, image, labels, palette, overlay_alpha)
         visualization.save_image_png(stem + "_depth.png", visualization.colorize_depth(depth, max_depth))
         visualization.save_depth_png(stem + "_depth_mm.png", np.maximum(depth, 0.0))
     return {"written": written, "failed": failed}

@@ -182,10 +182,12 @@ def test_the_frozen_joint_paths_give_the_keras_models_labels_and_depth(rgbd_spec
         folder = tmp_path / str(freeze)
         result = inference.predict_joint_files(model, images, str(folder), progress=False, freeze=freeze)
         assert len(result["written"]) == len(images)
+        # each path made (or not) the frozen copy itself: the cache is emptied before the next one
+        assert isinstance(inference._FROZEN.pop(model, None), inference.FrozenModel) is freeze
         outputs[freeze] = [(np.array(Image.open(folder / (os.path.basename(path)[:-4] + suffix))))
                            for path in images for suffix in (".png", "_depth_mm.png")]
         outputs[freeze].append(evaluation.evaluate_joint(model, rgbd_specs["val"], progress=False, freeze=freeze))
-    assert isinstance(inference._FROZEN.get(model), inference.FrozenModel)  # the frozen graph did run
+        assert isinstance(inference._FROZEN.pop(model, None), inference.FrozenModel) is freeze
     for keras_output, frozen_output in zip(outputs[False][:-1], outputs[True][:-1]):
         assert np.mean(keras_output == frozen_output) >= 0.9999
     keras_scores, frozen_scores = outputs[False][-1], outputs[True][-1]
