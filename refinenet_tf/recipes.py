@@ -101,8 +101,9 @@ _MULTITASK_SOURCE = (
 _JOINT_DEMO_SOURCE = (
     "this project's joint demo: the multi-task Light-Weight RefineNet, its decoder 64 wide, on the synthetic RGB-D "
     "scenes (refinenet_tf.data.synthetic.write_rgbd_dataset), from scratch, sized for 2 CPU cores. Its decoder has "
-    "no BatchNorm: from random weights, 256 wide, Adam at 3e-4 and above froze it within an epoch (one class "
-    "everywhere) and 1e-4 learnt no shape in 12 epochs; 64 wide, 1e-3 learns both tasks and 2e-3 froze it. "
+    "no BatchNorm: from random weights, 256 wide, Adam at 3e-4 (and at 1e-3 with BatchNorm momentum 0.9) froze "
+    "it within an epoch (one class everywhere) and 1e-4 learnt no shape in 12 epochs; 64 wide, 1e-3 learns both "
+    "tasks and 2e-3 froze it. "
     "Segmentation weighs 1.0 and depth 0.2: the inverse Huber loss in metres is several times the cross-entropy")
 
 #: recipe name -> :class:`Recipe`.
