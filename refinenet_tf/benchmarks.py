@@ -54,6 +54,26 @@ def _rss_mib(field="VmRSS"):
     return float("nan")
 
 
+def _build(model_name, seed=0):
+    """The preset with random weights, 21 classes, and batch normalization statistics like a trained model's
+    (random scales, offsets, means and variances): with the initial ones (mean 0, variance 1, offset 0) the
+    frozen graph's folded biases are 0 and TensorFlow drops them, which a trained model's graph would not."""
+    import numpy as np
+    import tf_keras as keras
+
+    from refinenet_tf import models
+
+    model = models.build(model_name, num_classes=21, backbone_weights=None)
+    rng = np.random.default_rng(seed)
+    for layer in model.submodules:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            for variable, low, high in ((layer.gamma, 0.5, 1.5), (layer.beta, -0.2, 0.2),
+                                        (layer.moving_mean, -0.2, 0.2), (layer.moving_variance, 0.5, 2.0)):
+                if variable is not None:
+                    variable.assign(rng.uniform(low, high, variable.shape).astype(np.float32))
+    return model
+
+
 def measure_training(model_name, size, batch_size=1, steps=3, jit_compile=False, warmup=1):
     """Trains ``model_name`` (random weights) on random data and measures one configuration, in this process.
 
@@ -64,9 +84,9 @@ def measure_training(model_name, size, batch_size=1, steps=3, jit_compile=False,
     import numpy as np
     import tf_keras as keras
 
-    from refinenet_tf import models, recipes, training
+    from refinenet_tf import recipes, training
 
-    model = models.build(model_name, num_classes=21, backbone_weights=None)
+    model = _build(model_name)
     recipe = recipes.Recipe("benchmark", model_name, "", optimizer="sgd", learning_rate=1e-3)
     training.compile_model(model, recipe, 21, jit_compile=jit_compile)
     built_rss = _rss_mib()
@@ -156,7 +176,7 @@ def measure_model(model_name, size=512, runs=5, warmup=2, train_batch=2, train_s
     from refinenet_tf import models, profiling, recipes, training
 
     policy = _set_precision(precision, accelerate)
-    model = models.build(model_name, num_classes=21, backbone_weights=None)
+    model = _build(model_name)
     flops = profiling.count_flops(model, size, size)
     forward = tf.function(lambda images: model(images, training=False), jit_compile=bool(accelerate))
     images = tf.random.uniform([1, size, size, 3], 0, 255)
@@ -179,17 +199,17 @@ def measure_model(model_name, size=512, runs=5, warmup=2, train_batch=2, train_s
 
 def measure_frozen(model_name, size=512, runs=5, warmup=2, precision=None, accelerate=False):
     """The forward pass of :func:`refinenet_tf.inference.freeze` (weights as constants), in this process, as a
-    serving process runs it: the only graph the process runs (measured apart from :func:`measure_model`, whose
-    Keras forward pass converts the weights on every call and leaves a process slower for the graphs after it).
+    serving process runs it: the only graph the process runs (measured apart from :func:`measure_model`, so that
+    neither shares the other's memory or oneDNN's per-thread cache of compiled convolutions).
 
     Returns a dict: ``latency_ms`` (median), ``best_latency_ms``, ``freeze_seconds``, ``peak_rss_mib``.
     """
     import tensorflow as tf
 
-    from refinenet_tf import inference, models
+    from refinenet_tf import inference
 
     _set_precision(precision, accelerate)
-    model = models.build(model_name, num_classes=21, backbone_weights=None)
+    model = _build(model_name)
     start = time.perf_counter()
     frozen = inference.freeze(model)
     freeze_seconds = time.perf_counter() - start
@@ -219,9 +239,9 @@ def measure_predict(model_name, size=512, runs=5, warmup=2, freeze="auto"):
     """
     import numpy as np
 
-    from refinenet_tf import inference, models
+    from refinenet_tf import inference
 
-    model = models.build(model_name, num_classes=21, backbone_weights=None)
+    model = _build(model_name)
     image = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
     start = time.perf_counter()
     for _ in range(inference.AUTO_FREEZE_REPEATS if freeze == "auto" else 1):
@@ -278,7 +298,7 @@ def measure_agreement(model_name, image_paths=(), size=512, runs=3):
     import numpy as np
     import tf_keras as keras
 
-    from refinenet_tf import export, inference, models
+    from refinenet_tf import export, inference
     from refinenet_tf.data import decoding
 
     rng = np.random.default_rng(0)
@@ -288,7 +308,7 @@ def measure_agreement(model_name, image_paths=(), size=512, runs=3):
         images = [np.clip(rng.normal(128, 60, (size, size, 3)), 0, 255).astype(np.uint8)]
     timed = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
     keras.utils.set_random_seed(0)
-    model = models.build(model_name, num_classes=21, backbone_weights=None)
+    model = _build(model_name)
     reference = inference.predict(model, images, freeze=True)
     folder = tempfile.mkdtemp(prefix="refinenet_tf-agreement-")
     results = {}
@@ -311,7 +331,7 @@ def measure_agreement(model_name, image_paths=(), size=512, runs=3):
         _, median = _best_seconds(lambda: run_tflite(timed), runs, 1)
         results["tflite_int8"] = {"agreement": _agreement(labels, reference), "latency_ms": 1000 * median}
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-        mixed = models.build(model_name, num_classes=21, backbone_weights=None)
+        mixed = _build(model_name)
         mixed.load_weights(weights)
         labels = inference.predict(mixed, images, freeze=True)
         _, median = _best_seconds(lambda: inference.predict(mixed, timed, freeze=True), runs, 1)
@@ -549,10 +569,9 @@ def _log_default_paths(rows, ceiling, runs, peer, log):
 def measure_soak(model_name="lw_mobilenetv2", num_images=300, min_side=64, max_side=640):
     """:func:`run_soak` on a preset (random weights, 21 classes), in this process; returns its report and
     the table line."""
-    from refinenet_tf import models
 
     lines = []
-    report = run_soak(models.build(model_name, num_classes=21, backbone_weights=None), num_images, min_side,
+    report = run_soak(_build(model_name), num_images, min_side,
                       max_side, log=lines.append)
     report.pop("sizes")
     return dict(report, model=model_name, line=lines[0])
@@ -648,7 +667,7 @@ def run_inference_benchmark(model_name="lw_resnet50", size=512, runs=10, warmup=
     if not isinstance(model_name, str):
         model, model_name = model_name, model_name.name
     elif model_name in models.PRESETS:
-        model = models.build(model_name, num_classes=21, backbone_weights=None)
+        model = _build(model_name)
     else:
         model = load_inference_model(model_name)
     folder = workdir or tempfile.mkdtemp(prefix="refinenet_tf-bench-")
@@ -799,9 +818,9 @@ def measure_op_profile(model_name, size=512, repeats=3, top=6):
     """
     import numpy as np
 
-    from refinenet_tf import inference, models, profiling
+    from refinenet_tf import inference, profiling
 
-    model = models.build(model_name, num_classes=21, backbone_weights=None)
+    model = _build(model_name)
     by_op = profiling.flops_by_op(model, size, size)
     flops = sum(by_op.values())
     conv_flops = sum(value for op, value in by_op.items() if "Conv2D" in op)

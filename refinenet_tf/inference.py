@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from refinenet_tf import _files, runs, visualization
+from refinenet_tf import _files, folding, runs, visualization
 
 __all__ = ["FREEZE_CHOICES", "FrozenModel", "collect_images", "freeze", "model_to_run", "predict", "predict_files",
            "predict_joint", "predict_joint_files", "segment", "segment_and_depth"]
@@ -93,16 +93,17 @@ class FrozenModel:
             TensorFlow profiler reads, see :func:`refinenet_tf.profiling.count_flops`).
     """
 
-    def __init__(self, model, batch_shape=None):
-        from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
+    def __init__(self, model, batch_shape=None, fold_batch_norms=True):
         if not isinstance(model, keras.Model):
             raise TypeError(f"freeze needs a keras.Model, got {type(model).__name__}.")
         self.name, self.input_shape, self.output_shape = model.name, model.input_shape, model.output_shape
         spec = tf.TensorSpec(batch_shape or [None, *model.input_shape[1:]], tf.float32)
         self.weights_fingerprint = _weights_fingerprint(model)
         concrete = tf.function(lambda images: model(images, training=False)).get_concrete_function(spec)
-        self.function = convert_variables_to_constants_v2(concrete)
+        graph_def, inputs, outputs = folding.constant_graph_def(concrete)
+        self.folded_batch_norms = folding.fold_batch_norms(graph_def, outputs) if fold_batch_norms else 0
+        self.function = folding.function_from_graph_def(graph_def, inputs, outputs)
+        del graph_def
         self._output_structure = concrete.structured_outputs  # a tensor, or a multi-task model's dict
 
     def __call__(self, images, training=False):
@@ -115,13 +116,16 @@ class FrozenModel:
         return f"<FrozenModel {self.name!r}: {self.input_shape} -> {self.output_shape}>"
 
 
-def freeze(model, batch_shape=None):
+def freeze(model, batch_shape=None, fold_batch_norms=True):
     """The model's inference graph with its weights as constants (a :class:`FrozenModel`), for faster inference.
 
     ``batch_shape`` fixes the input shape (e.g. ``(1, 512, 512, 3)``); by default any batch and image size.
     On a CPU with oneDNN (TensorFlow's default on x86), constant weights let each convolution keep its weights
     in the layout it computes with instead of converting them on every call, which makes the forward pass
     faster (``refinenet-tf benchmark`` measures both; the documentation's Benchmarks page has the figures).
+    Each inference-mode batch normalization after a convolution is folded into it
+    (:mod:`refinenet_tf.folding`), so that the convolution, its bias and the ReLU after it run as one kernel
+    (``fold_batch_norms=False`` keeps them apart, as the model is built).
     Freezing takes seconds and a copy of the weights in memory, so it pays for many images, not for one.
     Results equal the Keras model's up to float rounding.
 
@@ -133,7 +137,7 @@ def freeze(model, batch_shape=None):
         >>> bool((predict(frozen, image) == predict(model, image)).mean() > 0.99)
         True
     """
-    return model if isinstance(model, FrozenModel) else FrozenModel(model, batch_shape)
+    return model if isinstance(model, FrozenModel) else FrozenModel(model, batch_shape, fold_batch_norms)
 
 
 #: what ``freeze=`` takes in :func:`predict`, :func:`predict_files` and :func:`refinenet_tf.evaluation.evaluate`.
@@ -151,7 +155,8 @@ AUTO_FREEZE_IMAGES = 8
 #: ... or when the same image size comes back this many times in calls on one model (a serving loop).
 AUTO_FREEZE_REPEATS = 3
 #: ... and only when the memory the system has available exceeds this many times the model's weights (freezing
-#: holds the graph with its weights as constants, oneDNN's copy of them, and transient copies while converting).
+#: holds the graph with its weights as constants, TensorFlow's copies of its definition, oneDNN's copy of the
+#: weights; 15 to 17 times the weights above the Keras model at the peak for slim RefineNet-101, docs/benchmarks.md).
 AUTO_FREEZE_MEMORY_FACTOR = 24
 
 _FROZEN = weakref.WeakKeyDictionary()  # keras model -> its FrozenModel (refreshed when the weights change)

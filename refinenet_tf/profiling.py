@@ -22,7 +22,8 @@ def count_parameters(model):
 def count_flops(model, height, width, batch_size=1):
     """Floating-point operations of one inference pass on a ``[batch_size, height, width, 3]`` input.
 
-    The model is frozen at that fixed shape (:func:`refinenet_tf.inference.freeze`) and its graph handed to
+    The model is frozen at that fixed shape (:func:`refinenet_tf.inference.freeze`, batch normalization left
+    unfolded: the network as built) and its graph handed to
     ``tf.compat.v1.profiler`` (``float_operation`` view): convolutions, matmuls and element-wise ops are
     counted, multiply-adds as 2.
 
@@ -50,7 +51,8 @@ def flops_by_op(model, height, width, batch_size=1):
 
     for name, value in (("height", height), ("width", width), ("batch_size", batch_size)):
         positive_int(name, value)
-    frozen = inference.freeze(model, batch_shape=(batch_size, height, width, 3))
+    # the network as built: batch normalization not folded into the convolutions as inference runs it
+    frozen = inference.freeze(model, batch_shape=(batch_size, height, width, 3), fold_batch_norms=False)
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
     with deprecation.silence():  # the v1 profiler is the TF profiler; its deprecation notice is noise here

@@ -1,0 +1,209 @@
+"""The frozen inference graph of :func:`refinenet_tf.inference.freeze`: the variables a traced function reads
+written into its graph as constants (:func:`constant_graph_def`), each batch normalization folded into the
+convolution before it (:func:`fold_batch_norms`), and the result as a function (:func:`function_from_graph_def`).
+
+In inference mode a batch normalization after a convolution is an affine map per output channel,
+``scale * (conv(x, W) + b - mean) / sqrt(variance + epsilon) + offset``, which is the convolution
+``conv(x, W * s) + (b - mean) * s + offset`` with ``s = scale / sqrt(variance + epsilon)``. Folded, each such
+pair is one convolution with a bias, which oneDNN runs as one kernel (with the ReLU after it), instead of a
+convolution whose output passes through four more arithmetic steps per element.
+
+It also keeps the frozen graph's convolutions apart from the Keras model's: TensorFlow's oneDNN kernels cache
+their compiled convolutions per thread under a key of shapes and fused steps that does not say whether the
+weights are constants. Unfolded, a frozen convolution and the Keras model's convolution of the same layer share a
+key, so a frozen graph first run after the Keras model (``freeze="auto"`` after its first calls) reused the
+kernels compiled for variable weights, which read the weights in TensorFlow's plain layout, not oneDNN's
+blocked one: 15-20 % slower for slim RefineNet-101 (docs/benchmarks.md).
+"""
+
+import collections
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["constant_graph_def", "fold_batch_norms", "function_from_graph_def"]
+
+_CONVOLUTIONS = ("Conv2D", "DepthwiseConv2dNative")
+_BATCH_NORMS = ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")
+_FLOAT = tf.float32.as_datatype_enum
+
+
+def _producer(reference):
+    """The node name in an input reference (``"name"``, ``"name:1"``, ``"^name"``)."""
+    return reference.lstrip("^").split(":")[0]
+
+
+def _output_index(reference):
+    return int(reference.split(":")[1]) if ":" in reference and not reference.startswith("^") else 0
+
+
+def constant_graph_def(function):
+    """The graph of a traced ``ConcreteFunction`` with the variables it reads as constants of their values.
+
+    Returns ``(graph_def, input_specs, output_names)``: ``input_specs`` maps the name of each argument's
+    placeholder to its ``tf.TensorSpec``, ``output_names`` are the names of the flattened outputs. Each
+    ``ReadVariableOp`` of a captured variable becomes a ``Const``, and each other captured tensor one too, written
+    straight into the ``GraphDef`` (one copy of the weights; TensorFlow's ``convert_variables_to_constants_v2``
+    holds several while it works, about 10 times the weights, and is used where the graph does more with its
+    variables than read them, or calls other functions).
+    """
+    captured = {internal.op.name: external for external, internal in function.graph.captures}
+    inputs = {tensor.name: tf.TensorSpec.from_tensor(tensor) for tensor in function.inputs
+              if tensor.op.name not in captured}
+    outputs = [tensor.name for tensor in function.outputs]
+    graph_def = function.graph.as_graph_def()
+    readers_ok = not graph_def.library.function and all(
+        node.op == "ReadVariableOp" or _producer(reference) not in captured
+        or captured[_producer(reference)].dtype != tf.resource
+        for node in graph_def.node for reference in node.input)
+    if not readers_ok:
+        from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+        constant = convert_variables_to_constants_v2(function)
+        return (constant.graph.as_graph_def(), {tensor.name: tf.TensorSpec.from_tensor(tensor)
+                                                for tensor in constant.inputs}, outputs)
+    for node in graph_def.node:
+        if node.op == "ReadVariableOp" and _producer(node.input[0]) in captured:
+            dtype = tf.as_dtype(node.attr["dtype"].type)
+            value = tf.raw_ops.ReadVariableOp(resource=captured[_producer(node.input[0])], dtype=dtype)
+        elif node.op == "Placeholder" and node.name in captured and captured[node.name].dtype != tf.resource:
+            value = captured[node.name]
+        else:
+            continue
+        node.CopyFrom(_constant_node(node.name, value.numpy(), value.dtype))
+    for index in reversed(range(len(graph_def.node))):  # the variables' handles, now read by nothing
+        node = graph_def.node[index]
+        if node.op == "Placeholder" and node.name in captured:
+            del graph_def.node[index]
+    return graph_def, inputs, outputs
+
+
+def fold_batch_norms(graph_def, output_names):
+    """Folds, in the frozen ``graph_def`` and in place (no copy of its weights is made), each inference-mode
+    batch normalization into the float32 NHWC convolution (``Conv2D``, ``DepthwiseConv2dNative``, optionally
+    followed by a ``BiasAdd``) whose output only it reads; then removes the nodes that no longer lead to
+    ``output_names`` (tensor names).
+
+    The batch normalization's node becomes a ``BiasAdd`` of the same name, so what read it reads the folded
+    result. Weights, biases and statistics must be constants (as :func:`constant_graph_def` leaves them,
+    possibly behind ``Identity`` nodes); a pattern that does not match exactly is left as it is.
+
+    Returns the number of batch normalizations folded.
+    """
+    nodes = {node.name: node for node in graph_def.node}
+    readers = collections.defaultdict(list)  # node name -> input references to it (all of its readers)
+    for node in graph_def.node:
+        for reference in node.input:
+            readers[_producer(reference)].append(reference)
+
+    def constant(reference):
+        """The float32 value behind ``reference`` (a Const, through Identity nodes), else None."""
+        node = nodes.get(_producer(reference))
+        while node is not None and node.op == "Identity" and len(node.input) == 1:
+            node = nodes.get(_producer(node.input[0]))
+        if node is None or node.op != "Const" or node.attr["dtype"].type != _FLOAT:
+            return None
+        return tf.make_ndarray(node.attr["value"].tensor)
+
+    def only_read_as_output_0(name):
+        return all(reference.startswith("^") is False and _output_index(reference) == 0
+                   for reference in readers[name])
+
+    new_nodes = []
+    folded = 0
+    for node in list(graph_def.node):
+        if node.op not in _BATCH_NORMS or node.attr["is_training"].b or node.attr["T"].type != _FLOAT:
+            continue
+        if node.attr["data_format"].s not in (b"NHWC", b"") or not only_read_as_output_0(node.name):
+            continue
+        before = nodes.get(_producer(node.input[0]))
+        bias = None
+        if before is not None and before.op == "BiasAdd" and _output_index(node.input[0]) == 0:
+            if len(readers[before.name]) != 1 or before.attr["data_format"].s not in (b"NHWC", b""):
+                continue
+            bias = constant(before.input[1])
+            if bias is None:
+                continue
+            convolution = nodes.get(_producer(before.input[0]))
+            convolution_reference = before.input[0]
+        else:
+            convolution, convolution_reference = before, node.input[0]
+        if (convolution is None or convolution.op not in _CONVOLUTIONS or convolution.attr["T"].type != _FLOAT
+                or convolution.attr["data_format"].s not in (b"NHWC", b"")
+                or _output_index(convolution_reference) != 0 or len(readers[convolution.name]) != 1):
+            continue
+        weights = constant(convolution.input[1])
+        statistics = [constant(reference) for reference in node.input[1:5]]
+        if weights is None or any(value is None for value in statistics):
+            continue
+        scale, offset, mean, variance = (value.astype(np.float64) for value in statistics)
+        factor = scale / np.sqrt(variance + node.attr["epsilon"].f)
+        if convolution.op == "DepthwiseConv2dNative":  # [h, w, in, multiplier], output channel in * multiplier + m
+            folded_weights = weights * factor.reshape(weights.shape[2:])
+        else:
+            folded_weights = weights * factor
+        folded_bias = ((bias if bias is not None else 0.0) - mean) * factor + offset
+
+        weights_name, bias_name = f"{convolution.name}/folded_weights", f"{node.name}/folded_bias"
+        new_nodes += [_constant_node(weights_name, folded_weights), _constant_node(bias_name, folded_bias)]
+        convolution.input[1] = weights_name
+        bias_add = tf.compat.v1.NodeDef(name=node.name, op="BiasAdd", input=[convolution.name, bias_name],
+                                         device=node.device)
+        bias_add.attr["T"].type = _FLOAT
+        bias_add.attr["data_format"].s = b"NHWC"
+        node.CopyFrom(bias_add)
+        folded += 1
+    graph_def.node.extend(new_nodes)
+    _remove_unused_nodes(graph_def, output_names)
+    return folded
+
+
+def _constant_node(name, value, dtype=tf.float32):
+    node = tf.compat.v1.NodeDef(name=name, op="Const")
+    node.attr["dtype"].type = dtype.as_datatype_enum
+    node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(np.asarray(value, dtype.as_numpy_dtype), dtype))
+    return node
+
+
+def _remove_unused_nodes(graph_def, output_names):
+    """Keeps only the nodes the outputs depend on, and the placeholders. Control inputs from constants and
+    their ``Identity`` nodes go first: a frozen function orders its former variable reads that way (all of them
+    before its outputs), which would keep every replaced weight alive."""
+    nodes = {node.name: node for node in graph_def.node}
+    for node in graph_def.node:
+        inputs = [reference for reference in node.input if not (
+            reference.startswith("^") and nodes.get(_producer(reference)) is not None
+            and nodes[_producer(reference)].op in ("Const", "Identity"))]
+        if len(inputs) != len(node.input):
+            del node.input[:]
+            node.input.extend(inputs)
+    keep = set()
+    pending = [_producer(name) for name in output_names]
+    while pending:
+        name = pending.pop()
+        if name not in keep and name in nodes:
+            keep.add(name)
+            pending.extend(_producer(reference) for reference in nodes[name].input)
+    keep.update(node.name for node in graph_def.node if node.op == "Placeholder")
+    del nodes
+    for index in reversed(range(len(graph_def.node))):
+        if graph_def.node[index].name not in keep:
+            del graph_def.node[index]
+
+
+def function_from_graph_def(graph_def, input_specs, output_names):
+    """A ``ConcreteFunction`` that runs ``graph_def`` from its placeholders (``input_specs``: tensor name ->
+    ``tf.TensorSpec``, in the order of the function's arguments) to the list of tensors named ``output_names``.
+
+    The graph is imported into the function's own graph with its placeholders mapped to the arguments: one copy
+    of the constants, where ``tf.compat.v1.wrap_function`` and ``prune`` hold two.
+    """
+    names, pending = list(input_specs), [graph_def]
+
+    def run(*arguments):
+        return tf.graph_util.import_graph_def(pending[0], input_map=dict(zip(names, arguments)),
+                                             return_elements=list(output_names), name="")
+
+    function = tf.function(run).get_concrete_function(*input_specs.values())
+    pending.clear()  # the function's graph holds the constants now; the GraphDef (their second copy) can go
+    return function

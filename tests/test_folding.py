@@ -1,0 +1,103 @@
+"""Batch normalization folded into convolutions in the frozen graph (refinenet_tf.folding)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from refinenet_tf import folding, inference
+
+
+def _trained_like(model, seed=0):
+    """Batch normalization statistics far from the initial ones, so that folding them is visible."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            for variable, low, high in ((layer.gamma, 0.5, 1.5), (layer.beta, -0.5, 0.5),
+                                        (layer.moving_mean, -0.5, 0.5), (layer.moving_variance, 0.3, 3.0)):
+                variable.assign(rng.uniform(low, high, variable.shape).astype(np.float32))
+        elif getattr(layer, "bias", None) is not None:
+            layer.bias.assign(rng.uniform(-0.5, 0.5, layer.bias.shape).astype(np.float32))
+    return model
+
+
+def _model():
+    """Each pattern once: convolution with a bias, without one, depthwise, and one whose output a second
+    layer reads as well (which must stay unfolded)."""
+    inputs = keras.Input([None, None, 3])
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=True)(inputs)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization(epsilon=1e-3)(x))
+    x = keras.layers.Conv2D(8, 1, use_bias=False)(x)
+    x = keras.layers.BatchNormalization(epsilon=1e-5)(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2, use_bias=False)(x)
+    x = keras.layers.BatchNormalization()(x)
+    shared = keras.layers.Conv2D(4, 1, use_bias=False)(x)
+    x = keras.layers.Add()([keras.layers.BatchNormalization()(shared), shared])
+    return _trained_like(keras.Model(inputs, x, name="patterns"))
+
+
+def test_frozen_model_folds_each_foldable_batch_norm_and_equals_keras():
+    model = _model()
+    frozen = inference.freeze(model)
+    assert frozen.folded_batch_norms == 3  # not the one whose convolution output is also read by the Add
+    ops = [op.type for op in frozen.function.graph.get_operations()]
+    assert ops.count("FusedBatchNormV3") == 1
+    images = tf.random.stateless_uniform([2, 17, 23, 3], seed=[1, 2], minval=0, maxval=255)
+    expected = model(images, training=False).numpy()
+    np.testing.assert_allclose(frozen(images).numpy(), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+def test_fold_batch_norms_leaves_other_graphs_alone():
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [None, 4, 4, 2], name="images")
+        scaled = tf.identity(images * 2.0, name="out")
+    graph_def = graph.as_graph_def()
+    before = sorted(node.name for node in graph_def.node)
+    assert folding.fold_batch_norms(graph_def, ["out:0"]) == 0
+    assert sorted(node.name for node in graph_def.node) == before
+    function = folding.function_from_graph_def(graph_def, {"images:0": tf.TensorSpec([None, 4, 4, 2])},
+                                               ["out:0"])
+    np.testing.assert_array_equal(function(tf.ones([1, 4, 4, 2]))[0].numpy(), 2 * np.ones([1, 4, 4, 2]))
+    del scaled
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16"])
+def test_mixed_precision_batch_norms_stay_unfolded(policy):
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = _model()
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    frozen = inference.freeze(model)
+    assert frozen.folded_batch_norms == 0  # its weights reach the convolutions through casts to bfloat16
+    images = tf.random.stateless_uniform([1, 9, 9, 3], seed=[3, 4], minval=0, maxval=255)
+    expected = tf.cast(model(images, training=False), tf.float32).numpy()
+    actual = tf.cast(frozen(images), tf.float32).numpy()
+    # bfloat16 keeps 8 bits of mantissa: the two graphs round in different places
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=0.03 * np.abs(expected).max())
+
+
+def test_constant_graph_def_writes_each_variable_read_as_a_constant():
+    model = _model()
+    function = tf.function(lambda images: model(images, training=False)).get_concrete_function(
+        tf.TensorSpec([None, None, None, 3], tf.float32))
+    graph_def, inputs, outputs = folding.constant_graph_def(function)
+    ops = [node.op for node in graph_def.node]
+    assert "ReadVariableOp" not in ops and ops.count("Placeholder") == 1 and list(inputs) == ["images:0"]
+    images = tf.random.stateless_uniform([1, 8, 8, 3], seed=[5, 6], minval=0, maxval=255)
+    frozen = folding.function_from_graph_def(graph_def, inputs, outputs)
+    np.testing.assert_allclose(frozen(images)[0].numpy(), model(images, training=False).numpy(), rtol=1e-5,
+                               atol=1e-4)
+
+
+def test_constant_graph_def_falls_back_where_a_variable_is_used_other_than_read():
+    table = tf.Variable(np.arange(12, dtype=np.float32).reshape(4, 3))
+    function = tf.function(lambda indices: tf.gather(table, indices) * 2.0).get_concrete_function(
+        tf.TensorSpec([None], tf.int32, name="indices"))
+    assert "ResourceGather" in [op.type for op in function.graph.get_operations()]
+    graph_def, inputs, outputs = folding.constant_graph_def(function)
+    assert "ResourceGather" not in [node.op for node in graph_def.node]  # TensorFlow's conversion made it a Gather
+    frozen = folding.function_from_graph_def(graph_def, inputs, outputs)
+    np.testing.assert_array_equal(frozen(tf.constant([3, 1]))[0].numpy(), 2 * table.numpy()[[3, 1]])
