@@ -569,10 +569,8 @@ def _log_default_paths(rows, ceiling, runs, peer, log):
 def measure_soak(model_name="lw_mobilenetv2", num_images=300, min_side=64, max_side=640):
     """:func:`run_soak` on a preset (random weights, 21 classes), in this process; returns its report and
     the table line."""
-
     lines = []
-    report = run_soak(_build(model_name), num_images, min_side,
-                      max_side, log=lines.append)
+    report = run_soak(_build(model_name), num_images, min_side, max_side, log=lines.append)
     report.pop("sizes")
     return dict(report, model=model_name, line=lines[0])
 

@@ -91,6 +91,8 @@ class FrozenModel:
         name, input_shape, output_shape: the Keras model's.
         function: the frozen ``tf.function`` graph (a ``ConcreteFunction``; ``function.graph`` is what the
             TensorFlow profiler reads, see :func:`refinenet_tf.profiling.count_flops`).
+        folded_batch_norms: how many batch normalizations were folded into their convolutions
+            (:func:`refinenet_tf.folding.fold_batch_norms`).
     """
 
     def __init__(self, model, batch_shape=None, fold_batch_norms=True):
