@@ -89,25 +89,6 @@ def parse_grappler(text):
     return options
 
 
-def randomize_batchnorm(model, seed=0):
-    """Random moving statistics and affine parameters, so that folding BatchNorm is not the identity."""
-    import tf_keras as keras
-
-    rng = np.random.default_rng(seed)
-    for layer in model.submodules:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            values = []
-            for weight in layer.weights:
-                shape, name = weight.shape, weight.name
-                if "moving_variance" in name:
-                    values.append(rng.uniform(0.5, 2.0, shape))
-                elif "moving_mean" in name or "beta" in name:
-                    values.append(rng.normal(0.0, 0.1, shape))
-                else:  # gamma
-                    values.append(rng.uniform(0.5, 1.5, shape))
-            layer.set_weights([v.astype(np.float32) for v in values])
-
-
 def constant_function_from_graph_def(model, spec, stage):
     """The model's inference function with its variables as constants, through its GraphDef (method ``lean``)."""
     import tensorflow as tf
@@ -203,7 +184,7 @@ def main():
     import tensorflow as tf
     import tf_keras as keras
 
-    from refinenet_tf import inference, models
+    from refinenet_tf import benchmarks, inference, models
 
     def trim():
         if args.trim:
@@ -214,7 +195,7 @@ def main():
     stage("started")
     keras.utils.set_random_seed(0)
     model = models.build(args.model, num_classes=21, backbone_weights=None)
-    randomize_batchnorm(model)
+    benchmarks.randomize_batch_norms(model)
     weights_mib = sum(int(np.prod(w.shape)) * w.dtype.size for w in model.weights) / 2**20
     print(f"{args.model}: {model.count_params():,} parameters, {weights_mib:.0f} MiB of weights; "
           f"method {args.method}, grappler {args.grappler}")

@@ -18,7 +18,7 @@ from refinenet_tf import options
 __all__ = ["BENCHMARK_MODELS", "PEER_ARCHITECTURES", "PRECISIONS", "TARGETS", "in_fresh_process", "measure_agreement",
            "measure_frozen", "measure_gpus", "measure_matmul", "measure_model", "measure_multitask",
            "measure_op_profile", "measure_peer", "measure_pipeline", "measure_predict", "measure_served",
-           "measure_soak", "measure_training",
+           "measure_soak", "measure_training", "randomize_batch_norms",
            "run_benchmark", "run_inference_benchmark", "run_soak", "run_training_benchmarks"]
 
 # The default rows of ``refinenet-tf benchmark``: each variant's flagship, then the official releases' structures
@@ -54,16 +54,14 @@ def _rss_mib(field="VmRSS"):
     return float("nan")
 
 
-def _build(model_name, seed=0):
-    """The preset with random weights, 21 classes, and batch normalization statistics like a trained model's
-    (random scales, offsets, means and variances): with the initial ones (mean 0, variance 1, offset 0) the
-    frozen graph's folded biases are 0 and TensorFlow drops them, which a trained model's graph would not."""
+def randomize_batch_norms(model, seed=0):
+    """Gives every ``BatchNormalization`` layer of ``model`` random statistics like a trained model's: scale in
+    [0.5, 1.5], offset and mean in [-0.2, 0.2], variance in [0.5, 2]. With the initial ones (mean 0, variance 1,
+    offset 0) the frozen graph's folded biases are 0 and TensorFlow drops them, which a trained model's graph
+    would not; so the benchmark, and tests of :mod:`refinenet_tf.folding`, use these. Returns ``model``."""
     import numpy as np
     import tf_keras as keras
 
-    from refinenet_tf import models
-
-    model = models.build(model_name, num_classes=21, backbone_weights=None)
     rng = np.random.default_rng(seed)
     for layer in model.submodules:
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -72,6 +70,14 @@ def _build(model_name, seed=0):
                 if variable is not None:
                     variable.assign(rng.uniform(low, high, variable.shape).astype(np.float32))
     return model
+
+
+def _build(model_name, seed=0):
+    """The preset with random weights, 21 classes, and trained-like batch normalization statistics
+    (:func:`randomize_batch_norms`)."""
+    from refinenet_tf import models
+
+    return randomize_batch_norms(models.build(model_name, num_classes=21, backbone_weights=None), seed)
 
 
 def measure_training(model_name, size, batch_size=1, steps=3, jit_compile=False, warmup=1):

@@ -158,7 +158,8 @@ AUTO_FREEZE_IMAGES = 8
 AUTO_FREEZE_REPEATS = 3
 #: ... and only when the memory the system has available exceeds this many times the model's weights (freezing
 #: holds the graph with its weights as constants, TensorFlow's copies of its definition, oneDNN's copy of the
-#: weights; 15 to 17 times the weights above the Keras model at the peak for slim RefineNet-101, docs/benchmarks.md).
+#: weights: in make bench, the default path's peak was (6370 - 1380) MiB over the Keras path's for slim
+#: RefineNet-101's 297 MiB of weights, 17 times; docs/benchmarks.md).
 AUTO_FREEZE_MEMORY_FACTOR = 24
 
 _FROZEN = weakref.WeakKeyDictionary()  # keras model -> its FrozenModel (refreshed when the weights change)

@@ -5,18 +5,15 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from refinenet_tf import folding, inference
+from refinenet_tf import benchmarks, folding, inference, models
 
 
 def _trained_like(model, seed=0):
-    """Batch normalization statistics far from the initial ones, so that folding them is visible."""
+    """Batch normalization statistics and biases far from the initial ones, so that folding them is visible."""
+    benchmarks.randomize_batch_norms(model, seed)
     rng = np.random.default_rng(seed)
     for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            for variable, low, high in ((layer.gamma, 0.5, 1.5), (layer.beta, -0.5, 0.5),
-                                        (layer.moving_mean, -0.5, 0.5), (layer.moving_variance, 0.3, 3.0)):
-                variable.assign(rng.uniform(low, high, variable.shape).astype(np.float32))
-        elif getattr(layer, "bias", None) is not None:
+        if not isinstance(layer, keras.layers.BatchNormalization) and getattr(layer, "bias", None) is not None:
             layer.bias.assign(rng.uniform(-0.5, 0.5, layer.bias.shape).astype(np.float32))
     return model
 
@@ -45,6 +42,26 @@ def test_frozen_model_folds_each_foldable_batch_norm_and_equals_keras():
     images = tf.random.stateless_uniform([2, 17, 23, 3], seed=[1, 2], minval=0, maxval=255)
     expected = model(images, training=False).numpy()
     np.testing.assert_allclose(frozen(images).numpy(), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("variant, backbone, unfoldable", [
+    ("slim", "tiny_test_backbone", 1),  # the blog's ConvBNReLU blocks; the tiny backbone's BN follows a ReLU
+    ("light_weight", "resnet50", 0),  # keras.applications: convolution, BiasAdd, BatchNorm
+    ("light_weight", "mobilenetv2", 0),  # depthwise convolutions
+])
+def test_the_models_batch_norms_all_fold(variant, backbone, unfoldable):
+    # what makes the frozen graph's convolutions differ from the Keras model's (their oneDNN kernels would
+    # otherwise be shared, docs/benchmarks.md): every BatchNorm after a convolution is gone from the frozen graph
+    model = _trained_like(models.RefineNet(num_classes=3, backbone=backbone, backbone_weights=None,
+                                           variant=variant))
+    batch_norms = sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.submodules)
+    frozen = inference.freeze(model)
+    assert frozen.folded_batch_norms == batch_norms - unfoldable > 0
+    ops = [op.type for op in frozen.function.graph.get_operations()]
+    assert sum(op.startswith("FusedBatchNorm") for op in ops) == unfoldable
+    images = tf.random.stateless_uniform([1, 64, 96, 3], seed=[7, 8], minval=0, maxval=255)
+    expected = model(images, training=False).numpy()
+    np.testing.assert_allclose(frozen(images).numpy(), expected, rtol=0, atol=1e-4 * np.ptp(expected))
 
 
 def test_fold_batch_norms_leaves_other_graphs_alone():
