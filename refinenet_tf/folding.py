@@ -1,6 +1,8 @@
 """The frozen inference graph of :func:`refinenet_tf.inference.freeze`: the variables a traced function reads
 written into its graph as constants (:func:`constant_graph_def`), each batch normalization folded into the
-convolution before it (:func:`fold_batch_norms`), and the result as a function (:func:`function_from_graph_def`).
+convolution before it (:func:`fold_batch_norms`), an RGB -> BGR channel reversal of the input folded into the
+first convolution's weights (:func:`fold_channel_reversals`), and the result as a function
+(:func:`function_from_graph_def`).
 
 In inference mode a batch normalization after a convolution is an affine map per output channel,
 ``scale * (conv(x, W) + b - mean) / sqrt(variance + epsilon) + offset``, which is the convolution
@@ -21,10 +23,13 @@ import collections
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["constant_graph_def", "fold_batch_norms", "function_from_graph_def"]
+__all__ = ["constant_graph_def", "fold_batch_norms", "fold_channel_reversals", "function_from_graph_def"]
 
 _CONVOLUTIONS = ("Conv2D", "DepthwiseConv2dNative")
 _BATCH_NORMS = ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")
+#: element-wise steps with a constant per-channel operand that a channel reversal passes through unchanged once
+#: that operand is reversed too
+_PER_CHANNEL = ("Sub", "Add", "AddV2", "Mul", "RealDiv", "BiasAdd")
 _FLOAT = tf.float32.as_datatype_enum
 
 
@@ -90,20 +95,10 @@ def fold_batch_norms(graph_def, output_names):
 
     Returns the number of batch normalizations folded.
     """
-    nodes = {node.name: node for node in graph_def.node}
-    readers = collections.defaultdict(list)  # node name -> input references to it (all of its readers)
-    for node in graph_def.node:
-        for reference in node.input:
-            readers[_producer(reference)].append(reference)
+    nodes, readers = _index(graph_def)
 
     def constant(reference):
-        """The float32 value behind ``reference`` (a Const, through Identity nodes), else None."""
-        node = nodes.get(_producer(reference))
-        while node is not None and node.op == "Identity" and len(node.input) == 1:
-            node = nodes.get(_producer(node.input[0]))
-        if node is None or node.op != "Const" or node.attr["dtype"].type != _FLOAT:
-            return None
-        return tf.make_ndarray(node.attr["value"].tensor)
+        return _constant_value(nodes, reference)
 
     def only_read_as_output_0(name):
         return all(reference.startswith("^") is False and _output_index(reference) == 0
@@ -156,6 +151,124 @@ def fold_batch_norms(graph_def, output_names):
     graph_def.node.extend(new_nodes)
     _remove_unused_nodes(graph_def, output_names)
     return folded
+
+
+def _index(graph_def):
+    """``(nodes by name, readers)``: ``readers`` maps a node's name to the input references to it (one per
+    reading input, ``"name"``, ``"name:1"`` or ``"^name"``)."""
+    nodes = {node.name: node for node in graph_def.node}
+    readers = collections.defaultdict(list)
+    for node in graph_def.node:
+        for reference in node.input:
+            readers[_producer(reference)].append(reference)
+    return nodes, readers
+
+
+def _constant_value(nodes, reference, dtype=_FLOAT):
+    """The value behind ``reference`` if it is a ``Const`` of ``dtype`` (possibly behind ``Identity`` nodes),
+    else None."""
+    node = nodes.get(_producer(reference))
+    while node is not None and node.op == "Identity" and len(node.input) == 1:
+        node = nodes.get(_producer(node.input[0]))
+    if node is None or node.op != "Const" or node.attr["dtype"].type != dtype:
+        return None
+    return tf.make_ndarray(node.attr["value"].tensor)
+
+
+def fold_channel_reversals(graph_def, output_names):
+    """Folds, in the frozen ``graph_def`` and in place, each reversal of the input's channel axis
+    (``x[..., ::-1]``: the RGB -> BGR step of the Caffe-style preprocessing of ``keras.applications`` ResNets)
+    into the convolution it leads to; then removes the nodes that no longer lead to ``output_names``.
+
+    From the reversal (a ``StridedSlice`` with stride -1 on the last axis and the whole of every axis) the path
+    may pass element-wise steps with a constant operand (``x - mean``: ``Sub``, ``Add``, ``AddV2``, ``Mul``,
+    ``RealDiv``, ``BiasAdd``), whose operand gets its channels reversed, and zero padding of the other axes, to a
+    float32 NHWC ``Conv2D`` with constant weights, whose input channels get reversed; each node on the path must
+    be read only by the next. The reversal is then gone: ``conv(reverse(x) - m, W)`` is
+    ``conv(x - reverse(m), W with its input channels reversed)``. Any other pattern is left as it is.
+
+    Returns the number of reversals folded.
+    """
+    nodes, readers = _index(graph_def)
+    consumers = collections.defaultdict(list)  # node name -> (reading node, input index) for data inputs
+    for node in graph_def.node:
+        for index, reference in enumerate(node.input):
+            if not reference.startswith("^"):
+                consumers[_producer(reference)].append((node, index))
+    new_nodes = []
+    folded = 0
+    for node in list(graph_def.node):
+        if node.op != "StridedSlice" or node.attr["T"].type != _FLOAT or not _reverses_channels(node, nodes):
+            continue
+        path, current = [], node
+        while not path or path[-1].op != "Conv2D":
+            step = consumers[current.name][0][0] if len(readers[current.name]) == 1 else None
+            if step is None or consumers[current.name][0][1] != 0 or not _passes_reversal(step, nodes):
+                break
+            path.append(step)
+            current = step
+        convolution = path[-1] if path and path[-1].op == "Conv2D" else None
+        weights = None if convolution is None else _constant_value(nodes, convolution.input[1])
+        if weights is None or weights.ndim != 4:
+            continue
+        channels = weights.shape[2]
+        operands = [_constant_value(nodes, step.input[1]) for step in path[:-1] if step.op in _PER_CHANNEL]
+        if any(operand.ndim and operand.shape[-1] not in (1, channels) for operand in operands):
+            continue
+        for step in path[:-1]:
+            operand = _constant_value(nodes, step.input[1]) if step.op in _PER_CHANNEL else None
+            if operand is not None and operand.ndim and operand.shape[-1] == channels:
+                name = f"{step.name}/reversed_operand"
+                new_nodes.append(_constant_node(name, operand[..., ::-1]))
+                step.input[1] = name
+        name = f"{convolution.name}/reversed_weights"
+        new_nodes.append(_constant_node(name, weights[:, :, ::-1, :]))
+        convolution.input[1] = name
+        path[0].input[0] = node.input[0]
+        folded += 1
+    graph_def.node.extend(new_nodes)
+    if folded:
+        _remove_unused_nodes(graph_def, output_names)
+    return folded
+
+
+def _reverses_channels(node, nodes):
+    """Whether a ``StridedSlice`` node is ``x[..., ::-1]`` (or ``x[:, :, :, ::-1]``): the whole of every axis,
+    the last one reversed."""
+    specs = [_constant_value(nodes, reference, node.attr["Index"].type) for reference in node.input[1:4]]
+    if any(spec is None or spec.ndim != 1 for spec in specs):
+        return False
+    strides = specs[2]
+    count = len(strides)
+    if node.attr["new_axis_mask"].i or node.attr["shrink_axis_mask"].i or count < 1 or strides[-1] != -1:
+        return False
+    ellipsis = node.attr["ellipsis_mask"].i
+    if not ((ellipsis == 1 and count == 2) or (ellipsis == 0 and count == 4)):
+        return False
+    whole = [index for index in range(count) if not ellipsis >> index & 1]
+    everything = all(node.attr["begin_mask"].i >> index & 1 and node.attr["end_mask"].i >> index & 1
+                     for index in whole)
+    return everything and all(strides[index] == 1 for index in whole[:-1])
+
+
+def _passes_reversal(node, nodes):
+    """Whether a channel reversal can move past ``node`` (reading it as output 0 at input 0): a float32
+    element-wise step with a constant second operand, zero padding that leaves the channels alone, or the
+    convolution it folds into (NHWC)."""
+    if _output_index(node.input[0]) != 0 or "T" not in node.attr or node.attr["T"].type != _FLOAT:
+        return False
+    if "data_format" in node.attr and node.attr["data_format"].s not in (b"NHWC", b""):
+        return False
+    if node.op in _PER_CHANNEL:
+        return len(node.input) == 2 and _constant_value(nodes, node.input[1]) is not None
+    if node.op == "Pad":
+        return _pads_spatially(_constant_value(nodes, node.input[1], node.attr["Tpaddings"].type))
+    return node.op == "Conv2D"
+
+
+def _pads_spatially(paddings):
+    """Whether constant ``paddings`` of a ``Pad`` leave the last (channel) axis as it is."""
+    return paddings is not None and paddings.ndim == 2 and paddings.shape[1] == 2 and not paddings[-1].any()
 
 
 def _constant_node(name, value, dtype=tf.float32):

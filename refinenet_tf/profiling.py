@@ -52,7 +52,7 @@ def flops_by_op(model, height, width, batch_size=1):
     for name, value in (("height", height), ("width", width), ("batch_size", batch_size)):
         positive_int(name, value)
     # the network as built: batch normalization not folded into the convolutions as inference runs it
-    frozen = inference.freeze(model, batch_shape=(batch_size, height, width, 3), fold_batch_norms=False)
+    frozen = inference.freeze(model, batch_shape=(batch_size, height, width, 3), fold=False)
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
     with deprecation.silence():  # the v1 profiler is the TF profiler; its deprecation notice is noise here

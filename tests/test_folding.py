@@ -44,12 +44,12 @@ def test_frozen_model_folds_each_foldable_batch_norm_and_equals_keras():
     np.testing.assert_allclose(frozen(images).numpy(), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
-@pytest.mark.parametrize("variant, backbone, unfoldable", [
-    ("slim", "tiny_test_backbone", 1),  # the blog's ConvBNReLU blocks; the tiny backbone's BN follows a ReLU
-    ("light_weight", "resnet50", 0),  # keras.applications: convolution, BiasAdd, BatchNorm
-    ("light_weight", "mobilenetv2", 0),  # depthwise convolutions
+@pytest.mark.parametrize("variant, backbone, unfoldable, reversals", [
+    ("slim", "tiny_test_backbone", 1, 0),  # the blog's ConvBNReLU blocks; the tiny backbone's BN follows a ReLU
+    ("light_weight", "resnet50", 0, 1),  # keras.applications: convolution, BiasAdd, BatchNorm; RGB -> BGR input
+    ("light_weight", "mobilenetv2", 0, 0),  # depthwise convolutions
 ])
-def test_the_models_batch_norms_all_fold(variant, backbone, unfoldable):
+def test_the_models_batch_norms_and_channel_reversals_all_fold(variant, backbone, unfoldable, reversals):
     # what makes the frozen graph's convolutions differ from the Keras model's (their oneDNN kernels would
     # otherwise be shared, docs/benchmarks.md): every BatchNorm after a convolution is gone from the frozen graph
     model = _trained_like(models.RefineNet(num_classes=3, backbone=backbone, backbone_weights=None,
@@ -57,6 +57,7 @@ def test_the_models_batch_norms_all_fold(variant, backbone, unfoldable):
     batch_norms = sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.submodules)
     frozen = inference.freeze(model)
     assert frozen.folded_batch_norms == batch_norms - unfoldable > 0
+    assert frozen.folded_channel_reversals == reversals and not _channel_reversals(frozen)
     ops = [op.type for op in frozen.function.graph.get_operations()]
     assert sum(op.startswith("FusedBatchNorm") for op in ops) == unfoldable
     images = tf.random.stateless_uniform([1, 64, 96, 3], seed=[7, 8], minval=0, maxval=255)
@@ -118,3 +119,55 @@ def test_constant_graph_def_falls_back_where_a_variable_is_used_other_than_read(
     assert "ResourceGather" not in [node.op for node in graph_def.node]  # TensorFlow's conversion made it a Gather
     frozen = folding.function_from_graph_def(graph_def, inputs, outputs)
     np.testing.assert_array_equal(frozen(tf.constant([3, 1]))[0].numpy(), 2 * table.numpy()[[3, 1]])
+
+
+def _reversal_model(reverse, after_reverse=None, shared=False):
+    """keras.applications' Caffe-style input: RGB -> BGR (``reverse``), minus a per-channel mean, zero padding,
+    a 7 x 7 convolution with its BatchNorm."""
+    inputs = keras.Input([None, None, 3])
+    bgr = reverse(inputs)
+    x = (after_reverse or (lambda tensor: tensor - tf.constant([103.939, 116.779, 123.68])))(bgr)
+    x = keras.layers.ZeroPadding2D(3)(x)
+    x = keras.layers.Conv2D(8, 7, strides=2)(x)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+    if shared:  # the reversed image is read a second time: the reversal must stay
+        x = keras.layers.Concatenate()([x, keras.layers.AveragePooling2D(2, padding="same")(bgr)])
+    return _trained_like(keras.Model(inputs, x, name="caffe_input"))
+
+
+def _assert_frozen_equals_keras(model, frozen, shape=(2, 31, 27, 3)):
+    images = tf.random.stateless_uniform(shape, seed=[9, 10], minval=0, maxval=255)
+    expected = model(images, training=False).numpy()
+    np.testing.assert_allclose(frozen(images).numpy(), expected, rtol=0, atol=1e-5 * np.ptp(expected))
+
+
+def _channel_reversals(frozen):
+    return [op for op in frozen.function.graph.get_operations()
+            if op.type in ("StridedSlice", "ReverseV2") and op.inputs[0].op.type == "Placeholder"]
+
+
+@pytest.mark.parametrize("reverse, after_reverse", [
+    (lambda x: x[..., ::-1], None),  # keras.applications' own form
+    (lambda x: x[:, :, :, ::-1], lambda x: x * tf.constant([0.5, 1.0, 2.0]) + 1.0),  # scaled, a scalar added
+])
+def test_the_inputs_channel_reversal_folds_into_the_first_convolution(reverse, after_reverse):
+    model = _reversal_model(reverse, after_reverse)
+    frozen = inference.freeze(model)
+    assert frozen.folded_channel_reversals == 1 and not _channel_reversals(frozen)
+    _assert_frozen_equals_keras(model, frozen)
+    unfolded = inference.freeze(model, fold=False)
+    assert unfolded.folded_channel_reversals == 0 and len(_channel_reversals(unfolded)) == 1
+    _assert_frozen_equals_keras(model, unfolded)
+
+
+@pytest.mark.parametrize("reverse, after_reverse, shared", [
+    (lambda x: x[..., ::-1], None, True),  # the reversed image also read elsewhere
+    (lambda x: x[..., 2::-1], None, False),  # not spelled as the whole axis
+    (lambda x: x[..., ::-1], lambda x: tf.pad(x, [[0, 0], [0, 0], [0, 0], [1, 0]])[..., 1:], False),  # pads channels
+    (lambda x: x[..., ::-1], lambda x: tf.nn.relu(x - 100.0), False),  # a step it does not know
+])
+def test_other_channel_reversals_stay(reverse, after_reverse, shared):
+    model = _reversal_model(reverse, after_reverse, shared)
+    frozen = inference.freeze(model)
+    assert frozen.folded_channel_reversals == 0 and len(_channel_reversals(frozen)) == 1
+    _assert_frozen_equals_keras(model, frozen)
