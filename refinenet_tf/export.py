@@ -129,7 +129,7 @@ def _task_outputs(model, images):
     images = tf.cast(images, tf.float32)
     size = tf.shape(images)[1:3]
     predictions = model(images, training=False)
-    resized = {task: tf.image.resize(tf.cast(value, tf.float32), size, method="bilinear")
+    resized = {task: inference.resize_bilinear(tf.cast(value, tf.float32), size)
                for task, value in predictions.items()}
     outputs = {}
     if "segmentation" in resized:
