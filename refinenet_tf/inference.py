@@ -218,8 +218,8 @@ def _weights_fingerprint(model):
             for variable in model_ref().weights:
                 last = variable.shape[-1] if variable.shape.rank else 1
                 rows = tf.reshape(tf.bitcast(tf.cast(variable, tf.float32), tf.int32), [-1, last])
-                # the weighted row sums as an int32 matrix-vector product: one pass, no temporary of the weights'
-                # size (equal to reduce_sum(rows * odd(last), axis=1), twice as fast)
+                # the weighted row sums as an int32 matrix-vector product: the same sums as
+                # reduce_sum(rows * odd(last), axis=1) in one pass, without a temporary of the weights' size
                 sums.append(tf.reduce_sum(tf.linalg.matvec(rows, odd(last)) * odd(tf.shape(rows)[0])))
             return tf.stack(sums)
 

@@ -130,6 +130,23 @@ def test_multi_scale_averages_views_resized_back_to_the_input_size():
     assert result.shape == (1, 10, 15, 2)
 
 
+@pytest.mark.parametrize("upsample_logits", [True, False])
+def test_segment_equals_softmax_of_the_resized_logits_traced_or_not(tiny_backbone, upsample_logits):
+    # the resize to the input size is skipped where the logits already have it (resize_bilinear): the
+    # probabilities must stay those of tf.image.resize (up to the model's own float rounding between an eager
+    # and a traced call), eagerly and traced without a known size
+    model = models.RefineNet(num_classes=4, backbone=tiny_backbone, backbone_weights=None, variant="light_weight",
+                             upsample_logits=upsample_logits)
+    images = tf.random.stateless_uniform([2, 36, 52, 3], seed=[3, 4], minval=0, maxval=255)
+    logits = model(images, training=False)
+    assert (tuple(logits.shape[1:3]) == (36, 52)) == upsample_logits
+    expected = tf.nn.softmax(tf.image.resize(logits, [36, 52], method="bilinear")).numpy()
+    traced = tf.function(lambda batch: inference.segment(model, batch),
+                         input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    np.testing.assert_allclose(inference.segment(model, images).numpy(), expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(traced(images).numpy(), expected, rtol=0, atol=1e-6)
+
+
 def test_max_side_bounds_the_model_input_and_keeps_the_output_size():
     seen = []
 
