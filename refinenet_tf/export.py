@@ -43,7 +43,7 @@ import tempfile
 
 import tensorflow as tf
 
-from refinenet_tf import _files, inference, runs
+from refinenet_tf import _files, inference, layers, runs
 from refinenet_tf.options import QUANTIZATIONS
 
 __all__ = ["QUANTIZATIONS", "export_onnx", "export_saved_model", "export_tflite", "tflite_interpreter"]
@@ -127,9 +127,9 @@ def _task_outputs(model, images):
     ``probabilities`` (softmax of the bilinearly resized logits, as :func:`refinenet_tf.inference.segment`),
     ``depth`` ``[N, H, W]`` and unit ``normals``."""
     images = tf.cast(images, tf.float32)
-    size = tf.shape(images)[1:3]
+    size = layers._spatial_size(images)
     predictions = model(images, training=False)
-    resized = {task: inference.resize_bilinear(tf.cast(value, tf.float32), size)
+    resized = {task: inference._resize_to(tf.cast(value, tf.float32), size)
                for task, value in predictions.items()}
     outputs = {}
     if "segmentation" in resized:

@@ -202,8 +202,10 @@ def fold_channel_reversals(graph_def, output_names):
             continue
         path, current = [], node
         while not path or path[-1].op != "Conv2D":
-            step = consumers[current.name][0][0] if len(readers[current.name]) == 1 else None
-            if step is None or consumers[current.name][0][1] != 0 or not _passes_reversal(step, nodes):
+            if len(readers[current.name]) != 1 or len(consumers[current.name]) != 1:
+                break  # read twice, or only by a control edge
+            step, index = consumers[current.name][0]
+            if index != 0 or not _passes_reversal(step, nodes):
                 break
             path.append(step)
             current = step

@@ -24,10 +24,10 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from refinenet_tf import _files, folding, runs, visualization
+from refinenet_tf import _files, folding, layers, runs, visualization
 
 __all__ = ["FREEZE_CHOICES", "FrozenModel", "collect_images", "freeze", "model_to_run", "predict", "predict_files",
-           "predict_joint", "predict_joint_files", "resize_bilinear", "segment", "segment_and_depth"]
+           "predict_joint", "predict_joint_files", "segment", "segment_and_depth"]
 
 
 def _check_scales(scales):
@@ -37,28 +37,28 @@ def _check_scales(scales):
     return scales
 
 
-def resize_bilinear(values, size):
-    """``tf.image.resize(values, size, method="bilinear")`` for ``[N, h, w, C]`` float ``values``, without a pass
-    over ``values`` where they already have ``size``: a model that upsamples its logits itself (every preset does,
-    ``upsample_logits=True``) gives them at the input size. At the same size the resize (half-pixel centres)
-    samples every pixel exactly and returns finite values unchanged, so skipping it changes nothing (an infinite
-    value stays itself instead of becoming NaN); the sizes are compared when tracing where both are known, else
-    when running (``tf.cond``).
+def _resize_to(values, size):
+    """``values`` (``[N, h, w, C]`` float) resized bilinearly to ``size`` (TF2's ``tf.image.resize``,
+    :func:`refinenet_tf.layers.resize_bilinear` ``"bilinear"``), without a pass over them where they already have
+    ``size``: every preset upsamples its logits to the input size itself (``upsample_logits=True``). At the same
+    size the resize samples every pixel exactly and returns finite values unchanged, so skipping it changes
+    nothing (an infinite value stays itself instead of becoming NaN). The sizes are compared when tracing where
+    both are known (``size`` as Python ints, :func:`refinenet_tf.layers._spatial_size`), else when running.
 
     Example:
         >>> logits = tf.random.stateless_normal([1, 5, 7, 3], seed=[1, 2])
-        >>> bool(tf.reduce_all(resize_bilinear(logits, [5, 7]) == tf.image.resize(logits, [5, 7])))
+        >>> bool(tf.reduce_all(_resize_to(logits, [5, 7]) == tf.image.resize(logits, [5, 7])))
         True
-        >>> resize_bilinear(logits, [10, 14]).shape
+        >>> _resize_to(logits, tf.constant([10, 14])).shape
         TensorShape([1, 10, 14, 3])
     """
     static_size = tf.get_static_value(size)
     if static_size is not None and values.shape[1:3].is_fully_defined():
         if tuple(values.shape[1:3]) == tuple(int(side) for side in static_size):
             return values
-        return tf.image.resize(values, size, method="bilinear")
+        return layers.resize_bilinear(values, size, "bilinear")
     same = tf.reduce_all(tf.equal(tf.shape(values)[1:3], size))
-    return tf.cond(same, lambda: tf.identity(values), lambda: tf.image.resize(values, size, method="bilinear"))
+    return tf.cond(same, lambda: tf.identity(values), lambda: layers.resize_bilinear(values, size, "bilinear"))
 
 
 def segment(model, images, scales=(1.0,), flip=False, max_side=None):
@@ -83,7 +83,7 @@ def segment(model, images, scales=(1.0,), flip=False, max_side=None):
     """
     scales = _check_scales(scales)
     images = tf.cast(images, tf.float32)
-    size = tf.shape(images)[1:3]
+    size = layers._spatial_size(images)
     factor = tf.constant(1.0)
     if max_side is not None:
         factor = tf.minimum(1.0, float(max_side) / tf.cast(tf.reduce_max(size), tf.float32))
@@ -92,13 +92,13 @@ def segment(model, images, scales=(1.0,), flip=False, max_side=None):
         scaled = images
         if scale != 1.0 or max_side is not None:
             scaled_size = tf.maximum(1, tf.cast(tf.round(tf.cast(size, tf.float32) * scale * factor), tf.int32))
-            scaled = resize_bilinear(images, scaled_size)
+            scaled = _resize_to(images, scaled_size)
         for mirrored in (False, True) if flip else (False,):
             view = tf.reverse(scaled, axis=[2]) if mirrored else scaled
             logits = tf.cast(model(view, training=False), tf.float32)
             if mirrored:
                 logits = tf.reverse(logits, axis=[2])
-            probabilities = tf.nn.softmax(resize_bilinear(logits, size), axis=-1)
+            probabilities = tf.nn.softmax(_resize_to(logits, size), axis=-1)
             total = probabilities if total is None else total + probabilities
     return total / float(len(scales) * (2 if flip else 1))
 
@@ -519,16 +519,16 @@ def segment_and_depth(model, images, flip=False):
         ``(probabilities [N, H, W, C] float32, depth [N, H, W] float32 metres)``.
     """
     images = tf.cast(images, tf.float32)
-    size = tf.shape(images)[1:3]
+    size = layers._spatial_size(images)
     probabilities, depth = 0.0, 0.0
     views = (False, True) if flip else (False,)
     for mirrored in views:
         outputs = model(tf.reverse(images, axis=[2]) if mirrored else images, training=False)
-        logits = resize_bilinear(tf.cast(outputs["segmentation"], tf.float32), size)
+        logits = _resize_to(tf.cast(outputs["segmentation"], tf.float32), size)
         view_depth = tf.cast(outputs["depth"], tf.float32)
         if view_depth.shape.rank == 3:
             view_depth = view_depth[..., None]
-        view_depth = resize_bilinear(view_depth, size)[..., 0]
+        view_depth = _resize_to(view_depth, size)[..., 0]
         if mirrored:
             logits, view_depth = tf.reverse(logits, axis=[2]), tf.reverse(view_depth, axis=[2])
         probabilities += tf.nn.softmax(logits, axis=-1)
