@@ -1,4 +1,9 @@
-"""Batch normalization folded into convolutions in the frozen graph (refinenet_tf.folding)."""
+"""The frozen graph's rewrites (refinenet_tf.folding): batch normalization folded into convolutions, the input's
+channel reversal folded into the first convolution; the probe of variable weights at constant speed."""
+
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -171,3 +176,16 @@ def test_other_channel_reversals_stay(reverse, after_reverse, shared):
     frozen = inference.freeze(model)
     assert frozen.folded_channel_reversals == 0 and len(_channel_reversals(frozen)) == 1
     _assert_frozen_equals_keras(model, frozen)
+
+
+def test_the_variable_filter_probe_runs_three_ways_to_equal_outputs():
+    # benchmarks/variable_filters.py: the measured basis of the frozen path's next memory step (docs/benchmarks.md)
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
+                          "variable_filters.py")
+    result = subprocess.run([sys.executable, script, "--layers", "2", "--channels", "16", "--size", "8"],
+                            capture_output=True, text=True, check=True, timeout=600)
+    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith("| ") and "way" not in line]
+    ways = {cells[0].strip(): cells for cells in rows}
+    assert sorted(ways) == ["constant", "onednn", "variable"]
+    sums = {way: float(cells[3]) for way, cells in ways.items()}
+    assert sums["onednn"] == pytest.approx(sums["constant"], rel=1e-5) == sums["variable"]
