@@ -19,6 +19,11 @@ Methods:
               dropped as soon as it is used.
     current   ``inference.freeze`` of the working tree (whatever it does now); ``--through-segment`` calls it
               as ``predict`` does, inside ``segment``.
+    onednn    not built into the package yet: the function's own graph, its variables replaced by private
+              snapshots (``tf.Variable`` of each value: they share the buffers until either is assigned) and each
+              ``Conv2D`` written as TensorFlow's oneDNN op with ``is_filter_const=True``, so that oneDNN keeps its
+              converted filters as it does for constants (``benchmarks/variable_filters.py``); BatchNorm is not
+              folded and nothing is fused by hand.
 
 ``--grappler lean`` (or ``key=value,...``, the keys of ``tf.config.optimizer.set_experimental_options``) sets
 Grappler's options around the first frozen call (``--grappler-scope first``) or every frozen call (``all``) and
@@ -164,11 +169,41 @@ class grappler_options:
         assert tf.config.optimizer.get_experimental_options() == self.previous_public
 
 
+def onednn_variable_function(model, spec):
+    """Method ``onednn``: the model's inference function reading private snapshots of its variables, with each
+    ``Conv2D`` as ``_MklNativeConv2D`` marked ``is_filter_const`` (see the module docstring)."""
+    import tensorflow as tf
+
+    concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    graph_def = concrete.graph.as_graph_def()
+    if graph_def.library.function:
+        raise SystemExit("method onednn: the traced model calls other functions; not handled here")
+    captured = {internal.op.name: external for external, internal in concrete.graph.captures}
+    variables = {id(variable.handle): variable for variable in model.weights}
+    snapshots = {name: tf.Variable(variables[id(handle)].read_value(), trainable=False)
+                 for name, handle in captured.items() if handle.dtype == tf.resource}
+    for node in graph_def.node:
+        if node.op == "Conv2D":
+            node.op = "_MklNativeConv2D"
+            node.attr["is_filter_const"].b = True
+            node.attr["_kernel"].s = b"MklNameChangeOp"  # the label TensorFlow's oneDNN kernels register under
+    argument = next(tensor.op.name for tensor in concrete.inputs if tensor.op.name not in captured)
+    output = concrete.outputs[0].name
+
+    def imported(x):
+        graph = tf.compat.v1.get_default_graph()  # the snapshots' handles enter as this function's captures
+        mapping = {f"{name}:0": graph.capture(variable.handle) for name, variable in snapshots.items()}
+        mapping[f"{argument}:0"] = x
+        return tf.graph_util.import_graph_def(graph_def, input_map=mapping, return_elements=[output], name="")[0]
+
+    return tf.function(imported).get_concrete_function(spec)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="lw_resnet50")
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--method", default="baseline", choices=["keras", "baseline", "lean", "current"])
+    parser.add_argument("--method", default="baseline", choices=["keras", "baseline", "lean", "current", "onednn"])
     parser.add_argument("--grappler", default=None, help="'lean' or key=value,... set around the first call")
     parser.add_argument("--grappler-scope", default="first", choices=["first", "all"],
                         help="set --grappler around the first frozen call only, or around every frozen call")
@@ -224,6 +259,9 @@ def main():
     elif args.method == "lean":
         function = constant_function_from_graph_def(model, spec, stage=stage)
         stage("converted")
+    elif args.method == "onednn":
+        function = onednn_variable_function(model, spec)
+        stage("rewritten")
     else:
         frozen = inference.freeze(model)
         stage("inference.freeze")
