@@ -3,21 +3,22 @@ frozen path's memory (docs/benchmarks.md, "Where the frozen path's memory goes")
 
     .venv/bin/python benchmarks/variable_filters.py [--layers 16] [--channels 512] [--size 32]
 
-A stack of ``--layers`` 3 x 3 convolutions with ReLUs (``--channels`` in and out, random weights) on one
-``--size`` x ``--size`` input, run as a ``tf.function`` three ways, each in a fresh process:
+A Keras model of ``--layers`` 3 x 3 convolutions with ReLUs (``--channels`` in and out, no bias, random
+weights) on one ``--size`` x ``--size`` input, run three ways, each in a fresh process that also holds the Keras
+model:
 
-    constant  the weights as constants in the graph (what ``inference.freeze`` does): oneDNN converts each
-              filter to its blocked layout once and keeps it; TensorFlow also holds the constants in the
-              function's graph, its definition and its kernels
-    variable  the weights read from variables (a Keras call): oneDNN converts every filter on every call
-    onednn    the weights read from the same variables, the convolutions written as TensorFlow's oneDNN op
-              (``_MklNativeConv2D``) with ``is_filter_const=True``: oneDNN converts each filter once and keeps
-              it, and no constant copy of the weights exists
+    constant  ``inference.freeze``: the weights as constants in the graph; oneDNN converts each filter to its
+              blocked layout once and keeps it; TensorFlow also holds the constants in the function's graph,
+              its definition and its kernels
+    variable  the Keras model in a ``tf.function``: oneDNN converts every filter on every call
+    onednn    ``frozen_memory.py``'s method ``onednn``: private snapshots of the variables, each convolution
+              written as TensorFlow's oneDNN op (``_MklNativeConv2D``) with ``is_filter_const=True``, so that
+              oneDNN converts each filter once and keeps it, and no constant copy of the weights exists
 
-Per way: the best of 20 calls (ms), the process's peak resident memory (``VmHWM``, MiB) and the output's sum (the
-three must agree). Only where TensorFlow runs its oneDNN kernels (x86 builds; not with
-``TF_ENABLE_ONEDNN_OPTS=0``). ``is_filter_const=True`` promises the op that the filter never changes, so the
-``onednn`` way is only right for variables nothing assigns after the first call.
+Per way: the best of 20 calls (ms), the process's peak resident memory (``VmHWM``, MiB), the output's sum (the
+three must agree) and how many convolutions run flagged constant. Only where TensorFlow runs its oneDNN kernels
+(x86 builds; not with ``TF_ENABLE_ONEDNN_OPTS=0``). ``is_filter_const=True`` promises the op that the filter
+never changes, which the snapshots keep.
 """
 
 import argparse
@@ -37,65 +38,47 @@ def peak_mib():
     return float("nan")
 
 
+def convolution_stack(layers, channels, seed=0):
+    """The probe's network: ``layers`` 3 x 3 convolutions (no bias) with ReLUs, random weights."""
+    import tf_keras as keras
+
+    inputs = keras.Input([None, None, channels])
+    x = inputs
+    for index in range(layers):
+        initializer = keras.initializers.RandomNormal(stddev=1 / (3 * channels ** 0.5), seed=seed + index)
+        x = keras.layers.Conv2D(channels, 3, padding="same", use_bias=False, activation="relu",
+                                kernel_initializer=initializer)(x)
+    return keras.Model(inputs, x)
+
+
 def run(way, layers, channels, size):
-    """One way, in this process: ``(best ms, peak MiB, output sum)``."""
+    """One way, in this process: ``(best ms, peak MiB, output sum, convolutions flagged)``. Each way holds the
+    Keras model too, as a process that freezes one does."""
     import numpy as np
     import tensorflow as tf
 
-    from refinenet_tf import folding
+    from frozen_memory import onednn_variable_function  # the same rewrite as its method ``onednn``
+    from refinenet_tf import inference
 
-    rng = np.random.default_rng(0)
-    weights = [(rng.normal(size=(3, 3, channels, channels)) / (3 * channels ** 0.5)).astype(np.float32)
-               for _ in range(layers)]
-    images = tf.constant(rng.normal(size=(1, size, size, channels)).astype(np.float32))
-    spec = tf.TensorSpec(images.shape, tf.float32)
+    model = convolution_stack(layers, channels)
+    images = tf.constant(np.random.default_rng(0).normal(size=(1, size, size, channels)).astype(np.float32))
+    spec = tf.TensorSpec([None, None, None, channels], tf.float32)
+    flagged = 0
     if way == "constant":
-        graph = tf.Graph()
-        with graph.as_default():
-            x = tf.compat.v1.placeholder(tf.float32, images.shape, name="images")
-            for value in weights:
-                x = tf.nn.relu(tf.nn.conv2d(x, tf.constant(value), 1, "SAME"))
-            tf.identity(x, name="out")
-        del weights
-        function = folding.function_from_graph_def(graph.as_graph_def(), {"images:0": spec}, ["out:0"])
-        del graph
-        call = lambda: function(images)[0]  # noqa: E731
+        function = inference.freeze(model)
+    elif way == "variable":
+        function = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
     else:
-        variables = [tf.Variable(value) for value in weights]
-        del weights
-
-        def forward(x):
-            for variable in variables:
-                x = tf.nn.relu(tf.nn.conv2d(x, variable, 1, "SAME"))
-            return x
-
-        function = tf.function(forward).get_concrete_function(spec)
-        if way == "onednn":
-            graph_def = function.graph.as_graph_def()
-            handles = {internal.op.name: external for external, internal in function.graph.captures}
-            for node in graph_def.node:
-                if node.op == "Conv2D":
-                    node.op = "_MklNativeConv2D"
-                    node.attr["is_filter_const"].b = True
-                    node.attr["_kernel"].s = b"MklNameChangeOp"  # the label of TensorFlow's oneDNN kernels
-            inputs = [tensor.op.name for tensor in function.inputs if tensor.op.name not in handles]
-
-            def imported(x):
-                graph = tf.compat.v1.get_default_graph()  # the handles enter this function as its captures
-                mapping = {f"{name}:0": graph.capture(handle) for name, handle in handles.items()}
-                mapping[f"{inputs[0]}:0"] = x
-                return tf.graph_util.import_graph_def(graph_def, input_map=mapping,
-                                                     return_elements=[function.outputs[0].name], name="")[0]
-
-            function = tf.function(imported).get_concrete_function(spec)
-        call = lambda: function(images)  # noqa: E731
-    total = float(tf.reduce_sum(call()))
+        function = onednn_variable_function(model, spec)
+        flagged = sum(op.type == "_MklNativeConv2D" and op.get_attr("is_filter_const")
+                      for op in function.graph.get_operations())
+    total = float(tf.reduce_sum(function(images)))
     times = []
     for _ in range(20):
         start = time.perf_counter()
-        call().numpy()
+        function(images).numpy()
         times.append(time.perf_counter() - start)
-    return 1000 * min(times), peak_mib(), total
+    return 1000 * min(times), peak_mib(), total, flagged
 
 
 def main():
@@ -111,14 +94,14 @@ def main():
     weights_mib = args.layers * 9 * args.channels ** 2 * 4 / 2 ** 20
     print(f"{args.layers} convolutions 3 x 3 x {args.channels} x {args.channels} ({weights_mib:.0f} MiB of weights) "
           f"on 1 x {args.size} x {args.size}; each way in a fresh process")
-    print("| way | best ms | peak RSS MiB | output sum |")
-    print("|---|---|---|---|")
+    print("| way | best ms | peak RSS MiB | output sum | convolutions flagged constant |")
+    print("|---|---|---|---|---|")
     for way in ("constant", "variable", "onednn"):
         result = subprocess.run([sys.executable, __file__, "--way", way, "--layers", str(args.layers),
                                  "--channels", str(args.channels), "--size", str(args.size)],
                                 capture_output=True, text=True, check=True)
-        best, peak, total = result.stdout.split()[-3:]
-        print(f"| {way} | {float(best):.1f} | {float(peak):.0f} | {float(total):.6g} |")
+        best, peak, total, flagged = result.stdout.split()[-4:]
+        print(f"| {way} | {float(best):.1f} | {float(peak):.0f} | {float(total):.6g} | {flagged} |")
 
 
 if __name__ == "__main__":

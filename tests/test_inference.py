@@ -145,6 +145,10 @@ def test_segment_equals_softmax_of_the_resized_logits_traced_or_not(tiny_backbon
                          input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
     np.testing.assert_allclose(inference.segment(model, images).numpy(), expected, rtol=0, atol=1e-6)
     np.testing.assert_allclose(traced(images).numpy(), expected, rtol=0, atol=1e-6)
+    # the skip itself: decided when tracing where both sizes are known, by a tf.cond where they are not
+    assert (inference._resize_to(logits, [36, 52]) is logits) == upsample_logits
+    ops = {op.type for op in traced.get_concrete_function().graph.get_operations()}
+    assert ops & {"If", "StatelessIf"}
 
 
 def test_max_side_bounds_the_model_input_and_keeps_the_output_size():
