@@ -17,9 +17,10 @@ Methods:
     lean      the same function's GraphDef with each ``ReadVariableOp`` replaced by a ``Const`` of the variable's
               value, one variable at a time, imported back with ``function_from_graph_def``; every intermediate
               dropped as soon as it is used.
-    current   ``inference.freeze`` of the working tree (whatever it does now); ``--through-segment`` calls it
-              as ``predict`` does, inside ``segment``.
-    onednn    not built into the package yet: the function's own graph, its variables replaced by private
+    current   ``inference.freeze`` of the working tree (whatever it does now; ``--weights-as`` passes its
+              ``weights_as``); ``--through-segment`` calls it as ``predict`` does, inside ``segment``.
+    onednn    the first measurement of what ``inference.freeze`` now does with ``weights_as="snapshots"``,
+              without its fusions: the function's own graph, its variables replaced by private
               snapshots (``tf.Variable`` of each value: they share the buffers until either is assigned) and each
               ``Conv2D`` written as TensorFlow's oneDNN op with ``is_filter_const=True``, so that oneDNN keeps its
               converted filters as it does for constants (``benchmarks/variable_filters.py``); BatchNorm is not
@@ -213,6 +214,7 @@ def main():
     parser.add_argument("--through-segment", action="store_true",
                         help="method current: call the frozen model as predict does, inside the traced segment() "
                              "(then the figures compare probabilities, not logits)")
+    parser.add_argument("--weights-as", default="auto", help="method current: freeze(..., weights_as=...)")
     parser.add_argument("--trim", action="store_true", help="malloc_trim(0) after freezing and the first call")
     args = parser.parse_args()
 
@@ -263,8 +265,8 @@ def main():
         function = onednn_variable_function(model, spec)
         stage("rewritten")
     else:
-        frozen = inference.freeze(model)
-        stage("inference.freeze")
+        frozen = inference.freeze(model, weights_as=args.weights_as)
+        stage(f"inference.freeze ({frozen.weights_as})")
         function = frozen
         if args.through_segment:  # what predict / evaluate run: the frozen model inside the traced segment()
             function = inference._segment_function(frozen, (1.0,), False, None)

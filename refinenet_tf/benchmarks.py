@@ -829,7 +829,10 @@ def measure_op_profile(model_name, size=512, repeats=3, top=6):
     flops = sum(by_op.values())
     conv_flops = sum(value for op, value in by_op.items() if "Conv2D" in op)
     images = np.random.default_rng(0).uniform(0, 255, (1, size, size, 3)).astype(np.float32)
-    best, micros, counts = _traced_run(inference.freeze(model, batch_shape=images.shape).function, images, repeats)
+    # with constant weights: a session runs a graph that captures no variables (the default path's snapshots
+    # run the same fused oneDNN convolutions)
+    frozen = inference.freeze(model, batch_shape=images.shape, weights_as="constants")
+    best, micros, counts = _traced_run(frozen.function, images, repeats)
     total = sum(micros.values())
     conv_micros = sum(value for op, value in micros.items() if "Conv2D" in op)
     return {"model": model_name, "size": size, "gflops": flops / 1e9, "conv_gflops": conv_flops / 1e9,

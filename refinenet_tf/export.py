@@ -208,14 +208,18 @@ def export_saved_model(model, path, scales=(1.0,), flip=False, max_side=None, cl
     _check_target(path, overwrite, "SavedModel folder")
     if isinstance(model, inference.FrozenModel):
         if keep_variables:
-            raise ValueError(f"{model.name} is frozen (its weights are constants); export the keras model it was "
+            raise ValueError(f"{model.name} is frozen (a copy of its weights); export the keras model it was "
                              "made from to keep_variables=True.")
+        if model.weights_as != "constants":
+            raise ValueError(f"{model.name} is frozen on snapshots of its weights with oneDNN's own ops, which a "
+                             "SavedModel does not carry; export the keras model (the export freezes it with "
+                             "constant weights), or freeze(model, weights_as='constants').")
     elif not keep_variables:
         weight_bytes = sum(int(weight.shape.num_elements()) * weight.dtype.size for weight in model.weights)
         if weight_bytes > _MAX_CONSTANT_BYTES:
             raise ValueError(f"{model.name}: {weight_bytes / 2**30:.1f} GiB of weights do not fit in a graph as "
                              "constants (protobuf's 2 GiB limit); pass keep_variables=True.")
-        model = inference.freeze(model)
+        model = inference.freeze(model, weights_as="constants")
     serving = _Serving(model, scales, flip, max_side)
     if keep_variables:  # restored as lists: loaded.trainable_weights for fine-tuning, loaded.weights for all
         serving.trainable_weights = list(model.trainable_weights)

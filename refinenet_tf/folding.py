@@ -23,7 +23,8 @@ import collections
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["constant_graph_def", "fold_batch_norms", "fold_channel_reversals", "function_from_graph_def"]
+__all__ = ["constant_graph_def", "fold_batch_norms", "fold_channel_reversals", "function_from_graph_def",
+           "fuse_onednn_convolutions", "onednn_available", "snapshot_graph_def"]
 
 _CONVOLUTIONS = ("Conv2D", "DepthwiseConv2dNative")
 _BATCH_NORMS = ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")
@@ -83,22 +84,23 @@ def constant_graph_def(function):
     return graph_def, inputs, outputs
 
 
-def fold_batch_norms(graph_def, output_names):
+def fold_batch_norms(graph_def, output_names, variables=None, convolutions=_CONVOLUTIONS):
     """Folds, in the frozen ``graph_def`` and in place (no copy of its weights is made), each inference-mode
-    batch normalization into the float32 NHWC convolution (``Conv2D``, ``DepthwiseConv2dNative``, optionally
-    followed by a ``BiasAdd``) whose output only it reads; then removes the nodes that no longer lead to
-    ``output_names`` (tensor names).
+    batch normalization into the float32 NHWC convolution (of the ``convolutions`` op types: ``Conv2D``,
+    ``DepthwiseConv2dNative``; optionally followed by a ``BiasAdd``) whose output only it reads; then removes
+    the nodes that no longer lead to ``output_names`` (tensor names).
 
     The batch normalization's node becomes a ``BiasAdd`` of the same name, so what read it reads the folded
     result. Weights, biases and statistics must be constants (as :func:`constant_graph_def` leaves them,
-    possibly behind ``Identity`` nodes); a pattern that does not match exactly is left as it is.
+    possibly behind ``Identity`` nodes), or reads of the ``variables`` (placeholder name -> ``tf.Variable``;
+    the folded weights are then new constants); a pattern that does not match exactly is left as it is.
 
     Returns the number of batch normalizations folded.
     """
     nodes, readers = _index(graph_def)
 
     def constant(reference):
-        return _constant_value(nodes, reference)
+        return _constant_value(nodes, reference, variables=variables)
 
     def only_read_as_output_0(name):
         return all(reference.startswith("^") is False and _output_index(reference) == 0
@@ -123,7 +125,7 @@ def fold_batch_norms(graph_def, output_names):
             convolution_reference = before.input[0]
         else:
             convolution, convolution_reference = before, node.input[0]
-        if (convolution is None or convolution.op not in _CONVOLUTIONS or convolution.attr["T"].type != _FLOAT
+        if (convolution is None or convolution.op not in convolutions or convolution.attr["T"].type != _FLOAT
                 or convolution.attr["data_format"].s not in (b"NHWC", b"")
                 or _output_index(convolution_reference) != 0 or len(readers[convolution.name]) != 1):
             continue
@@ -153,6 +155,175 @@ def fold_batch_norms(graph_def, output_names):
     return folded
 
 
+#: ``leakyrelu_alpha`` of :func:`fuse_onednn_convolutions`' post-op: 1 keeps the value (no activation), -0.0
+#: is a ReLU (it turns a negative value into +0.0, as ReLU does); their bytes in oneDNN's kernel keys differ from
+#: those of the ReLU (alpha 0.0) or no activation that TensorFlow's own fusions of the Keras graph carry
+IDENTITY_ALPHA, RELU_ALPHA = 1.0, -0.0
+
+
+def onednn_available():
+    """Whether TensorFlow runs its convolutions through oneDNN here (x86 builds, unless the environment sets
+    ``TF_ENABLE_ONEDNN_OPTS=0``) and has the fused oneDNN convolution that :func:`fuse_onednn_convolutions`
+    writes."""
+    from tensorflow.python.framework import op_def_registry
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled()) and op_def_registry.get("_MklNativeFusedConv2D") is not None
+
+
+def snapshot_graph_def(function, variables):
+    """The graph of a traced ``ConcreteFunction`` that reads private snapshots of ``variables`` instead of
+    them: ``(graph_def, input_specs, output_names, snapshots, sources)`` with ``snapshots`` mapping the name of each
+    placeholder that held a captured variable to a new ``tf.Variable`` of that variable's value (and of each
+    other captured tensor to that tensor; for :func:`function_from_graph_def`'s ``captures``), or None where the
+    graph does more with a variable than read it, calls other functions, or captures a resource that is not one
+    of ``variables``; ``sources`` maps the same names to the variables the snapshots were taken of.
+
+    A snapshot shares its buffer with the variable until either is assigned (TensorFlow copies a shared buffer
+    before it writes), so it costs no memory until the model trains, and keeps its values when it does.
+    """
+    captured = {internal.op.name: external for external, internal in function.graph.captures}
+    by_handle = {id(variable.handle): variable for variable in variables}
+    graph_def = function.graph.as_graph_def()
+    if graph_def.library.function or any(tensor.dtype == tf.resource and id(tensor) not in by_handle
+                                         for tensor in captured.values()):
+        return None
+    if any(_producer(reference) in captured and node.op != "ReadVariableOp"
+           for node in graph_def.node for reference in node.input):
+        return None
+    inputs = {tensor.name: tf.TensorSpec.from_tensor(tensor) for tensor in function.inputs
+              if tensor.op.name not in captured}
+    sources = {name: by_handle[id(tensor)] for name, tensor in captured.items() if tensor.dtype == tf.resource}
+    snapshots = {name: tf.Variable(sources[name].read_value(), trainable=False) if name in sources else tensor
+                 for name, tensor in captured.items()}
+    return graph_def, inputs, [tensor.name for tensor in function.outputs], snapshots, sources
+
+
+def fuse_onednn_convolutions(graph_def, output_names, variables):
+    """Writes, in ``graph_def`` and in place, each float32 NHWC ``Conv2D`` whose weights are a constant or a
+    read of ``variables`` (placeholder name -> ``tf.Variable``) as oneDNN's fused convolution
+    (``_MklNativeFusedConv2D``) marked ``is_filter_const``, with the ``BiasAdd``, inference-mode batch
+    normalization and ``Relu`` after it as its post-ops where only it reads them; then removes the nodes that no
+    longer lead to ``output_names``. Only for TensorFlow with oneDNN (:func:`onednn_available`).
+
+    Marked so, the convolution converts its weights into oneDNN's blocked layout once and keeps them, as it does
+    for constants, instead of on every call: the frozen graph's speed without a constant copy of the weights
+    (TensorFlow's graph passes set the mark only for ``Const`` weights). Each one ends with a ``LeakyRelu``
+    post-op (:data:`IDENTITY_ALPHA`, :data:`RELU_ALPHA`, both exact) so that its kernel key differs from any of
+    the Keras model's: oneDNN's per-thread kernel cache does not key on the mark, and a kernel compiled for
+    the Keras graph's variable weights reads them in TensorFlow's plain layout (docs/benchmarks.md).
+    A ``BiasAdd`` before the batch normalization goes into its mean (``BN(conv + b)`` is ``BN`` with
+    ``mean - b``); a convolution without either gets a zero bias. The fused node takes the name of the last step
+    it replaces, so what read that reads the result.
+
+    Returns the number of convolutions fused.
+    """
+    nodes, readers = _index(graph_def)
+    consumers = collections.defaultdict(list)  # node name -> reading nodes, data inputs only
+    for node in graph_def.node:
+        for reference in node.input:
+            if not reference.startswith("^"):
+                consumers[_producer(reference)].append(node)
+
+    def only_reader(node):
+        """The one node that reads ``node`` (its output 0, as its first input), else None."""
+        if len(readers[node.name]) != 1 or len(consumers[node.name]) != 1 or _output_index(readers[node.name][0]):
+            return None
+        reader = consumers[node.name][0]
+        return reader if reader.input[0] == readers[node.name][0] else None
+
+    def nhwc_float(node):
+        return (node.attr["T"].type == _FLOAT and node.attr["data_format"].s in (b"NHWC", b"")
+                and _output_index(node.input[0]) == 0)
+
+    new_nodes = []
+    fused = 0
+    for convolution in list(graph_def.node):
+        if convolution.op != "Conv2D" or not nhwc_float(convolution):
+            continue
+        shape = _filter_shape(nodes, convolution.input[1], variables)
+        if shape is None:
+            continue
+        steps, bias = [convolution], None
+        step = only_reader(convolution)
+        if step is not None and step.op == "BiasAdd" and nhwc_float(step):
+            bias, steps = step, steps + [step]
+            step = only_reader(step)
+        if (step is not None and step.op in _BATCH_NORMS and nhwc_float(step) and not step.attr["is_training"].b
+                and all(_output_index(reference) == 0 for reference in readers[step.name])):
+            scale, offset, mean, variance = step.input[1:5]
+            if bias is not None:
+                mean_node = tf.compat.v1.NodeDef(name=f"{step.name}/mean_less_bias", op="Sub",
+                                                 input=[mean, bias.input[1]], device=step.device)
+                mean_node.attr["T"].type = _FLOAT
+                new_nodes.append(mean_node)
+                mean = mean_node.name
+            fused_ops, arguments, epsilon = [b"FusedBatchNorm"], [scale, offset, mean, variance], step.attr["epsilon"].f
+            steps.append(step)
+            step = only_reader(step)
+        else:
+            epsilon = 0.0
+            if bias is None:
+                bias_name = f"{convolution.name}/zero_bias"
+                new_nodes.append(_constant_node(bias_name, np.zeros(shape[-1:], np.float32)))
+                arguments = [bias_name]
+            else:
+                arguments = [bias.input[1]]
+            fused_ops = [b"BiasAdd"]
+        alpha = IDENTITY_ALPHA
+        if step is not None and step.op == "Relu" and step.attr["T"].type == _FLOAT:
+            alpha = RELU_ALPHA
+            steps.append(step)
+        node = tf.compat.v1.NodeDef(name=steps[-1].name, op="_MklNativeFusedConv2D",
+                                    input=[*convolution.input[:2], *arguments], device=convolution.device)
+        for key in ("strides", "padding", "explicit_paddings", "data_format", "dilations"):
+            if key in convolution.attr:
+                node.attr[key].CopyFrom(convolution.attr[key])
+        node.attr["T"].type = _FLOAT
+        node.attr["TArgs"].list.type.extend([_FLOAT] * len(arguments))
+        node.attr["num_args"].i = len(arguments)
+        node.attr["fused_ops"].list.s.extend([*fused_ops, b"LeakyRelu"])
+        node.attr["epsilon"].f = epsilon
+        node.attr["leakyrelu_alpha"].f = alpha
+        node.attr["is_filter_const"].b = True
+        node.attr["_kernel"].s = b"MklNameChangeOp"  # the label TensorFlow registers its oneDNN kernels under
+        steps[-1].CopyFrom(node)
+        fused += 1
+    graph_def.node.extend(new_nodes)
+    if fused:
+        _remove_unused_nodes(graph_def, output_names)
+    return fused
+
+
+def _filter_shape(nodes, reference, variables):
+    """The shape of a convolution's weights: a ``Const`` (possibly behind ``Identity`` nodes) or a read of
+    ``variables``; None for anything else."""
+    node = _source(nodes, reference)
+    variable = _variable_read(node, variables)
+    if variable is not None:
+        return variable.shape.as_list()
+    if node is not None and node.op == "Const":
+        return [dimension.size for dimension in node.attr["value"].tensor.tensor_shape.dim]
+    return None
+
+
+def _source(nodes, reference):
+    """The node behind ``reference``, past ``Identity`` nodes (None if it is not in ``nodes``)."""
+    node = nodes.get(_producer(reference))
+    while node is not None and node.op == "Identity" and len(node.input) == 1:
+        node = nodes.get(_producer(node.input[0]))
+    return node
+
+
+def _variable_read(node, variables):
+    """The ``tf.Variable`` that ``node`` reads, if it is a ``ReadVariableOp`` of a placeholder that
+    ``variables`` maps to one, else None."""
+    if node is None or node.op != "ReadVariableOp" or not variables:
+        return None
+    variable = variables.get(_producer(node.input[0]))
+    return variable if isinstance(variable, tf.Variable) else None
+
+
 def _index(graph_def):
     """``(nodes by name, readers)``: ``readers`` maps a node's name to the input references to it (one per
     reading input, ``"name"``, ``"name:1"`` or ``"^name"``)."""
@@ -164,18 +335,20 @@ def _index(graph_def):
     return nodes, readers
 
 
-def _constant_value(nodes, reference, dtype=_FLOAT):
-    """The value behind ``reference`` if it is a ``Const`` of ``dtype`` (possibly behind ``Identity`` nodes),
-    else None."""
-    node = nodes.get(_producer(reference))
-    while node is not None and node.op == "Identity" and len(node.input) == 1:
-        node = nodes.get(_producer(node.input[0]))
+def _constant_value(nodes, reference, dtype=_FLOAT, variables=None):
+    """The value behind ``reference`` if it is a ``Const`` of ``dtype`` (possibly behind ``Identity`` nodes), or
+    a ``ReadVariableOp`` of a placeholder that ``variables`` (placeholder name -> ``tf.Variable``) maps, else
+    None."""
+    node = _source(nodes, reference)
+    variable = _variable_read(node, variables)
+    if variable is not None and variable.dtype.as_datatype_enum == dtype:
+        return variable.numpy()
     if node is None or node.op != "Const" or node.attr["dtype"].type != dtype:
         return None
     return tf.make_ndarray(node.attr["value"].tensor)
 
 
-def fold_channel_reversals(graph_def, output_names):
+def fold_channel_reversals(graph_def, output_names, variables=None):
     """Folds, in the frozen ``graph_def`` and in place, each reversal of the input's channel axis
     (``x[..., ::-1]``: the RGB -> BGR step of the Caffe-style preprocessing of ``keras.applications`` ResNets)
     into the convolution it leads to; then removes the nodes that no longer lead to ``output_names``.
@@ -183,7 +356,8 @@ def fold_channel_reversals(graph_def, output_names):
     From the reversal (a ``StridedSlice`` with stride -1 on the last axis and the whole of every axis) the path
     may pass element-wise steps with a constant operand (``x - mean``: ``Sub``, ``Add``, ``AddV2``, ``Mul``,
     ``RealDiv``, ``BiasAdd``), whose operand gets its channels reversed, and zero padding of the other axes, to a
-    float32 NHWC ``Conv2D`` with constant weights, whose input channels get reversed; each node on the path must
+    float32 NHWC ``Conv2D`` with constant weights (or a read of one of the ``variables``, as in
+    :func:`fold_batch_norms`), whose input channels get reversed in a new constant; each node on the path must
     be read only by the next. The reversal is then gone: ``conv(reverse(x) - m, W)`` is
     ``conv(x - reverse(m), W with its input channels reversed)``. Any other pattern is left as it is.
 
@@ -210,7 +384,7 @@ def fold_channel_reversals(graph_def, output_names):
             path.append(step)
             current = step
         convolution = path[-1] if path and path[-1].op == "Conv2D" else None
-        weights = None if convolution is None else _constant_value(nodes, convolution.input[1])
+        weights = None if convolution is None else _constant_value(nodes, convolution.input[1], variables=variables)
         if weights is None or weights.ndim != 4:
             continue
         channels = weights.shape[2]
@@ -306,9 +480,11 @@ def _remove_unused_nodes(graph_def, output_names):
             del graph_def.node[index]
 
 
-def function_from_graph_def(graph_def, input_specs, output_names):
+def function_from_graph_def(graph_def, input_specs, output_names, captures=None):
     """A ``ConcreteFunction`` that runs ``graph_def`` from its placeholders (``input_specs``: tensor name ->
-    ``tf.TensorSpec``, in the order of the function's arguments) to the list of tensors named ``output_names``.
+    ``tf.TensorSpec``, in the order of the function's arguments) to the list of tensors named ``output_names``;
+    ``captures`` maps the names of other placeholders to the variables whose handles they stand for, or to
+    tensors (the function captures them; the caller keeps the variables alive).
 
     The graph is imported into the function's own graph with its placeholders mapped to the arguments: one copy
     of the constants, where ``tf.compat.v1.wrap_function`` and ``prune`` hold two.
@@ -316,7 +492,11 @@ def function_from_graph_def(graph_def, input_specs, output_names):
     names, pending = list(input_specs), [graph_def]
 
     def run(*arguments):
-        return tf.graph_util.import_graph_def(pending[0], input_map=dict(zip(names, arguments)),
+        input_map = dict(zip(names, arguments))
+        graph = tf.compat.v1.get_default_graph()  # the function's graph, which captures the variables' handles
+        input_map.update({f"{name}:0": graph.capture(value.handle if isinstance(value, tf.Variable) else value)
+                          for name, value in (captures or {}).items()})
+        return tf.graph_util.import_graph_def(pending[0], input_map=input_map,
                                              return_elements=list(output_names), name="")
 
     function = tf.function(run).get_concrete_function(*input_specs.values())

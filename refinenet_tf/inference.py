@@ -26,8 +26,8 @@ import tf_keras as keras
 
 from refinenet_tf import _files, folding, layers, runs, visualization
 
-__all__ = ["FREEZE_CHOICES", "FrozenModel", "collect_images", "freeze", "model_to_run", "predict", "predict_files",
-           "predict_joint", "predict_joint_files", "segment", "segment_and_depth"]
+__all__ = ["FREEZE_CHOICES", "FROZEN_WEIGHTS", "FrozenModel", "collect_images", "freeze", "model_to_run", "predict",
+           "predict_files", "predict_joint", "predict_joint_files", "segment", "segment_and_depth"]
 
 
 def _check_scales(scales):
@@ -103,37 +103,84 @@ def segment(model, images, scales=(1.0,), flip=False, max_side=None):
     return total / float(len(scales) * (2 if flip else 1))
 
 
+#: what ``weights_as=`` takes in :func:`freeze`
+FROZEN_WEIGHTS = ("auto", "snapshots", "constants")
+
+
 class FrozenModel:
-    """A Keras model's inference graph with its weights folded in as constants: what :func:`freeze` returns.
+    """A Keras model's inference graph on a private copy of its weights: what :func:`freeze` returns.
 
     It maps float RGB ``[N, H, W, 3]`` (any ``H, W``) to the model's outputs (logits; a multi-task model's dict),
     like ``model(images, training=False)``, and goes wherever a model goes for inference (:func:`segment`,
-    :func:`predict`, :func:`evaluate`, :func:`predict_files`). Its weights are a copy taken when it was made: later training of
-    the Keras model does not reach it. It cannot be trained or saved; export the Keras model instead.
+    :func:`predict`, :func:`evaluate`, :func:`predict_files`). Its weights are a copy taken when it was made:
+    later training of the Keras model does not reach it. It cannot be trained or saved; export the Keras model
+    instead.
 
     Attributes:
         name, input_shape, output_shape: the Keras model's.
+        weights_as: ``"snapshots"`` (private ``tf.Variable`` copies of the weights, which share memory with the
+            model's until either changes) or ``"constants"`` (the weights written into the graph).
         function: the frozen ``tf.function`` graph (a ``ConcreteFunction``; ``function.graph`` is what the
             TensorFlow profiler reads, see :func:`refinenet_tf.profiling.count_flops`).
-        folded_batch_norms: how many batch normalizations were folded into their convolutions
-            (:func:`refinenet_tf.folding.fold_batch_norms`).
+        folded_batch_norms: how many batch normalizations were folded into (or fused with) their convolutions
+            (:func:`refinenet_tf.folding.fold_batch_norms`, :func:`refinenet_tf.folding.fuse_onednn_convolutions`).
         folded_channel_reversals: how many RGB -> BGR reversals of the input were folded into the first
             convolution (:func:`refinenet_tf.folding.fold_channel_reversals`).
+        fused_convolutions: how many convolutions run as oneDNN's fused convolution that keeps its converted
+            weights (:func:`refinenet_tf.folding.fuse_onednn_convolutions`; snapshots on oneDNN only).
     """
 
-    def __init__(self, model, batch_shape=None, fold=True):
+    def __init__(self, model, batch_shape=None, fold=True, weights_as="auto"):
         if not isinstance(model, keras.Model):
             raise TypeError(f"freeze needs a keras.Model, got {type(model).__name__}.")
+        if weights_as not in FROZEN_WEIGHTS:
+            raise ValueError(f"weights_as={weights_as!r} must be one of {FROZEN_WEIGHTS}.")
         self.name, self.input_shape, self.output_shape = model.name, model.input_shape, model.output_shape
         spec = tf.TensorSpec(batch_shape or [None, *model.input_shape[1:]], tf.float32)
-        self.weights_fingerprint = _weights_fingerprint(model)
         concrete = tf.function(lambda images: model(images, training=False)).get_concrete_function(spec)
-        graph_def, inputs, outputs = folding.constant_graph_def(concrete)
-        self.folded_batch_norms = folding.fold_batch_norms(graph_def, outputs) if fold else 0
-        self.folded_channel_reversals = folding.fold_channel_reversals(graph_def, outputs) if fold else 0
-        self.function = folding.function_from_graph_def(graph_def, inputs, outputs)
+        onednn = folding.onednn_available()
+        snapshot = None
+        if weights_as == "snapshots" or (weights_as == "auto" and onednn):
+            snapshot = folding.snapshot_graph_def(concrete, model.variables)
+            if snapshot is None and weights_as == "snapshots":
+                raise ValueError(f"{model.name}: its graph does more with its variables than read them (or calls "
+                                 "other functions), which snapshots do not cover; use weights_as='constants'.")
+        # how a later call tells whether the model's weights are still those of this copy (model_to_run)
+        self._read_sources = self._source_buffers = self.weights_fingerprint = None
+        if snapshot is not None:
+            graph_def, inputs, outputs, self._snapshots, sources = snapshot
+            self.weights_as = "snapshots"
+            names = list(sources)
+            self._read_sources = _buffer_reader([sources[name] for name in names])
+            self._source_buffers = self._read_sources()
+            if self._source_buffers != _buffer_reader([self._snapshots[name] for name in names])():
+                self._read_sources = self._source_buffers = None  # not shared: fall back to the fingerprint
+        else:
+            graph_def, inputs, outputs = folding.constant_graph_def(concrete)
+            self._snapshots = None
+            self.weights_as = "constants"
+        if self._source_buffers is None:
+            self.weights_fingerprint = _weights_fingerprint(model)
+        variables = self._snapshots
+        batch_norms = _count_batch_norms(graph_def)
+        self.folded_channel_reversals = folding.fold_channel_reversals(graph_def, outputs, variables) if fold else 0
+        self.fused_convolutions = 0
+        if fold and variables is None:
+            folding.fold_batch_norms(graph_def, outputs)
+        elif fold:  # depthwise weights are small: folded into new constants; the rest fused by oneDNN
+            folding.fold_batch_norms(graph_def, outputs, variables, convolutions=("DepthwiseConv2dNative",))
+            if onednn:
+                self.fused_convolutions = folding.fuse_onednn_convolutions(graph_def, outputs, variables)
+        self.folded_batch_norms = batch_norms - _count_batch_norms(graph_def)
+        self.function = folding.function_from_graph_def(graph_def, inputs, outputs, captures=variables)
         del graph_def
         self._output_structure = concrete.structured_outputs  # a tensor, or a multi-task model's dict
+
+    def _has_weights_of(self, model):
+        """Whether ``model``'s weights are still those this copy was made of."""
+        if self._source_buffers is not None:
+            return self._read_sources() == self._source_buffers
+        return self.weights_fingerprint == _weights_fingerprint(model)
 
     def __call__(self, images, training=False):
         if training:
@@ -142,22 +189,47 @@ class FrozenModel:
         return tf.nest.pack_sequence_as(self._output_structure, list(flat))
 
     def __repr__(self):
-        return f"<FrozenModel {self.name!r}: {self.input_shape} -> {self.output_shape}>"
+        return f"<FrozenModel {self.name!r}: {self.input_shape} -> {self.output_shape}, weights as {self.weights_as}>"
 
 
-def freeze(model, batch_shape=None, fold=True):
-    """The model's inference graph with its weights as constants (a :class:`FrozenModel`), for faster inference.
+def _buffer_reader(variables):
+    """A function that returns where each of ``variables`` keeps its values now: the addresses of their buffers.
+
+    A snapshot (:func:`refinenet_tf.folding.snapshot_graph_def`) shares its variable's buffer, and TensorFlow
+    copies a shared buffer before it writes to it (``assign``, an optimizer step, ``set_weights``,
+    ``load_weights``), so the variable's address changes with any change of its values while the snapshot
+    holds the old buffer (which no new buffer can then share an address with). One traced read of every
+    variable: 1.5 ms for LW-RefineNet-50's 346 variables, where :func:`_weights_fingerprint` of their values took
+    9.8 ms and raised the peak memory by about the weights' size (319 MiB for slim RefineNet-101's 297)."""
+    read = tf.function(lambda: [variable.read_value() for variable in variables])
+    return lambda: tuple(np.asarray(value).__array_interface__["data"][0] for value in read())
+
+
+def _count_batch_norms(graph_def):
+    return sum(node.op.startswith("FusedBatchNorm") for node in graph_def.node)
+
+
+def freeze(model, batch_shape=None, fold=True, weights_as="auto"):
+    """The model's inference graph on a private copy of its weights (a :class:`FrozenModel`), for faster
+    inference.
 
     ``batch_shape`` fixes the input shape (e.g. ``(1, 512, 512, 3)``); by default any batch and image size.
-    On a CPU with oneDNN (TensorFlow's default on x86), constant weights let each convolution keep its weights
-    in the layout it computes with instead of converting them on every call, which makes the forward pass
-    faster (``refinenet-tf benchmark`` measures both; the documentation's Benchmarks page has the figures).
-    Each inference-mode batch normalization after a convolution is folded into it
-    (:mod:`refinenet_tf.folding`), so that the convolution, its bias and the ReLU after it run as one kernel,
-    and the RGB -> BGR channel reversal of a Caffe-style preprocessing (``keras.applications`` ResNets) is folded
-    into the first convolution's weights (``fold=False`` keeps the graph as the model is built).
-    Freezing takes seconds and a copy of the weights in memory, so it pays for many images, not for one.
-    Results equal the Keras model's up to float rounding.
+    On a CPU with oneDNN (TensorFlow's default on x86), a convolution whose weights do not change keeps them in
+    the layout it computes with instead of converting them on every call, which makes the forward pass faster
+    (``refinenet-tf benchmark`` measures both; the documentation's Benchmarks page has the figures).
+
+    ``weights_as`` says how the frozen graph holds the weights: ``"snapshots"``, private ``tf.Variable`` copies
+    that share memory with the model's weights until either changes, with each convolution written as oneDNN's
+    fused convolution marked to keep its converted weights (:func:`refinenet_tf.folding.fuse_onednn_convolutions`);
+    ``"constants"``, written into the graph (portable, what a SavedModel export keeps, but TensorFlow holds
+    several copies of them: 5 times the Keras path's peak memory for slim RefineNet-101); ``"auto"`` (the
+    default), snapshots where TensorFlow runs on oneDNN, else constants.
+    With ``fold=True``, each inference-mode batch normalization after a convolution is folded into it or fused
+    with it (:mod:`refinenet_tf.folding`), so that the convolution, its bias and the ReLU after it run as one
+    kernel, and the RGB -> BGR channel reversal of a Caffe-style preprocessing (``keras.applications`` ResNets)
+    is folded into the first convolution's weights (``fold=False`` keeps the graph as the model is built).
+    Freezing takes seconds, so it pays for many images, not for one. Results equal the Keras model's up to
+    float rounding.
 
     Example:
         >>> from refinenet_tf import RefineNet
@@ -167,7 +239,9 @@ def freeze(model, batch_shape=None, fold=True):
         >>> bool((predict(frozen, image) == predict(model, image)).mean() > 0.99)
         True
     """
-    return model if isinstance(model, FrozenModel) else FrozenModel(model, batch_shape, fold)
+    if isinstance(model, FrozenModel):
+        return model
+    return FrozenModel(model, batch_shape, fold, weights_as)
 
 
 #: what ``freeze=`` takes in :func:`predict`, :func:`predict_files` and :func:`refinenet_tf.evaluation.evaluate`.
@@ -184,11 +258,13 @@ def _check_freeze(freeze):
 AUTO_FREEZE_IMAGES = 8
 #: ... or when the same image size comes back this many times in calls on one model (a serving loop).
 AUTO_FREEZE_REPEATS = 3
-#: ... and only when the memory the system has available exceeds this many times the model's weights (freezing
-#: holds the graph with its weights as constants, TensorFlow's copies of its definition, oneDNN's copy of the
-#: weights: in make bench, the default path's peak was (6370 - 1380) MiB over the Keras path's for slim
-#: RefineNet-101's 297 MiB of weights, 17 times; docs/benchmarks.md).
-AUTO_FREEZE_MEMORY_FACTOR = 24
+#: ... and only when the memory the system has available exceeds this many times the model's weights, by how
+#: :func:`freeze` holds them (``"auto"``: snapshots where oneDNN runs, else constants). Measured with
+#: ``benchmarks/frozen_memory.py`` for slim RefineNet-101 at 512 (297 MiB of weights; docs/benchmarks.md): the
+#: snapshots' peak 395 MiB over the Keras path's (1.3 times the weights: oneDNN's converted copy of them), the
+#: constants' about 5 GiB (17 times in make bench: the graph's constants, TensorFlow's copies of its definition,
+#: oneDNN's copy).
+AUTO_FREEZE_MEMORY_FACTORS = {"snapshots": 4, "constants": 24}
 
 _FROZEN = weakref.WeakKeyDictionary()  # keras model -> its FrozenModel (refreshed when the weights change)
 _SIZES_SEEN = weakref.WeakKeyDictionary()  # keras model -> {(height, width): calls at that size}
@@ -242,7 +318,8 @@ def _available_memory_bytes():
 def _freezing_fits(model):
     available = _available_memory_bytes()
     weight_bytes = sum(int(np.prod(w.shape)) * w.dtype.size for w in model.weights)
-    return available is None or available > AUTO_FREEZE_MEMORY_FACTOR * weight_bytes
+    factor = AUTO_FREEZE_MEMORY_FACTORS["snapshots" if folding.onednn_available() else "constants"]
+    return available is None or available > factor * weight_bytes
 
 
 def model_to_run(model, freeze="auto", num_images=1, image_size=None):
@@ -254,7 +331,8 @@ def model_to_run(model, freeze="auto", num_images=1, image_size=None):
         freeze: ``True`` (always frozen), ``False`` (never), or ``"auto"``: frozen when the call brings at least
             ``AUTO_FREEZE_IMAGES`` images (``num_images``, ``None`` for an unknown, large count), or when
             ``image_size`` has come back ``AUTO_FREEZE_REPEATS`` times in calls on this model, or when a frozen
-            copy already exists; and only when the available memory exceeds ``AUTO_FREEZE_MEMORY_FACTOR``
+            copy already exists; and only when the available memory exceeds ``AUTO_FREEZE_MEMORY_FACTORS`` (for
+            the way :func:`freeze` holds the weights here)
             times the weights. One image of a new size runs the Keras model: freezing costs seconds.
 
     The frozen copy is kept with the model and made afresh when its weights change (training, ``load_weights``),
@@ -275,7 +353,7 @@ def model_to_run(model, freeze="auto", num_images=1, image_size=None):
                   or repeats >= AUTO_FREEZE_REPEATS)
         if not wanted or (cached is None and not _freezing_fits(model)):
             return model
-    if cached is not None and cached.weights_fingerprint == _weights_fingerprint(model):
+    if cached is not None and cached._has_weights_of(model):
         return cached
     _FROZEN.pop(model, None)  # the stale copy goes before the new one is made
     frozen = globals()["freeze"](model)  # the module's freeze (the argument of that name is the choice)

@@ -1,6 +1,7 @@
 """The frozen graph's rewrites (refinenet_tf.folding): batch normalization folded into convolutions, the input's
 channel reversal folded into the first convolution; the probe of variable weights at constant speed."""
 
+import math
 import os
 import subprocess
 import sys
@@ -38,9 +39,15 @@ def _model():
     return _trained_like(keras.Model(inputs, x, name="patterns"))
 
 
-def test_frozen_model_folds_each_foldable_batch_norm_and_equals_keras():
+needs_onednn = pytest.mark.skipif(not folding.onednn_available(),
+                                  reason="TensorFlow runs without oneDNN here (TF_ENABLE_ONEDNN_OPTS=0, non-x86)")
+
+
+@pytest.mark.parametrize("weights_as", ["snapshots", "constants"])
+def test_frozen_model_folds_each_foldable_batch_norm_and_equals_keras(weights_as):
     model = _model()
-    frozen = inference.freeze(model)
+    frozen = inference.freeze(model, weights_as=weights_as)
+    assert frozen.weights_as == weights_as
     assert frozen.folded_batch_norms == 3  # not the one whose convolution output is also read by the Add
     ops = [op.type for op in frozen.function.graph.get_operations()]
     assert ops.count("FusedBatchNormV3") == 1
@@ -49,25 +56,103 @@ def test_frozen_model_folds_each_foldable_batch_norm_and_equals_keras():
     np.testing.assert_allclose(frozen(images).numpy(), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
-@pytest.mark.parametrize("variant, backbone, unfoldable, reversals", [
-    ("slim", "tiny_test_backbone", 1, 0),  # the blog's ConvBNReLU blocks; the tiny backbone's BN follows a ReLU
-    ("light_weight", "resnet50", 0, 1),  # keras.applications: convolution, BiasAdd, BatchNorm; RGB -> BGR input
-    ("light_weight", "mobilenetv2", 0, 0),  # depthwise convolutions
+@pytest.mark.parametrize("variant, backbone, unfoldable, reversals, weights_as", [
+    # the blog's ConvBNReLU blocks; the tiny backbone's BN follows a ReLU
+    ("slim", "tiny_test_backbone", 1, 0, "auto"),
+    # keras.applications: convolution, BiasAdd, BatchNorm; RGB -> BGR input
+    ("light_weight", "resnet50", 0, 1, "auto"),
+    ("light_weight", "resnet50", 0, 1, "constants"),
+    ("light_weight", "mobilenetv2", 0, 0, "auto"),  # depthwise convolutions
 ])
-def test_the_models_batch_norms_and_channel_reversals_all_fold(variant, backbone, unfoldable, reversals):
+def test_the_models_batch_norms_and_channel_reversals_all_fold(variant, backbone, unfoldable, reversals,
+                                                               weights_as):
     # what makes the frozen graph's convolutions differ from the Keras model's (their oneDNN kernels would
-    # otherwise be shared, docs/benchmarks.md): every BatchNorm after a convolution is gone from the frozen graph
+    # otherwise be shared, docs/benchmarks.md): every BatchNorm after a convolution is gone from the frozen graph,
+    # and with snapshots every Conv2D is oneDNN's fused convolution
     model = _trained_like(models.RefineNet(num_classes=3, backbone=backbone, backbone_weights=None,
                                            variant=variant))
     batch_norms = sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.submodules)
-    frozen = inference.freeze(model)
+    frozen = inference.freeze(model, weights_as=weights_as)
     assert frozen.folded_batch_norms == batch_norms - unfoldable > 0
     assert frozen.folded_channel_reversals == reversals and not _channel_reversals(frozen)
     ops = [op.type for op in frozen.function.graph.get_operations()]
     assert sum(op.startswith("FusedBatchNorm") for op in ops) == unfoldable
+    if frozen.weights_as == "snapshots" and folding.onednn_available():
+        assert "Conv2D" not in ops and frozen.fused_convolutions == ops.count("_MklNativeFusedConv2D") > 0
     images = tf.random.stateless_uniform([1, 64, 96, 3], seed=[7, 8], minval=0, maxval=255)
     expected = model(images, training=False).numpy()
     np.testing.assert_allclose(frozen(images).numpy(), expected, rtol=0, atol=1e-4 * np.ptp(expected))
+
+
+def _fused_convolutions(frozen):
+    return [op for op in frozen.function.graph.get_operations() if op.type == "_MklNativeFusedConv2D"]
+
+
+@needs_onednn
+def test_snapshots_run_each_convolution_as_onednns_fused_op_with_its_own_kernel_key():
+    model = _model()
+    frozen = inference.freeze(model)  # "auto": snapshots where oneDNN runs
+    assert frozen.weights_as == "snapshots" and frozen.fused_convolutions == 3
+    fused = {op.name.split("/")[1]: op for op in _fused_convolutions(frozen)}
+    assert "Conv2D" not in [op.type for op in frozen.function.graph.get_operations()]
+    assert all(op.get_attr("is_filter_const") for op in fused.values())
+    steps = {name: ([step.decode() for step in op.get_attr("fused_ops")], op.get_attr("leakyrelu_alpha"))
+             for name, op in fused.items()}
+    # each named after the last step it took in; the LeakyRelu is exact: -0.0 is a ReLU, 1.0 keeps the value
+    relu, = (name for name in steps if name.startswith("re_lu"))
+    assert steps[relu][0] == ["FusedBatchNorm", "LeakyRelu"] and math.copysign(1, steps[relu][1]) == -1
+    alone = [name for name in steps if name.startswith("batch_normalization")]
+    assert len(alone) == 1 and steps[alone[0]] == (["FusedBatchNorm", "LeakyRelu"], 1.0)
+    shared = [name for name in steps if name.startswith("conv2d")]  # read by its BatchNorm and by the Add
+    assert len(shared) == 1 and steps[shared[0]] == (["BiasAdd", "LeakyRelu"], 1.0)
+    # the snapshots are the model's values, not the model's variables
+    captured = {id(tensor) for tensor in frozen.function.captured_inputs}
+    assert captured and not captured & {id(variable.handle) for variable in model.variables}
+    _assert_frozen_equals_keras(model, frozen)
+
+
+@needs_onednn
+def test_snapshots_keep_their_values_while_the_model_trains():
+    model = _model()
+    frozen = inference.freeze(model)
+    # the snapshots share the model's buffers, so the default path tells a change by their addresses
+    assert frozen._source_buffers is not None and frozen.weights_fingerprint is None
+    assert frozen._has_weights_of(model)
+    images = tf.random.stateless_uniform([4, 12, 12, 3], seed=[11, 12], minval=0, maxval=255)
+    before = frozen(images).numpy()
+    np.testing.assert_allclose(before, model(images, training=False).numpy(), rtol=0,
+                               atol=1e-5 * np.ptp(before))
+    model.compile(keras.optimizers.SGD(1e-3), "mse")
+    model.fit(images, tf.zeros_like(model(images)), epochs=2, verbose=0)
+    model.layers[2].moving_mean.assign_add(tf.ones_like(model.layers[2].moving_mean))
+    np.testing.assert_array_equal(frozen(images).numpy(), before)
+    assert not np.allclose(model(images, training=False).numpy(), before, atol=1e-3 * np.ptp(before))
+    assert not frozen._has_weights_of(model)
+    refreshed = inference.freeze(model)
+    assert refreshed._has_weights_of(model)
+    model.layers[2].moving_mean.assign(model.layers[2].moving_mean * 1.0)  # the same values, written: a new buffer
+    assert not refreshed._has_weights_of(model)
+
+
+def test_without_onednn_auto_freezes_to_constants():
+    script = ("import numpy as np, tensorflow as tf, tf_keras as keras\n"
+              "from refinenet_tf import folding, inference\n"
+              "inputs = keras.Input([None, None, 3])\n"
+              "model = keras.Model(inputs, keras.layers.Conv2D(4, 3)(inputs))\n"
+              "frozen = inference.freeze(model)\n"
+              "images = tf.random.uniform([1, 9, 9, 3])\n"
+              "assert np.allclose(frozen(images), model(images), atol=1e-5)\n"
+              "print(folding.onednn_available(), frozen.weights_as, frozen.fused_convolutions)\n")
+    environment = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["False", "constants", "0"]
+
+
+def test_freeze_refuses_an_unknown_weights_as():
+    with pytest.raises(ValueError, match="weights_as='variables' must be one of"):
+        inference.freeze(_model(), weights_as="variables")
 
 
 def test_fold_batch_norms_leaves_other_graphs_alone():
