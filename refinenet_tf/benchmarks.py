@@ -204,7 +204,7 @@ def measure_model(model_name, size=512, runs=5, warmup=2, train_batch=2, train_s
 
 
 def measure_frozen(model_name, size=512, runs=5, warmup=2, precision=None, accelerate=False):
-    """The forward pass of :func:`refinenet_tf.inference.freeze` (weights as constants), in this process, as a
+    """The forward pass of :func:`refinenet_tf.inference.freeze` (its default ``weights_as``), in this process, as a
     serving process runs it: the only graph the process runs (measured apart from :func:`measure_model`, so that
     neither shares the other's memory or oneDNN's per-thread cache of compiled convolutions).
 
@@ -488,7 +488,8 @@ def run_benchmark(model_names=BENCHMARK_MODELS, size=512, runs=5, train_batch=2,
         log(line)
     log(f"fp32 matmul at the end of the run: {closing['gflops_per_second']:.0f} GFLOP/s; ratios use "
         f"{ceiling:.0f}. GFLOP/s = profiler FLOPs / best forward time; forward ms is the median of {runs}; "
-        "frozen = inference.freeze (weights as constants), timed in a process of its own.")
+        "frozen = inference.freeze (the weights as snapshots where TensorFlow runs on oneDNN, else constants), timed "
+        "in a process of its own.")
     _log_default_paths(rows, ceiling, runs, peer, log)
     if op_profile:
         for row in rows:

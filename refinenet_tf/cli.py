@@ -344,8 +344,8 @@ def _what_it_holds(model):
 
 
 _FREEZE_CHOICES = {None: "auto", True: True, False: False}
-_FREEZE_HELP = ("run the model frozen, its weights as constants (inference.freeze): faster on a CPU after a few "
-                "seconds of freezing (default: frozen for many images, when memory allows; --freeze: always, "
+_FREEZE_HELP = ("run the model frozen, on a private copy of its weights (inference.freeze): faster on a CPU after a "
+                "few seconds of freezing (default: frozen for many images, when memory allows; --freeze: always, "
                 "--no-freeze: never)")
 
 

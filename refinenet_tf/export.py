@@ -14,9 +14,9 @@ signature              input                                  outputs
 
 Both run the same TensorFlow function as :func:`refinenet_tf.inference.predict` (with the test-time
 augmentation chosen at export), so their labels equal the in-process model's. By default the graph holds the
-weights as constants (:func:`refinenet_tf.inference.freeze`), which TensorFlow Serving and ``tf.saved_model.load``
-run faster on a CPU; ``keep_variables=True`` keeps them as variables instead (``loaded.trainable_weights``,
-``loaded.weights``), for those who fine-tune the export. The folder also holds
+weights as constants (:func:`refinenet_tf.inference.freeze` with ``weights_as="constants"``), which TensorFlow
+Serving and ``tf.saved_model.load`` run faster on a CPU; ``keep_variables=True`` keeps them as variables
+instead (``loaded.trainable_weights``, ``loaded.weights``), for those who fine-tune the export. The folder also holds
 ``refinenet_tf.json``: class names, number of classes, augmentation, the source model. Loading needs only
 TensorFlow (not ``refinenet_tf``, not Keras)::
 
@@ -57,6 +57,10 @@ class _Serving(tf.Module):
 
     def __init__(self, model, scales=(1.0,), flip=False, max_side=None):
         super().__init__(name="refinenet_serving")
+        if isinstance(model, inference.FrozenModel) and model.weights_as != "constants":
+            raise ValueError(f"{model.name} is frozen on snapshots of its weights with oneDNN's own ops, which an "
+                             "export does not carry; export the keras model (a SavedModel export freezes it with "
+                             "constant weights), or freeze(model, weights_as='constants').")
         self.model = model
         self.scales = inference._check_scales(scales)
         self.flip, self.max_side = bool(flip), max_side
@@ -210,10 +214,6 @@ def export_saved_model(model, path, scales=(1.0,), flip=False, max_side=None, cl
         if keep_variables:
             raise ValueError(f"{model.name} is frozen (a copy of its weights); export the keras model it was "
                              "made from to keep_variables=True.")
-        if model.weights_as != "constants":
-            raise ValueError(f"{model.name} is frozen on snapshots of its weights with oneDNN's own ops, which a "
-                             "SavedModel does not carry; export the keras model (the export freezes it with "
-                             "constant weights), or freeze(model, weights_as='constants').")
     elif not keep_variables:
         weight_bytes = sum(int(weight.shape.num_elements()) * weight.dtype.size for weight in model.weights)
         if weight_bytes > _MAX_CONSTANT_BYTES:

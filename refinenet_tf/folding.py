@@ -1,21 +1,30 @@
-"""The frozen inference graph of :func:`refinenet_tf.inference.freeze`: the variables a traced function reads
-written into its graph as constants (:func:`constant_graph_def`), each batch normalization folded into the
-convolution before it (:func:`fold_batch_norms`), an RGB -> BGR channel reversal of the input folded into the
-first convolution's weights (:func:`fold_channel_reversals`), and the result as a function
+"""The frozen inference graph of :func:`refinenet_tf.inference.freeze`: the variables a traced function reads,
+held as private snapshots (:func:`snapshot_graph_def`) or written into its graph as constants
+(:func:`constant_graph_def`); each batch normalization folded into the convolution before it
+(:func:`fold_batch_norms`) or, with snapshots, fused with it into oneDNN's convolution that keeps its converted
+weights (:func:`fuse_onednn_convolutions`); an RGB -> BGR channel reversal of the input folded into the first
+convolution's weights (:func:`fold_channel_reversals`); and the result as a function
 (:func:`function_from_graph_def`).
 
 In inference mode a batch normalization after a convolution is an affine map per output channel,
 ``scale * (conv(x, W) + b - mean) / sqrt(variance + epsilon) + offset``, which is the convolution
 ``conv(x, W * s) + (b - mean) * s + offset`` with ``s = scale / sqrt(variance + epsilon)``. Folded, each such
 pair is one convolution with a bias, which oneDNN runs as one kernel (with the ReLU after it), instead of a
-convolution whose output passes through four more arithmetic steps per element.
+convolution whose output passes through four more arithmetic steps per element. Folding needs new weights, so
+with snapshots (where a copy of the weights is what they avoid) only depthwise convolutions, whose weights are
+small, are folded; the others run the batch normalization as post-ops of the fused convolution.
 
-It also keeps the frozen graph's convolutions apart from the Keras model's: TensorFlow's oneDNN kernels cache
+TensorFlow's oneDNN convolution keeps its weights converted to oneDNN's blocked layout only when its node says
+they are constant (``is_filter_const``), which TensorFlow's graph pass sets for ``Const`` weights only: hence
+the constants, and the copies of them TensorFlow holds (about 5 times the Keras path's peak memory for slim
+RefineNet-101). :func:`fuse_onednn_convolutions` writes the node with the mark set on a snapshot instead.
+
+Both ways keep the frozen graph's convolutions apart from the Keras model's: TensorFlow's oneDNN kernels cache
 their compiled convolutions per thread under a key of shapes and fused steps that does not say whether the
-weights are constants. Unfolded, a frozen convolution and the Keras model's convolution of the same layer share a
-key, so a frozen graph first run after the Keras model (``freeze="auto"`` after its first calls) reused the
-kernels compiled for variable weights, which read the weights in TensorFlow's plain layout, not oneDNN's
-blocked one: 15-20 % slower for slim RefineNet-101 (docs/benchmarks.md).
+weights are constant. A frozen convolution with the Keras model's key (``freeze="auto"`` runs the Keras model
+first) reused the kernel compiled for variable weights, which reads them in TensorFlow's plain layout: 15-20 %
+slower for slim RefineNet-101 (docs/benchmarks.md). Folded batch normalizations give the constants other keys;
+the snapshots' convolutions end with an exact ``LeakyRelu`` post-op whose alpha no Keras layer of ours uses.
 """
 
 import collections

@@ -146,9 +146,12 @@ def test_a_saved_model_that_keeps_its_variables_loads_and_fine_tunes(trained, tm
     assert np.abs(after - before).max() > 1e-3 and after[..., 0].mean() > before[..., 0].mean()
     with pytest.raises(ValueError, match="is frozen .* keep_variables=True"):
         export.export_saved_model(inference.freeze(model), tmp_path / "frozen", keep_variables=True)
+    snapshots = inference.freeze(model, weights_as="snapshots")
     with pytest.raises(ValueError, match="frozen on snapshots .* weights_as='constants'"):
-        export.export_saved_model(inference.freeze(model, weights_as="snapshots"), tmp_path / "snapshots")
-    assert not (tmp_path / "snapshots").exists()
+        export.export_saved_model(snapshots, tmp_path / "snapshots")
+    with pytest.raises(ValueError, match="frozen on snapshots .* weights_as='constants'"):
+        export.export_tflite(snapshots, tmp_path / "snapshots.tflite")
+    assert not (tmp_path / "snapshots").exists() and not (tmp_path / "snapshots.tflite").exists()
 
 
 def test_saved_model_with_test_time_augmentation_matches_predict(trained, tmp_path):
