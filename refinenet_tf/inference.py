@@ -153,7 +153,8 @@ class FrozenModel:
             names = list(sources)
             self._read_sources = _buffer_reader([sources[name] for name in names])
             self._source_buffers = self._read_sources()
-            if self._source_buffers != _buffer_reader([self._snapshots[name] for name in names])():
+            # read once, eagerly: a traced read of every variable costs tens of MiB (slim RefineNet-101: 44)
+            if self._source_buffers != tuple(_buffer_address(self._snapshots[name].read_value()) for name in names):
                 self._read_sources = self._source_buffers = None  # not shared: fall back to the fingerprint
         else:
             graph_def, inputs, outputs = folding.constant_graph_def(concrete)
@@ -202,7 +203,11 @@ def _buffer_reader(variables):
     variable: 1.5 ms for LW-RefineNet-50's 346 variables, where :func:`_weights_fingerprint` of their values took
     9.8 ms and raised the peak memory by about the weights' size (319 MiB for slim RefineNet-101's 297)."""
     read = tf.function(lambda: [variable.read_value() for variable in variables])
-    return lambda: tuple(np.asarray(value).__array_interface__["data"][0] for value in read())
+    return lambda: tuple(_buffer_address(value) for value in read())
+
+
+def _buffer_address(tensor):
+    return np.asarray(tensor).__array_interface__["data"][0]
 
 
 def _count_batch_norms(graph_def):
