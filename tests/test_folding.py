@@ -1,5 +1,6 @@
-"""The frozen graph's rewrites (refinenet_tf.folding): batch normalization folded into convolutions, the input's
-channel reversal folded into the first convolution; the probe of variable weights at constant speed."""
+"""The frozen graph's rewrites (refinenet_tf.folding): snapshots of the weights read by oneDNN's fused
+convolutions, batch normalization folded into convolutions, the input's channel reversal folded into the first
+convolution; the probe of variable weights at constant speed."""
 
 import math
 import os
