@@ -171,33 +171,26 @@ class grappler_options:
 
 
 def onednn_variable_function(model, spec):
-    """Method ``onednn``: the model's inference function reading private snapshots of its variables, with each
-    ``Conv2D`` as ``_MklNativeConv2D`` marked ``is_filter_const`` (see the module docstring)."""
+    """Method ``onednn``: the model's inference function reading private snapshots of its variables
+    (``folding.snapshot_graph_def``), with each ``Conv2D`` as ``_MklNativeConv2D`` marked ``is_filter_const`` and
+    nothing fused (see the module docstring)."""
     import tensorflow as tf
 
+    from refinenet_tf import folding
+
     concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
-    graph_def = concrete.graph.as_graph_def()
-    if graph_def.library.function:
-        raise SystemExit("method onednn: the traced model calls other functions; not handled here")
-    captured = {internal.op.name: external for external, internal in concrete.graph.captures}
-    variables = {id(variable.handle): variable for variable in model.weights}
-    snapshots = {name: tf.Variable(variables[id(handle)].read_value(), trainable=False)
-                 for name, handle in captured.items() if handle.dtype == tf.resource}
+    snapshot = folding.snapshot_graph_def(concrete, model.variables)
+    if snapshot is None:
+        raise SystemExit("method onednn: the traced model does more with its variables than read them")
+    graph_def, inputs, outputs, snapshots, _ = snapshot
     for node in graph_def.node:
         if node.op == "Conv2D":
             node.op = "_MklNativeConv2D"
             node.attr["is_filter_const"].b = True
             node.attr["_kernel"].s = b"MklNameChangeOp"  # the label TensorFlow's oneDNN kernels register under
-    argument = next(tensor.op.name for tensor in concrete.inputs if tensor.op.name not in captured)
-    output = concrete.outputs[0].name
-
-    def imported(x):
-        graph = tf.compat.v1.get_default_graph()  # the snapshots' handles enter as this function's captures
-        mapping = {f"{name}:0": graph.capture(variable.handle) for name, variable in snapshots.items()}
-        mapping[f"{argument}:0"] = x
-        return tf.graph_util.import_graph_def(graph_def, input_map=mapping, return_elements=[output], name="")[0]
-
-    return tf.function(imported).get_concrete_function(spec)
+    function = folding.function_from_graph_def(graph_def, inputs, outputs[:1], captures=snapshots)
+    function.snapshots = snapshots  # kept alive with the function (it captures their handles, not them)
+    return function  # returns the list [logits]
 
 
 def main():

@@ -7,9 +7,9 @@ A Keras model of ``--layers`` 3 x 3 convolutions with ReLUs (``--channels`` in a
 weights) on one ``--size`` x ``--size`` input, run three ways, each in a fresh process that also holds the Keras
 model:
 
-    constant  ``inference.freeze``: the weights as constants in the graph; oneDNN converts each filter to its
-              blocked layout once and keeps it; TensorFlow also holds the constants in the function's graph,
-              its definition and its kernels
+    constant  ``inference.freeze(..., weights_as="constants")``: the weights as constants in the graph; oneDNN
+              converts each filter to its blocked layout once and keeps it; TensorFlow also holds the constants
+              in the function's graph, its definition and its kernels
     variable  the Keras model in a ``tf.function``: oneDNN converts every filter on every call
     onednn    ``frozen_memory.py``'s method ``onednn``: private snapshots of the variables, each convolution
               written as TensorFlow's oneDNN op (``_MklNativeConv2D``) with ``is_filter_const=True``, so that
@@ -65,13 +65,16 @@ def run(way, layers, channels, size):
     spec = tf.TensorSpec([None, None, None, channels], tf.float32)
     flagged = 0
     if way == "constant":
-        function = inference.freeze(model)
+        function = inference.freeze(model, weights_as="constants")
     elif way == "variable":
         function = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
     else:
-        function = onednn_variable_function(model, spec)
+        concrete = onednn_variable_function(model, spec)
         flagged = sum(op.type == "_MklNativeConv2D" and op.get_attr("is_filter_const")
-                      for op in function.graph.get_operations())
+                      for op in concrete.graph.get_operations())
+
+        def function(x):
+            return concrete(x)[0]
     total = float(tf.reduce_sum(function(images)))
     times = []
     for _ in range(20):

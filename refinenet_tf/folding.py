@@ -106,7 +106,7 @@ def fold_batch_norms(graph_def, output_names, variables=None, convolutions=_CONV
 
     Returns the number of batch normalizations folded.
     """
-    nodes, readers = _index(graph_def)
+    nodes, readers, _ = _index(graph_def)
 
     def constant(reference):
         return _constant_value(nodes, reference, variables=variables)
@@ -227,19 +227,10 @@ def fuse_onednn_convolutions(graph_def, output_names, variables):
 
     Returns the number of convolutions fused.
     """
-    nodes, readers = _index(graph_def)
-    consumers = collections.defaultdict(list)  # node name -> reading nodes, data inputs only
-    for node in graph_def.node:
-        for reference in node.input:
-            if not reference.startswith("^"):
-                consumers[_producer(reference)].append(node)
+    nodes, readers, consumers = _index(graph_def)
 
     def only_reader(node):
-        """The one node that reads ``node`` (its output 0, as its first input), else None."""
-        if len(readers[node.name]) != 1 or len(consumers[node.name]) != 1 or _output_index(readers[node.name][0]):
-            return None
-        reader = consumers[node.name][0]
-        return reader if reader.input[0] == readers[node.name][0] else None
+        return _only_reader(node, readers, consumers)
 
     def nhwc_float(node):
         return (node.attr["T"].type == _FLOAT and node.attr["data_format"].s in (b"NHWC", b"")
@@ -334,14 +325,27 @@ def _variable_read(node, variables):
 
 
 def _index(graph_def):
-    """``(nodes by name, readers)``: ``readers`` maps a node's name to the input references to it (one per
-    reading input, ``"name"``, ``"name:1"`` or ``"^name"``)."""
+    """``(nodes by name, readers, consumers)``: ``readers`` maps a node's name to the input references to it
+    (one per reading input, ``"name"``, ``"name:1"`` or ``"^name"``), ``consumers`` to the nodes that read it by a
+    data input (once per such input)."""
     nodes = {node.name: node for node in graph_def.node}
-    readers = collections.defaultdict(list)
+    readers, consumers = collections.defaultdict(list), collections.defaultdict(list)
     for node in graph_def.node:
         for reference in node.input:
             readers[_producer(reference)].append(reference)
-    return nodes, readers
+            if not reference.startswith("^"):
+                consumers[_producer(reference)].append(node)
+    return nodes, readers, consumers
+
+
+def _only_reader(node, readers, consumers):
+    """The one node that reads ``node`` (its output 0, as that node's first input), else None: ``node`` read
+    twice, by another input, or only by a control edge."""
+    references = readers[node.name]
+    if len(references) != 1 or len(consumers[node.name]) != 1 or _output_index(references[0]):
+        return None
+    reader = consumers[node.name][0]
+    return reader if reader.input[0] == references[0] else None
 
 
 def _constant_value(nodes, reference, dtype=_FLOAT, variables=None):
@@ -372,12 +376,7 @@ def fold_channel_reversals(graph_def, output_names, variables=None):
 
     Returns the number of reversals folded.
     """
-    nodes, readers = _index(graph_def)
-    consumers = collections.defaultdict(list)  # node name -> (reading node, input index) for data inputs
-    for node in graph_def.node:
-        for index, reference in enumerate(node.input):
-            if not reference.startswith("^"):
-                consumers[_producer(reference)].append((node, index))
+    nodes, readers, consumers = _index(graph_def)
     new_nodes = []
     folded = 0
     for node in list(graph_def.node):
@@ -385,10 +384,8 @@ def fold_channel_reversals(graph_def, output_names, variables=None):
             continue
         path, current = [], node
         while not path or path[-1].op != "Conv2D":
-            if len(readers[current.name]) != 1 or len(consumers[current.name]) != 1:
-                break  # read twice, or only by a control edge
-            step, index = consumers[current.name][0]
-            if index != 0 or not _passes_reversal(step, nodes):
+            step = _only_reader(current, readers, consumers)
+            if step is None or not _passes_reversal(step, nodes):
                 break
             path.append(step)
             current = step

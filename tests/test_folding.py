@@ -78,8 +78,12 @@ def test_the_models_batch_norms_and_channel_reversals_all_fold(variant, backbone
     assert frozen.folded_channel_reversals == reversals and not _channel_reversals(frozen)
     ops = [op.type for op in frozen.function.graph.get_operations()]
     assert sum(op.startswith("FusedBatchNorm") for op in ops) == unfoldable
-    if frozen.weights_as == "snapshots" and folding.onednn_available():
+    onednn = folding.onednn_available()
+    assert frozen.weights_as == ("snapshots" if weights_as == "auto" and onednn else "constants")
+    if frozen.weights_as == "snapshots":
         assert "Conv2D" not in ops and frozen.fused_convolutions == ops.count("_MklNativeFusedConv2D") > 0
+    else:
+        assert frozen.fused_convolutions == 0 and "_MklNativeFusedConv2D" not in ops
     images = tf.random.stateless_uniform([1, 64, 96, 3], seed=[7, 8], minval=0, maxval=255)
     expected = model(images, training=False).numpy()
     np.testing.assert_allclose(frozen(images).numpy(), expected, rtol=0, atol=1e-4 * np.ptp(expected))
@@ -265,7 +269,7 @@ def test_other_channel_reversals_stay(reverse, after_reverse, shared):
 
 
 def test_the_variable_filter_probe_runs_three_ways_to_equal_outputs():
-    # benchmarks/variable_filters.py: the measured basis of the frozen path's next memory step (docs/benchmarks.md)
+    # benchmarks/variable_filters.py: the measured basis of freeze's snapshots (docs/benchmarks.md)
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
                           "variable_filters.py")
     result = subprocess.run([sys.executable, script, "--layers", "2", "--channels", "16", "--size", "8"],
