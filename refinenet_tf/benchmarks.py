@@ -830,8 +830,9 @@ def measure_op_profile(model_name, size=512, repeats=3, top=6):
     flops = sum(by_op.values())
     conv_flops = sum(value for op, value in by_op.items() if "Conv2D" in op)
     images = np.random.default_rng(0).uniform(0, 255, (1, size, size, 3)).astype(np.float32)
-    # with constant weights: a session runs a graph that captures no variables (the default path's snapshots
-    # run the same fused oneDNN convolutions)
+    # with constant weights: a session runs a graph that captures no variables. Its convolutions carry each
+    # BatchNorm folded into a bias; the default path's snapshots fuse the BatchNorm as post-ops instead
+    # (docs/benchmarks.md), so this profiles the constants' graph, not theirs
     frozen = inference.freeze(model, batch_shape=images.shape, weights_as="constants")
     best, micros, counts = _traced_run(frozen.function, images, repeats)
     total = sum(micros.values())
@@ -859,11 +860,11 @@ def _log_bounds(rows, ceiling, log):
                  ("default predict", row.get("predict", {}).get("matmul_ratio")),
                  ("SavedModel", row["serving"].get("saved_model", {}).get("matmul_ratio"))]
         measured = "; ".join(f"{name} {ratio:.2f} x" for name, ratio in paths if ratio is not None)
-        log(f"What bounds {row['model']} (target {row['target']:.2f} x the fp32 matmul): in its frozen graph the "
-            f"convolutions take {100 * profile['conv_share']:.0f} % of the kernel time and run at "
-            f"{profile['conv_gflops_per_second']:.0f} GFLOP/s = {conv_ratio:.2f} x the matmul rate, so even with "
-            f"every other op free the forward pass would reach {bound:.2f} x (measured: {measured}). Kernel time by "
-            f"op, one op at a time: {ops} "
+        log(f"What bounds {row['model']} (target {row['target']:.2f} x the fp32 matmul): in its frozen graph "
+            f"with constant weights (the SavedModel's) the convolutions take {100 * profile['conv_share']:.0f} % "
+            f"of the kernel time and run at {profile['conv_gflops_per_second']:.0f} GFLOP/s = {conv_ratio:.2f} x "
+            f"the matmul rate, so even with every other op free the forward pass would reach {bound:.2f} x "
+            f"(measured: {measured}). Kernel time by op, one op at a time: {ops} "
             f"(python -m refinenet_tf.benchmarks measure_op_profile '[\"{row['model']}\"]').")
 
 
