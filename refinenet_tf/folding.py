@@ -33,7 +33,8 @@ import numpy as np
 import tensorflow as tf
 
 __all__ = ["constant_graph_def", "fold_batch_norms", "fold_channel_reversals", "function_from_graph_def",
-           "fuse_onednn_convolutions", "onednn_available", "snapshot_graph_def"]
+           "fuse_onednn_convolutions", "light_work_convolutions", "onednn_available", "output_strides",
+           "snapshot_graph_def"]
 
 _CONVOLUTIONS = ("Conv2D", "DepthwiseConv2dNative")
 _BATCH_NORMS = ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")
@@ -208,7 +209,7 @@ def snapshot_graph_def(function, variables):
     return graph_def, inputs, [tensor.name for tensor in function.outputs], snapshots, sources
 
 
-def fuse_onednn_convolutions(graph_def, output_names, variables):
+def fuse_onednn_convolutions(graph_def, output_names, variables, plain_weights=()):
     """Writes, in ``graph_def`` and in place, each float32 NHWC ``Conv2D`` whose weights are a constant or a
     read of ``variables`` (placeholder name -> ``tf.Variable``) as oneDNN's fused convolution
     (``_MklNativeFusedConv2D``) marked ``is_filter_const``, with the ``BiasAdd``, inference-mode batch
@@ -223,7 +224,9 @@ def fuse_onednn_convolutions(graph_def, output_names, variables):
     the Keras graph's variable weights reads them in TensorFlow's plain layout (docs/benchmarks.md).
     A ``BiasAdd`` before the batch normalization goes into its mean (``BN(conv + b)`` is ``BN`` with
     ``mean - b``); a convolution without either gets a zero bias. The fused node takes the name of the last step
-    it replaces, so what read that reads the result.
+    it replaces, so what read that reads the result. The ``Conv2D`` nodes named in ``plain_weights`` are fused
+    but not marked: they compute from the weights in TensorFlow's layout and keep no converted copy
+    (:func:`light_work_convolutions` says which pay for theirs least).
 
     Returns the number of convolutions fused.
     """
@@ -285,7 +288,7 @@ def fuse_onednn_convolutions(graph_def, output_names, variables):
         node.attr["fused_ops"].list.s.extend([*fused_ops, b"LeakyRelu"])
         node.attr["epsilon"].f = epsilon
         node.attr["leakyrelu_alpha"].f = alpha
-        node.attr["is_filter_const"].b = True
+        node.attr["is_filter_const"].b = convolution.name not in plain_weights
         node.attr["_kernel"].s = b"MklNameChangeOp"  # the label TensorFlow registers its oneDNN kernels under
         steps[-1].CopyFrom(node)
         fused += 1
@@ -293,6 +296,86 @@ def fuse_onednn_convolutions(graph_def, output_names, variables):
     if fused:
         _remove_unused_nodes(graph_def, output_names)
     return fused
+
+
+def output_strides(graph_def, input_specs, variables, probe_side=512):
+    """``{name: stride}`` for each ``Conv2D`` node of ``graph_def`` whose output size TensorFlow's shape inference
+    tells for a ``probe_side`` x ``probe_side`` image (the sides ``input_specs`` fixes stay): the input's height
+    over the output's. ``input_specs`` as :func:`function_from_graph_def` takes them, one image input;
+    ``variables`` as :func:`fuse_onednn_convolutions` takes them (their reads get the variables' shapes). Empty
+    where the graph does not import so.
+
+    Example:
+        >>> import tf_keras as keras
+        >>> inputs = keras.Input([None, None, 3])
+        >>> x = keras.layers.Conv2D(4, 3, strides=4, padding="same")(inputs)
+        >>> x = keras.layers.Conv2D(4, 1)(keras.layers.UpSampling2D()(x))
+        >>> model = keras.Model(inputs, x)
+        >>> function = tf.function(model).get_concrete_function(tf.TensorSpec([None, None, None, 3]))
+        >>> graph_def, inputs, outputs, snapshots, _ = snapshot_graph_def(function, model.variables)
+        >>> sorted(output_strides(graph_def, inputs, snapshots).values())
+        [2, 4]
+    """
+    if len(input_specs) != 1:
+        return {}
+    (input_name, spec), = input_specs.items()
+    if spec.shape.rank != 4:
+        return {}
+    shape = [side if side is not None else probe for side, probe in zip(spec.shape.as_list(), [1, probe_side,
+                                                                                                probe_side, None])]
+    strides = {}
+    with tf.Graph().as_default() as graph:
+        input_map = {input_name: tf.compat.v1.placeholder(spec.dtype, shape)}
+        for node in graph_def.node:
+            variable = _variable_read(node, variables)
+            if variable is not None:
+                input_map[f"{node.name}:0"] = tf.compat.v1.placeholder(variable.dtype, variable.shape)
+        try:
+            tf.graph_util.import_graph_def(graph_def, input_map=input_map, name="")
+        except (ValueError, TypeError):
+            return {}
+        for operation in graph.get_operations():
+            height = operation.outputs[0].shape[1] if operation.type == "Conv2D" else None
+            if height:
+                strides[operation.name] = max(1, round(shape[1] / height))
+    return strides
+
+
+#: :func:`light_work_convolutions`' bound: the share of the convolutions' work (multiply-adds) that may compute
+#: from weights in TensorFlow's layout
+LIGHT_WORK_SHARE = 0.05
+
+
+def light_work_convolutions(graph_def, variables, strides, max_share=LIGHT_WORK_SHARE):
+    """The names of the ``Conv2D`` nodes of the deepest levels (largest ``strides``, see :func:`output_strides`)
+    that together do at most ``max_share`` of all the convolutions' multiply-adds (weights times output pixels),
+    whole levels at a time; empty unless ``strides`` covers every ``Conv2D`` with known weights.
+
+    These pay least for the copy of their weights that oneDNN keeps in its blocked layout: few output pixels
+    per weight. For slim RefineNet-101 at 512 x 512 the 27 convolutions at stride 32 hold 95 MiB of its 297 MiB
+    of weights and do 3.4 % of its work; computing from their weights as they are cost its frozen graph about
+    1 to 2 % of its time (``docs/benchmarks.md``). Light-Weight RefineNet-50's level at stride 32 does 14 % of
+    its work and stays converted.
+    """
+    nodes = {node.name: node for node in graph_def.node}
+    work = {}
+    for node in graph_def.node:
+        if node.op != "Conv2D":
+            continue
+        shape = _filter_shape(nodes, node.input[1], variables)
+        if shape is None:
+            continue
+        if node.name not in strides:
+            return set()
+        work[node.name] = float(np.prod(shape)) / strides[node.name] ** 2
+    total, done, plain = sum(work.values()), 0.0, set()
+    for stride in sorted(set(strides.values()), reverse=True):
+        level = [name for name in work if strides[name] == stride]
+        done += sum(work[name] for name in level)
+        if done > max_share * total:
+            break
+        plain.update(level)
+    return plain
 
 
 def _filter_shape(nodes, reference, variables):

@@ -126,8 +126,11 @@ class FrozenModel:
             (:func:`refinenet_tf.folding.fold_batch_norms`, :func:`refinenet_tf.folding.fuse_onednn_convolutions`).
         folded_channel_reversals: how many RGB -> BGR reversals of the input were folded into the first
             convolution (:func:`refinenet_tf.folding.fold_channel_reversals`).
-        fused_convolutions: how many convolutions run as oneDNN's fused convolution that keeps its converted
-            weights (:func:`refinenet_tf.folding.fuse_onednn_convolutions`; snapshots on oneDNN only).
+        fused_convolutions: how many convolutions run as oneDNN's fused convolution
+            (:func:`refinenet_tf.folding.fuse_onednn_convolutions`; snapshots on oneDNN only), which keeps its
+            weights converted to oneDNN's layout except in ``plain_weight_convolutions`` of them: those of the
+            deepest levels, which do at most 5 % of the work with many of the weights
+            (:func:`refinenet_tf.folding.light_work_convolutions`).
     """
 
     def __init__(self, model, batch_shape=None, fold=True, weights_as="auto"):
@@ -165,13 +168,16 @@ class FrozenModel:
         variables = self._snapshots
         batch_norms = _count_batch_norms(graph_def)
         self.folded_channel_reversals = folding.fold_channel_reversals(graph_def, outputs, variables) if fold else 0
-        self.fused_convolutions = 0
+        self.fused_convolutions = self.plain_weight_convolutions = 0
         if fold and variables is None:
             folding.fold_batch_norms(graph_def, outputs)
         elif fold:  # depthwise weights are small: folded into new constants; the rest fused by oneDNN
             folding.fold_batch_norms(graph_def, outputs, variables, convolutions=("DepthwiseConv2dNative",))
             if onednn:
-                self.fused_convolutions = folding.fuse_onednn_convolutions(graph_def, outputs, variables)
+                plain = folding.light_work_convolutions(graph_def, variables,
+                                                        folding.output_strides(graph_def, inputs, variables))
+                self.fused_convolutions = folding.fuse_onednn_convolutions(graph_def, outputs, variables, plain)
+                self.plain_weight_convolutions = len(plain)
         self.folded_batch_norms = batch_norms - _count_batch_norms(graph_def)
         self.function = folding.function_from_graph_def(graph_def, inputs, outputs, captures=variables)
         del graph_def

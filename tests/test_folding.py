@@ -116,6 +116,40 @@ def test_snapshots_run_each_convolution_as_onednns_fused_op_with_its_own_kernel_
     _assert_frozen_equals_keras(model, frozen)
 
 
+def _deep_light_model():
+    """Two full-resolution convolutions and one at stride 16 with about 0.3 % of the multiply-adds."""
+    inputs = keras.Input([None, None, 3])
+    x = keras.layers.Conv2D(16, 3, padding="same", name="full_1")(inputs)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+    x = keras.layers.Conv2D(16, 3, padding="same", name="full_2")(x)
+    deep = keras.layers.Conv2D(16, 3, strides=16, padding="same", name="deep")(x)
+    deep = keras.layers.UpSampling2D(16, interpolation="bilinear")(deep)
+    return _trained_like(keras.Model(inputs, keras.layers.Add()([x, deep]), name="deep_light"))
+
+
+def test_output_strides_and_the_light_work_levels():
+    model = _deep_light_model()
+    function = tf.function(model).get_concrete_function(tf.TensorSpec([None, None, None, 3]))
+    graph_def, inputs, _, snapshots, _ = folding.snapshot_graph_def(function, model.variables)
+    strides = folding.output_strides(graph_def, inputs, snapshots)
+    assert {name.split("/")[1]: stride for name, stride in strides.items()} == {"full_1": 1, "full_2": 1, "deep": 16}
+    deep, = (name for name in strides if "/deep/" in name)
+    assert folding.light_work_convolutions(graph_def, snapshots, strides) == {deep}
+    assert folding.light_work_convolutions(graph_def, snapshots, strides, max_share=0.001) == set()
+    # a convolution of unknown stride (shape inference could not tell it) keeps every one converted
+    assert folding.light_work_convolutions(graph_def, snapshots, {deep: 16}) == set()
+
+
+@needs_onednn
+def test_the_light_work_levels_compute_from_plain_weights():
+    model = _deep_light_model()
+    frozen = inference.freeze(model)
+    assert frozen.fused_convolutions == 3 and frozen.plain_weight_convolutions == 1
+    marked = {op.name.split("/")[1]: op.get_attr("is_filter_const") for op in _fused_convolutions(frozen)}
+    assert marked == {"re_lu": True, "full_2": True, "deep": False}  # each named after its last step
+    _assert_frozen_equals_keras(model, frozen, shape=(1, 64, 48, 3))
+
+
 @needs_onednn
 def test_snapshots_keep_their_values_while_the_model_trains():
     model = _model()
