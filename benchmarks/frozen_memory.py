@@ -18,7 +18,8 @@ Methods:
               value, one variable at a time, imported back with ``function_from_graph_def``; every intermediate
               dropped as soon as it is used.
     current   ``inference.freeze`` of the working tree (whatever it does now; ``--weights-as`` passes its
-              ``weights_as``); ``--through-segment`` calls it as ``predict`` does, inside ``segment``.
+              ``weights_as``, ``--light-work-share`` sets ``folding.LIGHT_WORK_SHARE``); ``--through-segment``
+              calls it as ``predict`` does, inside ``segment``.
     onednn    the first measurement of what ``inference.freeze`` now does with ``weights_as="snapshots"``,
               without its fusions: the function's own graph, its variables replaced by private
               snapshots (``tf.Variable`` of each value: they share the buffers until either is assigned) and each
@@ -208,13 +209,18 @@ def main():
                         help="method current: call the frozen model as predict does, inside the traced segment() "
                              "(then the figures compare probabilities, not logits)")
     parser.add_argument("--weights-as", default="auto", help="method current: freeze(..., weights_as=...)")
+    parser.add_argument("--light-work-share", type=float, default=None,
+                        help="method current: folding.LIGHT_WORK_SHARE (0: every convolution keeps converted weights)")
     parser.add_argument("--trim", action="store_true", help="malloc_trim(0) after freezing and the first call")
     args = parser.parse_args()
 
     import tensorflow as tf
     import tf_keras as keras
 
-    from refinenet_tf import benchmarks, inference, models
+    from refinenet_tf import benchmarks, folding, inference, models
+
+    if args.light_work_share is not None:
+        folding.LIGHT_WORK_SHARE = args.light_work_share
 
     def trim():
         if args.trim:
@@ -259,7 +265,8 @@ def main():
         stage("rewritten")
     else:
         frozen = inference.freeze(model, weights_as=args.weights_as)
-        stage(f"inference.freeze ({frozen.weights_as})")
+        stage(f"inference.freeze ({frozen.weights_as}, {frozen.plain_weight_convolutions} of "
+              f"{frozen.fused_convolutions} fused convolutions on plain weights)")
         function = frozen
         if args.through_segment:  # what predict / evaluate run: the frozen model inside the traced segment()
             function = inference._segment_function(frozen, (1.0,), False, None)

@@ -346,10 +346,11 @@ def output_strides(graph_def, input_specs, variables, probe_side=512):
 LIGHT_WORK_SHARE = 0.05
 
 
-def light_work_convolutions(graph_def, variables, strides, max_share=LIGHT_WORK_SHARE):
+def light_work_convolutions(graph_def, variables, strides, max_share=None):
     """The names of the ``Conv2D`` nodes of the deepest levels (largest ``strides``, see :func:`output_strides`)
-    that together do at most ``max_share`` of all the convolutions' multiply-adds (weights times output pixels),
-    whole levels at a time; empty unless ``strides`` covers every ``Conv2D`` with known weights.
+    that together do at most ``max_share`` (default :data:`LIGHT_WORK_SHARE`) of all the convolutions'
+    multiply-adds (weights times output pixels), whole levels at a time; empty unless ``strides`` covers every
+    ``Conv2D`` with known weights.
 
     These pay least for the copy of their weights that oneDNN keeps in its blocked layout: few output pixels
     per weight. For slim RefineNet-101 at 512 x 512 the 27 convolutions at stride 32 hold 95 MiB of its 297 MiB
@@ -357,6 +358,7 @@ def light_work_convolutions(graph_def, variables, strides, max_share=LIGHT_WORK_
     1 to 2 % of its time (``docs/benchmarks.md``). Light-Weight RefineNet-50's level at stride 32 does 14 % of
     its work and stays converted.
     """
+    max_share = LIGHT_WORK_SHARE if max_share is None else max_share
     nodes = {node.name: node for node in graph_def.node}
     work = {}
     for node in graph_def.node:
