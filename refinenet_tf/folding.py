@@ -17,7 +17,10 @@ small, are folded; the others run the batch normalization as post-ops of the fus
 TensorFlow's oneDNN convolution keeps its weights converted to oneDNN's blocked layout only when its node says
 they are constant (``is_filter_const``), which TensorFlow's graph pass sets for ``Const`` weights only: hence
 the constants, and the copies of them TensorFlow holds (about 5 times the Keras path's peak memory for slim
-RefineNet-101). :func:`fuse_onednn_convolutions` writes the node with the mark set on a snapshot instead.
+RefineNet-101). :func:`fuse_onednn_convolutions` writes the node with the mark set on a snapshot instead,
+except for the deepest levels' convolutions where they do little of the work (:func:`light_work_convolutions`,
+by the strides of :func:`output_strides`): the converted copy pays in proportion to the pixels computed and
+costs memory in proportion to the weights.
 
 Both ways keep the frozen graph's convolutions apart from the Keras model's: TensorFlow's oneDNN kernels cache
 their compiled convolutions per thread under a key of shapes and fused steps that does not say whether the

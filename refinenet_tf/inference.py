@@ -231,7 +231,9 @@ def freeze(model, batch_shape=None, fold=True, weights_as="auto"):
 
     ``weights_as`` says how the frozen graph holds the weights: ``"snapshots"``, private ``tf.Variable`` copies
     that share memory with the model's weights until either changes, with each convolution written as oneDNN's
-    fused convolution marked to keep its converted weights (:func:`refinenet_tf.folding.fuse_onednn_convolutions`);
+    fused convolution marked to keep its converted weights (:func:`refinenet_tf.folding.fuse_onednn_convolutions`),
+    but for the deepest levels where they do at most 5 % of the work
+    (:func:`refinenet_tf.folding.light_work_convolutions`);
     ``"constants"``, written into the graph (portable, what a SavedModel export keeps, but TensorFlow holds
     several copies of them: 5 times the Keras path's peak memory for slim RefineNet-101); ``"auto"`` (the
     default), snapshots where TensorFlow runs on oneDNN, else constants.
@@ -272,9 +274,9 @@ AUTO_FREEZE_REPEATS = 3
 #: ... and only when the memory the system has available exceeds this many times the model's weights, by how
 #: :func:`freeze` holds them (``"auto"``: snapshots where oneDNN runs, else constants). Measured with
 #: ``benchmarks/frozen_memory.py`` for slim RefineNet-101 at 512 (297 MiB of weights; docs/benchmarks.md): the
-#: snapshots' peak 395 MiB over the Keras path's (1.3 times the weights: oneDNN's converted copy of them), the
-#: constants' about 5 GiB (17 times in make bench: the graph's constants, TensorFlow's copies of its definition,
-#: oneDNN's copy).
+#: snapshots' peak 297 MiB over the Keras path's (oneDNN's converted copy of the weights but the deepest
+#: level's, and freezing's own), the constants' about 5 GiB (17 times in make bench: the graph's constants,
+#: TensorFlow's copies of its definition, oneDNN's copy).
 AUTO_FREEZE_MEMORY_FACTORS = {"snapshots": 4, "constants": 24}
 
 _FROZEN = weakref.WeakKeyDictionary()  # keras model -> its FrozenModel (refreshed when the weights change)
