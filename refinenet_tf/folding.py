@@ -324,8 +324,8 @@ def output_strides(graph_def, input_specs, variables, probe_side=512):
     (input_name, spec), = input_specs.items()
     if spec.shape.rank != 4:
         return {}
-    shape = [side if side is not None else probe for side, probe in zip(spec.shape.as_list(), [1, probe_side,
-                                                                                                probe_side, None])]
+    batch, height, width, channels = spec.shape.as_list()
+    shape = [batch or 1, height or probe_side, width or probe_side, channels]
     strides = {}
     with tf.Graph().as_default() as graph:
         input_map = {input_name: tf.compat.v1.placeholder(spec.dtype, shape)}
