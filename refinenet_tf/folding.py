@@ -338,9 +338,9 @@ def output_strides(graph_def, input_specs, variables, probe_side=512):
         except (ValueError, TypeError):
             return {}
         for operation in graph.get_operations():
-            height = operation.outputs[0].shape[1] if operation.type == "Conv2D" else None
-            if height:
-                strides[operation.name] = max(1, round(shape[1] / height))
+            output_height = operation.outputs[0].shape[1] if operation.type == "Conv2D" else None
+            if output_height:
+                strides[operation.name] = max(1, round(shape[1] / output_height))
     return strides
 
 
@@ -357,8 +357,8 @@ def light_work_convolutions(graph_def, variables, strides, max_share=None):
 
     These pay least for the copy of their weights that oneDNN keeps in its blocked layout: few output pixels
     per weight. For slim RefineNet-101 at 512 x 512 the 27 convolutions at stride 32 hold 95 MiB of its 297 MiB
-    of weights and do 3.4 % of its work; computing from their weights as they are cost its frozen graph about
-    1 to 2 % of its time (``docs/benchmarks.md``). Light-Weight RefineNet-50's level at stride 32 does 14 % of
+    of weights and do 3.4 % of its work; computing from their weights as they are cost its frozen graph 0.7 %
+    of its time by the best calls, 2.1 % by the medians (``docs/benchmarks.md``). Light-Weight RefineNet-50's level at stride 32 does 14 % of
     its work and stays converted.
     """
     max_share = LIGHT_WORK_SHARE if max_share is None else max_share
