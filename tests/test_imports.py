@@ -74,7 +74,7 @@ def test_the_import_graph_has_no_cycle():
     assert {"refinenet_tf.runs", "refinenet_tf.evaluation", "refinenet_tf.recipes"} <= set(graph)
     # The seams of issue 13: training and inference share the run folder's owner; evaluation builds on
     # inference; recipes are data that import nothing.
-    assert {"refinenet_tf.runs", "refinenet_tf.recipes"} <= graph["refinenet_tf.training"]
+    assert {"refinenet_tf.runs", "refinenet_tf.recipes"} <= graph["refinenet_tf.training.loop"]
     assert "refinenet_tf.inference" in graph["refinenet_tf.evaluation"]
     assert "refinenet_tf.evaluation" not in graph["refinenet_tf.inference"]
     assert graph["refinenet_tf.recipes"] == set() and graph["refinenet_tf.options"] == set()

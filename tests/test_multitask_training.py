@@ -71,7 +71,7 @@ def test_the_multitask_recipe_is_densetorchs_example():
 
 def test_the_step_schedule_multiplies_by_the_recipes_gamma():
     recipe = recipes.get_recipe("multitask_mobilenetv2_nyud")
-    schedule = training._schedule(recipe, 1e-3, steps_per_epoch=2, epochs=300)
+    schedule = training.learning_rate_schedule(recipe, 1e-3, steps_per_epoch=2, epochs=300)
     # 100 epochs of 2 steps each: x0.1 after step 200 and after step 400 (PiecewiseConstantDecay: step <= boundary)
     assert [float(schedule(step)) for step in (0, 200, 201, 401, 599)] == pytest.approx(
         [1e-3, 1e-3, 1e-4, 1e-5, 1e-5])
@@ -349,4 +349,4 @@ def test_the_joint_demo_at_smoke_settings_learns_both_tasks(tmp_path, capsys):
 def test_loss_weights_name_both_tasks_and_are_not_negative(weights):
     recipe = dataclasses.replace(recipes.get_recipe("demo_joint"), loss_weights=weights)
     with pytest.raises(ValueError, match=r"^loss_weights="):
-        training._task_losses_and_metrics(recipe, num_classes=3)
+        training.compiling._task_losses_and_metrics(recipe, num_classes=3)

@@ -133,7 +133,7 @@ def test_a_full_disk_fails_before_training(shapes_spec, tmp_path, tiny_backbone,
     class _Usage:
         free = 2**20  # 1 MiB
 
-    monkeypatch.setattr(training.shutil, "disk_usage", lambda path: _Usage())
+    monkeypatch.setattr(training.loop.shutil, "disk_usage", lambda path: _Usage())
     config = training.TrainConfig(recipe="demo_shapes", data=shapes_spec, num_classes=4, run_dir=str(tmp_path / "run"),
                                   epochs=1, steps_per_epoch=1, batch_size=2, crop_size=32, backbone_weights=None,
                                   verbose=0, model_kwargs={"backbone": tiny_backbone, "decoder_features": 16})

@@ -141,7 +141,7 @@ class _RecordEMA(keras.callbacks.Callback):
         self.validated[self.epoch] = self._trainable()
 
     def on_epoch_end(self, epoch, logs=None):
-        pairs = training._ema_pairs(self.model)
+        pairs = training.optimizers._ema_pairs(self.model)
         assert len(pairs) == len(self.model.trainable_weights), "every trainable weight is averaged"
         self.raw[epoch] = self._trainable()
         self.averages[epoch] = [average.numpy().copy() for _, average in pairs]
