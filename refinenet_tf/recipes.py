@@ -25,17 +25,23 @@ class Recipe:
         name: the recipe's name.
         model: a model preset (:func:`refinenet_tf.models.list_models`).
         source: where the settings come from.
-        optimizer: ``"adam"`` or ``"sgd"`` (momentum).
+        optimizer: ``"sgd"`` (momentum), ``"adam"`` or ``"adamw"``
+            (:func:`refinenet_tf.training.make_optimizer`).
         learning_rate: the backbone's learning rate.
-        decoder_lr_multiplier: the decoder learns this many times faster (SGD only).
+        decoder_lr_multiplier: the decoder learns this many times faster (its learning rate, for every
+            optimizer).
         momentum: SGD momentum.
-        weight_decay: SGD weight decay (added to the gradient, as PyTorch does); the slim recipe's L2 lives
-            in the model instead (``RefineNet(weight_decay=...)``).
+        weight_decay: coupled weight decay, added to the gradient as PyTorch's ``SGD`` and ``Adam`` do (sgd,
+            adam; refused with adamw); the slim recipes' L2 lives in the model instead
+            (``RefineNet(weight_decay=...)``).
+        decoupled_weight_decay: AdamW's decay, ``w -= lr * decay * w`` each step (adamw only).
         schedule: ``"constant"``, ``"poly"`` (``(1 - step / steps) ** 0.9``) or ``"step"`` (multiplied by
-            ``step_gamma`` every ``step_epochs`` epochs).
+            ``step_gamma`` at every ``step_epochs`` boundary: epochs 100 and 200 of 250 with step 100).
         step_epochs, step_gamma: for ``"step"``.
-        use_ema: keep an exponential moving average of the weights (the optimizer's ``use_ema``); training
-            updates the raw weights, while validation, ``best.weights.h5``, ``last.weights.h5`` and
+        warmup_epochs: a linear warm-up of the learning rate over this many epochs (may be a fraction) in front
+            of the schedule (:class:`refinenet_tf.training.optimizers.LinearWarmup`); 0: none.
+        use_ema: keep an exponential moving average of the weights (the optimizer's ``average_weights``);
+            training updates the raw weights, while validation, ``best.weights.h5``, ``last.weights.h5`` and
             ``model.keras`` use the averaged ones (:class:`refinenet_tf.training.AveragedWeights`).
         ema_momentum: its decay.
         freeze_batch_norm: run every BatchNorm layer in inference mode and do not train it.
@@ -59,9 +65,11 @@ class Recipe:
     decoder_lr_multiplier: float = 1.0
     momentum: float = 0.9
     weight_decay: float = 0.0
+    decoupled_weight_decay: float = 0.0
     schedule: str = "constant"
     step_epochs: int = 100
     step_gamma: float = 0.5
+    warmup_epochs: float = 0.0
     use_ema: bool = False
     ema_momentum: float = 0.99
     freeze_batch_norm: bool = False
@@ -82,7 +90,14 @@ class Recipe:
 
 
 _SLIM_SOURCE = ("the reference blog's TF-slim training: Adam 1e-4, L2 1e-5 on every conv (in the model), moving "
-                "average 0.997 of the weights, 512 x 512 crops; batch size and epochs are our defaults")
+                "average 0.997 of the weights, 512 x 512 crops; batch size and epochs are our defaults; trained "
+                "without the reference code's ReLU on the logits (logits_relu=False), which would keep every logit "
+                ">= 0 and stall the classes it pushes to 0 (slim_resnet101_seed keeps it)")
+_SLIM_SEED_SOURCE = ("the reference blog's TF-slim training reproduced exactly, the reference code's ReLU on the "
+                     "logits included (logits_relu=True, as its slim.conv2d(..., activation_fn=tf.nn.relu)): Adam "
+                     "1e-4, L2 1e-5 on every conv (in the model), moving average 0.997 of the weights, 512 x 512 "
+                     "crops; batch size and epochs are our defaults; for fine-tuning the reference checkpoints, "
+                     "converted with their ReLU (refinenet_tf.convert.slim), the way they were trained")
 _PAPER_SOURCE = ("RefineNet (Lin et al., CVPR 2017) trained as the official releases do: SGD with momentum 0.9, "
                  "decoder learning rate 10x the backbone's, weight decay; the values are our defaults, not "
                  "reproduced here")
@@ -109,15 +124,20 @@ _JOINT_DEMO_SOURCE = (
 #: recipe name -> :class:`Recipe`.
 RECIPES = {recipe.name: recipe for recipe in [
     Recipe("slim_resnet101_voc", "slim_resnet101", _SLIM_SOURCE, optimizer="adam", learning_rate=1e-4,
-           use_ema=True, ema_momentum=0.997, crop_size=512, batch_size=8, epochs=100),
+           use_ema=True, ema_momentum=0.997, crop_size=512, batch_size=8, epochs=100,
+           model_kwargs={"logits_relu": False}),
+    Recipe("slim_resnet101_seed", "slim_resnet101", _SLIM_SEED_SOURCE, optimizer="adam", learning_rate=1e-4,
+           use_ema=True, ema_momentum=0.997, crop_size=512, batch_size=8, epochs=100,
+           model_kwargs={"logits_relu": True}),
     Recipe("refinenet_resnet101_voc", "refinenet_resnet101", _PAPER_SOURCE, optimizer="sgd", learning_rate=5e-4,
            decoder_lr_multiplier=10.0, weight_decay=1e-5, schedule="poly", crop_size=512, batch_size=8,
            epochs=100),
     Recipe("demo_shapes", "slim_mobilenetv2", "this project's demo: the slim RefineNet, 64 wide, on MobileNetV2 "
            "from scratch on the synthetic shapes dataset (refinenet_tf.data.synthetic), sized for 2 CPU cores; "
-           "BatchNorm momentum 0.9 so that its statistics settle within a few hundred steps",
+           "BatchNorm momentum 0.9 so that its statistics settle within a few hundred steps; no ReLU on the logits "
+           "(logits_relu=False), as every recipe that trains from scratch",
            optimizer="adam", learning_rate=1e-3, crop_size=128, batch_size=8, epochs=15, min_scale=0.75,
-           max_scale=1.25, model_kwargs={"decoder_features": 64, "batch_norm_momentum": 0.9}),
+           max_scale=1.25, model_kwargs={"decoder_features": 64, "batch_norm_momentum": 0.9, "logits_relu": False}),
     Recipe("multitask_mobilenetv2_nyud", "multitask_mobilenetv2_official", _MULTITASK_SOURCE, optimizer="sgd",
            learning_rate=1e-3, decoder_lr_multiplier=10.0, momentum=0.9, weight_decay=1e-5, schedule="step",
            step_epochs=100, step_gamma=0.1, crop_size=400, batch_size=4, epochs=1000, min_scale=1.0,

@@ -105,7 +105,7 @@ def test_compile_uses_decoder_multiplier_and_ema(tiny_backbone):
     assert decoder_norms and not any(m.trainable for m in decoder_norms), "BatchNorm inside the blocks is frozen"
     slim = refinenet_tf.RefineNet(num_classes=3, backbone=tiny_backbone, backbone_weights=None, decoder_features=8)
     training.compile_model(slim, "slim_resnet101_voc", 3)
-    assert slim.optimizer.use_ema and slim.optimizer.ema_momentum == 0.997
+    assert slim.optimizer.average_weights and slim.optimizer.average_momentum == 0.997
 
 
 # --- training runs -------------------------------------------------------------------------------------------
@@ -141,7 +141,7 @@ class _RecordEMA(keras.callbacks.Callback):
         self.validated[self.epoch] = self._trainable()
 
     def on_epoch_end(self, epoch, logs=None):
-        pairs = training.optimizers._ema_pairs(self.model)
+        pairs = training.optimizers.weight_averages(self.model)
         assert len(pairs) == len(self.model.trainable_weights), "every trainable weight is averaged"
         self.raw[epoch] = self._trainable()
         self.averages[epoch] = [average.numpy().copy() for _, average in pairs]
@@ -185,7 +185,7 @@ def test_with_use_ema_validation_and_every_saved_file_hold_the_averaged_weights(
     saved = refinenet_tf.load_model(str(run_dir / "model.keras"), compile=False)
     _assert_same([w.numpy() for w in saved.trainable_weights], record.averages[last], "model.keras")
     _assert_same([w.numpy() for w in model.trainable_weights], record.averages[last], "the returned model")
-    assert [r.use_ema for r in recipes.RECIPES.values()] == [r.name == "slim_resnet101_voc"
+    assert [r.use_ema for r in recipes.RECIPES.values()] == [r.name in ("slim_resnet101_voc", "slim_resnet101_seed")
                                                              for r in recipes.RECIPES.values()]
 
 

@@ -16,12 +16,14 @@ __all__ = ["AveragedWeights", "PredictionImages", "SafeCheckpoint"]
 
 
 class AveragedWeights(keras.callbacks.Callback):
-    """Validates with the averaged weights (``use_ema``): swaps them in when ``fit``'s validation begins and the
-    raw weights back when it ends; does nothing without EMA.
+    """Validates with the averaged weights (the recipe's ``use_ema``: the optimizer's ``average_weights``, found
+    through its public :meth:`~refinenet_tf.training.optimizers.RecipeOptimizerMixin.averaged_variables`): swaps
+    them in when ``fit``'s validation begins and the raw weights back when it ends; does nothing without them, and
+    raises ``ValueError`` when they should be there but cannot be found (Keras' own ``use_ema``).
 
     :class:`SafeCheckpoint` and :class:`PredictionImages` save and draw with the averages too
-    (:func:`averaged_weights`), and ``fit`` leaves them in the model when it returns, so ``model.keras`` holds
-    them.
+    (:func:`averaged_weights`), and ``fit`` leaves them in the model when it returns (the optimizer's
+    ``finalize_variable_values``), so ``model.keras`` holds them.
     """
 
     def __init__(self):
