@@ -63,7 +63,9 @@ def resize_bilinear(images, size, interpolation="bilinear_tf1"):
         interpolation: one of :data:`INTERPOLATIONS`.
 
     Returns:
-        The resized tensor, in the dtype of ``images``.
+        The resized tensor, in the dtype of ``images``. float16 and bfloat16 images are resized in float32 (the
+        op's output is float32 anyway): under XLA the gradient of a half-precision bilinear resize comes back as
+        garbage on TF 2.21 (tests/test_mixed_precision.py reproduces it); this way it is float32's, cast back.
 
     Example:
         >>> x = tf.reshape(tf.range(4, dtype=tf.float32), [1, 2, 2, 1])
@@ -74,6 +76,9 @@ def resize_bilinear(images, size, interpolation="bilinear_tf1"):
         >>> resize_bilinear(x, [3, 3], "bilinear_align_corners")[0, :, :, 0].numpy().tolist()[0]
         [0.0, 0.5, 1.0]
     """
+    dtype = tf.as_dtype(images.dtype)
+    if dtype in (tf.float16, tf.bfloat16):
+        images = tf.cast(images, tf.float32)
     if interpolation in ("bilinear_tf1", "bilinear_align_corners"):
         resized = tf.raw_ops.ResizeBilinear(
             images=images, size=tf.cast(size, tf.int32), align_corners=interpolation == "bilinear_align_corners",
@@ -84,7 +89,7 @@ def resize_bilinear(images, size, interpolation="bilinear_tf1"):
         raise ValueError(f"interpolation={interpolation!r} is not supported; use one of {INTERPOLATIONS}.")
     if not isinstance(size, tf.Tensor):
         resized = tf.ensure_shape(resized, [images.shape[0], size[0], size[1], images.shape[-1]])
-    return tf.cast(resized, images.dtype)
+    return tf.cast(resized, dtype)
 
 
 def _build_sublayer(layer, input_shape):

@@ -1,4 +1,12 @@
-"""Compiling a model for its recipe: losses, metrics, the optimizer, XLA and the precision policy."""
+"""Compiling a model for its recipe: losses, metrics, the optimizer, XLA and the precision policy.
+
+XLA compiles the train step only (:func:`set_xla_train_step`). Keras' own ``compile(jit_compile=True)``
+compiles the test step too, and XLA compiles once per input shape: validation on whole images of varying size
+(VOC val has well over a hundred sizes) would compile a fresh program per size. Training batches all have the
+crop's shape, so the train step compiles once; validation and ``evaluate`` run as a plain ``tf.function``.
+"""
+
+import logging
 
 import tensorflow as tf
 import tf_keras as keras
@@ -7,9 +15,12 @@ from refinenet_tf import runs
 from refinenet_tf.recipes import get_recipe
 from refinenet_tf.training import optimizers
 
-__all__ = ["PixelAccuracy", "compile_model", "freeze_batch_norm", "mixed_precision_policy", "resolve_jit_compile"]
+__all__ = ["MIXED_PRECISION_POLICIES", "PixelAccuracy", "compile_model", "freeze_batch_norm",
+           "keep_xla_off_python_data", "mixed_precision_policy", "python_backed_ops", "resolve_jit_compile",
+           "set_xla_train_step", "xla_train_step_function"]
 
 _register = keras.saving.register_keras_serializable(package="refinenet_tf")
+_log = logging.getLogger(__name__)
 
 
 @_register
@@ -73,7 +84,7 @@ def _task_losses_and_metrics(recipe, num_classes):
     return task_losses, weights, task_metrics
 
 def compile_model(model, recipe, num_classes, learning_rate=None, steps_per_epoch=1, epochs=None,
-                  jit_compile="auto"):
+                  jit_compile="auto", run_eagerly=False):
     """Compiles ``model`` with ``recipe``'s optimizer: for segmentation, or for segmentation and depth.
 
     A segmentation model gets the cross-entropy ignoring 255, mean IoU and pixel accuracy. A multi-task model
@@ -90,11 +101,18 @@ def compile_model(model, recipe, num_classes, learning_rate=None, steps_per_epoc
         num_classes: for the mean IoU.
         learning_rate: overrides the recipe's.
         steps_per_epoch, epochs: for learning-rate schedules.
-        jit_compile: ``"auto"`` (XLA on GPU, not on CPU, where it was measured slower), True or False.
+        jit_compile: ``"auto"`` (XLA on GPU, not on CPU, where it was measured slower), True or False: the
+            train step only (:func:`set_xla_train_step`); the test step (validation, ``evaluate``) never, so
+            images of many sizes cost no compile each.
+        run_eagerly: run the steps eagerly, for debugging (not with ``jit_compile=True``).
 
     Returns:
-        ``model``, compiled.
+        ``model``, compiled: a plain functional ``keras.Model`` that saves and loads as any other.
     """
+    jit = resolve_jit_compile(jit_compile)
+    if jit and run_eagerly:
+        raise ValueError("jit_compile=True compiles the train step with XLA, which run_eagerly=True turns off; "
+                         "pass one of them (jit_compile=False to debug eagerly).")
     recipe = get_recipe(recipe)
     epochs = epochs or recipe.epochs
     learning_rate = optimizers.learning_rate_schedule(recipe, learning_rate or recipe.learning_rate,
@@ -108,8 +126,8 @@ def compile_model(model, recipe, num_classes, learning_rate=None, steps_per_epoc
                              f"{sorted(model.output_names)}; use a multi-task recipe (one with loss_weights).")
         task_losses, weights, task_metrics = _task_losses_and_metrics(recipe, num_classes)
         model.compile(optimizer=optimizer, loss=task_losses, loss_weights=weights, metrics=task_metrics,
-                      jit_compile=resolve_jit_compile(jit_compile))
-        return model
+                      jit_compile=False, run_eagerly=run_eagerly)
+        return set_xla_train_step(model, jit)
     if recipe.multitask:
         raise ValueError(f"recipe {recipe.name} trains segmentation and depth, but model {model.name!r} has one "
                          "output; build a multi-task model (outputs named 'segmentation' and 'depth').")
@@ -118,8 +136,8 @@ def compile_model(model, recipe, num_classes, learning_rate=None, steps_per_epoc
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255),
         metrics=[keras.metrics.MeanIoU(num_classes, ignore_class=255, sparse_y_true=True, sparse_y_pred=False,
                                        name="mean_iou"), PixelAccuracy(ignore_class=255)],
-        jit_compile=resolve_jit_compile(jit_compile))
-    return model
+        jit_compile=False, run_eagerly=run_eagerly)
+    return set_xla_train_step(model, jit)
 
 
 def resolve_jit_compile(jit_compile="auto"):
@@ -132,8 +150,128 @@ def resolve_jit_compile(jit_compile="auto"):
     return jit_compile
 
 
-def mixed_precision_policy(enabled):
-    """The policy for ``mixed_precision``: ``mixed_float16`` on GPU, ``mixed_bfloat16`` on CPU / TPU."""
-    if not enabled:
+#: The Keras policies ``mixed_precision`` may name.
+MIXED_PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def mixed_precision_policy(mixed_precision):
+    """The Keras policy for ``mixed_precision``: True picks ``mixed_float16`` on GPU (its tensor cores; Keras adds
+    loss scaling, ``keras.mixed_precision.LossScaleOptimizer``, when it compiles), ``mixed_bfloat16`` on CPU and
+    TPU; False gives ``float32``; a policy name is taken as it is.
+
+    Example:
+        >>> mixed_precision_policy(False), mixed_precision_policy("mixed_bfloat16")
+        ('float32', 'mixed_bfloat16')
+    """
+    if isinstance(mixed_precision, str):
+        if mixed_precision not in MIXED_PRECISION_POLICIES:
+            raise ValueError(f"mixed_precision={mixed_precision!r} is not a policy; use True (the device's), False "
+                             f"or one of {MIXED_PRECISION_POLICIES}.")
+        return mixed_precision
+    if not isinstance(mixed_precision, (bool, type(None))):
+        raise ValueError(f"mixed_precision must be True, False or one of {MIXED_PRECISION_POLICIES}, got "
+                         f"{mixed_precision!r}.")
+    if not mixed_precision:
         return "float32"
     return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+
+
+def set_xla_train_step(model, enabled=True):
+    """Compiles ``model``'s train step with XLA (``enabled``) or not, leaving its test and predict steps plain.
+
+    XLA compiles a program per input shape. Training batches are crops of one shape (one compile); validation
+    images come at their own sizes, and ``compile(jit_compile=True)`` would compile the test step once per size.
+    This puts an XLA-compiled ``train_step`` on the model object (public ``Model.train_step``, which Keras' train
+    function calls; ``model.jit_compile`` stays False so the test step is not compiled). It lasts through
+    ``fit``, ``train_on_batch`` and ``BackupAndRestore``; it is not saved (the model stays a plain functional
+    ``keras.Model``), and it steps aside when the model is compiled again with another optimizer or runs
+    eagerly. Call it after ``model.compile``; :func:`compile_model` does.
+
+    Returns:
+        ``model``.
+
+    Example:
+        >>> model = keras.Sequential([keras.Input([2]), keras.layers.Dense(1)])
+        >>> model.compile("sgd", "mse")
+        >>> _ = set_xla_train_step(model)
+        >>> xla_train_step_function(model) is not None, bool(model.jit_compile)
+        (True, False)
+        >>> xla_train_step_function(set_xla_train_step(model, False)) is None
+        True
+    """
+    if "train_step" in vars(model):
+        del model.train_step  # back to the class's
+    model.train_function = None  # traced again with the new step
+    if not enabled:
+        return model
+    if model.optimizer is None:
+        raise ValueError("set_xla_train_step needs a compiled model: call model.compile (or compile_model) first.")
+    plain_step = model.train_step
+    xla_step = tf.function(plain_step, jit_compile=True, reduce_retracing=True)
+    optimizer = model.optimizer
+
+    def train_step(data):
+        if model.optimizer is not optimizer or tf.executing_eagerly():
+            return plain_step(data)  # compiled again by hand, or run eagerly: Keras' own step
+        return xla_step(data)
+
+    train_step.xla_function = xla_step
+    model.train_step = train_step
+    return model
+
+
+def xla_train_step_function(model):
+    """The XLA ``tf.function`` of ``model``'s train step set by :func:`set_xla_train_step`, or None (e.g. for
+    its ``experimental_get_tracing_count()``)."""
+    return getattr(vars(model).get("train_step"), "xla_function", None)
+
+
+# Dataset ops that call back into Python with state of their own: Dataset.from_generator (stateful
+# numpy_function, "PyFunc") and tf.py_function ("EagerPyFunc"). The package's file pipelines decode with a
+# stateless numpy_function ("PyFuncStateless"), which XLA runs safely.
+_PYTHON_STATE_OPS = ("PyFunc", "EagerPyFunc")
+
+
+def python_backed_ops(dataset):
+    """The ops of ``dataset``'s graph that call stateful Python (``Dataset.from_generator``, ``tf.py_function``),
+    sorted; empty for file and tensor pipelines (and for inputs that are not a ``tf.data.Dataset``).
+
+    Example:
+        >>> python_backed_ops(tf.data.Dataset.range(3).map(lambda x: x + 1))
+        []
+        >>> python_backed_ops(tf.data.Dataset.from_generator(lambda: iter([1, 2]), output_types=tf.int64))
+        ['EagerPyFunc', 'PyFunc']
+    """
+    if not isinstance(dataset, tf.data.Dataset):
+        return []
+    serialized = tf.raw_ops.DatasetToGraphV2(input_dataset=tf.data.experimental.to_variant(dataset),
+                                             external_state_policy=1, strip_device_assignment=True)  # 1: ignore
+    graph = tf.compat.v1.GraphDef.FromString(serialized.numpy())
+    ops = {node.op for node in graph.node}
+    ops.update(node.op for function in graph.library.function for node in function.node_def)
+    return sorted(ops.intersection(_PYTHON_STATE_OPS))
+
+
+def keep_xla_off_python_data(model, dataset, argument="x"):
+    """Runs ``model``'s train step without XLA, with one warning line, when ``dataset`` calls stateful Python.
+
+    With the train step compiled by XLA, a ``Dataset.from_generator`` input has aborted the whole process on
+    TF 2.21 (thousands of threads, "pthread_create() failed"). Call this before ``model.fit`` with data you did
+    not build with :func:`refinenet_tf.data.make_dataset`; :func:`refinenet_tf.training.train` does. Validation
+    data needs no check: the test step never runs under XLA (:func:`set_xla_train_step`).
+
+    Returns:
+        True when XLA stays on for the train step.
+    """
+    if xla_train_step_function(model) is None and not model.jit_compile:
+        return False
+    ops = python_backed_ops(dataset)
+    if not ops:
+        return True
+    _log.warning(
+        "%s= calls Python from inside tf.data (%s: Dataset.from_generator or tf.py_function), which XLA cannot take "
+        "safely; its train steps run without XLA. Write the data to files (refinenet_tf.data.make_dataset) to "
+        "train with XLA.", argument, ", ".join(ops))
+    set_xla_train_step(model, False)
+    model.jit_compile = False
+    return False

@@ -14,7 +14,8 @@ from refinenet_tf import _files, models, options, runs
 from refinenet_tf._files import atomic_path
 from refinenet_tf.recipes import Recipe, get_recipe
 from refinenet_tf.training.callbacks import AveragedWeights, PredictionImages, SafeCheckpoint
-from refinenet_tf.training.compiling import compile_model, mixed_precision_policy, resolve_jit_compile
+from refinenet_tf.training.compiling import (compile_model, keep_xla_off_python_data, mixed_precision_policy,
+                                             resolve_jit_compile)
 
 __all__ = ["TrainConfig", "make_strategy", "train"]
 
@@ -55,6 +56,10 @@ class TrainConfig:
     teacher's prediction (:func:`refinenet_tf.data.fill_missing_labels`, the paper's distillation); without it
     an example lacking one label trains the other task only. ``loss_weights`` (``{"segmentation": w, "depth":
     w}``) and ``depth_loss`` (``"berhu"`` or ``"l1"``) override a multi-task recipe's.
+
+    ``jit_compile`` (``"auto"``: on with a GPU) compiles the train step with XLA, never the validation step
+    (:func:`refinenet_tf.training.set_xla_train_step`). ``mixed_precision`` is True (``mixed_float16`` on GPU,
+    ``mixed_bfloat16`` otherwise), False, or a policy name (``"mixed_float16"``, ``"mixed_bfloat16"``).
     """
 
     recipe: Union[str, Recipe]
@@ -73,7 +78,7 @@ class TrainConfig:
     model_kwargs: dict = dataclasses.field(default_factory=dict)
     strategy: str = "default"
     jit_compile: object = "auto"
-    mixed_precision: bool = False
+    mixed_precision: Union[bool, str] = False
     image_every: int = 1
     init_from: Optional[str] = None
     teacher: Optional[str] = None
@@ -87,6 +92,8 @@ class TrainConfig:
 
     def __post_init__(self):
         recipe = get_recipe(self.recipe)
+        mixed_precision_policy(self.mixed_precision)  # a bad value fails here, before anything is written
+        resolve_jit_compile(self.jit_compile)
         self.run_dir = runs.new_run_dir(recipe.name) if self.run_dir is None else os.fspath(self.run_dir)
 
 
@@ -242,6 +249,7 @@ def _train(config, callbacks):
             runs.load_weights_checked(model, config.init_from)
         compile_model(model, recipe, num_classes, learning_rate=config.learning_rate, steps_per_epoch=steps,
                       epochs=epochs, jit_compile=config.jit_compile)
+    keep_xla_off_python_data(model, train_data, "data")
 
     _check_free_space(run_dir, model)
     if val_data is None:

@@ -1,0 +1,65 @@
+"""``refinenet-tf doctor`` and the validation benchmark: what they print and measure, on tiny models."""
+
+import math
+import re
+
+import pytest
+
+from refinenet_tf import cli
+from refinenet_tf.training import doctor
+
+
+def _number(pattern, text):
+    match = re.search(pattern, text)
+    assert match, f"{pattern!r} not in:\n{text}"
+    return float(match.group(1))
+
+
+def test_doctor_prints_devices_versions_and_a_training_run(capsys):
+    status = cli.main(["doctor", "--model", "lw_mobilenetv2", "--size", "32", "--batch-size", "2", "--steps", "4"])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert re.search(r"TensorFlow 2\.\d+\.\d+.*, tf-keras 2\.\d+", out)
+    assert re.search(r"device /?CPU:0 \(CPU\): XLA yes; float16 yes; bfloat16 yes", out)
+    assert "policy float32, XLA train step False" in out  # no GPU here: "auto" leaves XLA off
+    assert _number(r"images/s: ([\d.]+)", out) > 0
+    assert _number(r"train function traced (\d+) time", out) == 1
+    before = _number(r"loss at step 1 ([\d.]+)", out)
+    after = _number(r"at step 4 ([\d.]+):", out)
+    assert math.isfinite(before) and math.isfinite(after) and before > 0
+
+
+def test_doctor_with_xla_and_mixed_precision(tiny_backbone):
+    run = doctor.measure_training_steps("lw_mobilenetv2", size=32, batch_size=2, steps=6, jit_compile=True,
+                                        mixed_precision="mixed_bfloat16", learning_rate=3e-3,
+                                        backbone=tiny_backbone, decoder_features=8, dropout=None)
+    assert run["policy"] == "mixed_bfloat16" and run["jit_compile"] is True
+    assert run["traces"] == 1 and run["xla_traces"] == 1  # one shape: traced and compiled once
+    assert run["images_per_second"] > 0
+    assert math.isfinite(run["loss_after"]) and run["loss_after"] < run["loss_before"]
+
+
+def test_doctor_refuses_bad_input(capsys, tiny_backbone):
+    with pytest.raises(ValueError, match="steps=1: need 2 or more"):
+        doctor.measure_training_steps("lw_mobilenetv2", steps=1, backbone=tiny_backbone)
+    status = cli.main(["doctor", "--model", "no_such_model", "--steps", "2"])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(error) == 1 and "no_such_model" in error[0]
+
+
+def test_measure_validation_counts_sizes(tiny_backbone):
+    row = doctor.measure_validation("lw_mobilenetv2", num_images=4, min_side=32, max_side=64,
+                                    backbone=tiny_backbone, decoder_features=8)
+    assert row["images"] == 4 and 1 <= row["sizes"] <= 4 and row["images_per_second"] > 0
+    assert row["xla_test_step"] is False
+    with pytest.raises(ValueError, match="min_side"):
+        doctor.measure_validation("lw_mobilenetv2", min_side=16)
+
+
+def test_train_benchmark_validation_table(capsys):
+    status = cli.main(["train-benchmark", "--validation", "--models", "lw_mobilenetv2", "--size", "48",
+                       "--validation-images", "3", "--jit", "off"])
+    out = capsys.readouterr().out
+    assert status == 0
+    row = re.search(r"\| lw_mobilenetv2 \| 32-48 \| (\d) \| off \| ([\d.]+) \| ([\d.]+) \|", out)
+    assert row and 1 <= int(row.group(1)) <= 3 and float(row.group(3)) > 0
