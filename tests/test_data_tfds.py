@@ -133,6 +133,25 @@ def test_prepared_dataset_reloads_as_supervised_pairs(loaded_from_tar):
     assert pair_count == 2
 
 
+def test_shuffled_reading_covers_every_id_each_epoch_reproducibly(loaded_from_tar, voc_dir):
+    import refinenet_tf.data as data
+
+    _, _, data_dir = loaded_from_tar
+    spec = f"tfds:{DATASET_NAME}:{data_dir}"
+
+    def epochs(seed):
+        examples = data.read_examples(spec, "train", shuffle=True, seed=seed, repeat=True, shuffle_buffer=2)
+        ids = [example["id"].numpy().decode() for example in examples.take(6)]
+        return [ids[i:i + 2] for i in range(0, 6, 2)]
+
+    first = epochs(0)
+    assert all(sorted(epoch) == sorted(_sample_ids(voc_dir, "train")) for epoch in first)
+    assert epochs(0) == first
+    unshuffled = [example["id"].numpy().decode() for example in data.read_examples(spec, "train")]
+    assert unshuffled == [example["file_name"].decode()
+                          for example in tfds.as_numpy(tfds.load(DATASET_NAME, split="train", data_dir=data_dir))]
+
+
 def test_extracted_vocdevkit_in_manual_dir(voc_dir, tmp_path):
     builder = tfds.builder(DATASET_NAME, data_dir=str(tmp_path / "data"))
     manual_dir = os.path.dirname(os.path.dirname(voc_dir))  # holds VOCdevkit/VOC2012, used read-only

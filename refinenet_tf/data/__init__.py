@@ -9,7 +9,7 @@ Example:
 """
 
 from refinenet_tf.data import (checks, decoding, distillation, nyu_depth_v2_segmentation, pipeline, sources,
-                               transforms, voc2012_segmentation)
+                               throughput, transforms, voc2012_segmentation)
 from refinenet_tf.data.checks import DatasetReport, check_dataset
 from refinenet_tf.data.decoding import DataError
 from refinenet_tf.data.distillation import fill_missing_labels
@@ -18,5 +18,5 @@ from refinenet_tf.data.sources import TFDS_ADAPTERS, FileSource, TfdsSource, fol
 
 __all__ = ["DataError", "DatasetReport", "FileSource", "TFDS_ADAPTERS", "TfdsSource", "check_dataset", "checks",
            "decoding", "distillation", "fill_missing_labels", "folder_source", "make_dataset",
-           "nyu_depth_v2_segmentation", "pipeline", "read_examples", "resolve", "sources", "transforms",
+           "nyu_depth_v2_segmentation", "pipeline", "read_examples", "resolve", "sources", "throughput", "transforms",
            "voc2012_segmentation", "voc_source"]

@@ -22,8 +22,12 @@ float TIFF depth (F)      metres as stored (``.tif`` / ``.tiff``)
 8-bit depth               error: 256 levels cannot hold depth; store it as a 16-bit PNG
 NaN / inf / negative      error (mark missing depth with 0)
 ========================  =========================================================================
+
+Every reader takes the file's path and, optionally, its ``contents`` (the encoded bytes, already read, e.g. by
+``tf.io.read_file`` in a pipeline that caches the files in memory); the path then only names the file in errors.
 """
 
+import io
 import os
 
 import numpy as np
@@ -40,11 +44,11 @@ class DataError(ValueError):
     """A bad data file; the message names the file and what to do."""
 
 
-def _open(path, what, load=True):
+def _open(path, what, load=True, contents=None):
     try:
-        if os.path.getsize(path) == 0:
+        if (len(contents) if contents is not None else os.path.getsize(path)) == 0:
             raise DataError(f"{path}: the {what} file is empty (0 bytes); replace or remove it.")
-        image = Image.open(path)
+        image = Image.open(path if contents is None else io.BytesIO(contents))
         if load:
             image.load()
         return image
@@ -70,9 +74,12 @@ def image_size(path):
         image.close()
 
 
-def read_image(path):
-    """Reads an image file as ``[H, W, 3]`` uint8 RGB, converting grayscale, alpha and palette images."""
-    image = _open(path, "image")
+def read_image(path, contents=None):
+    """Reads an image file as ``[H, W, 3]`` uint8 RGB, converting grayscale, alpha and palette images.
+
+    ``contents``: the file's bytes, if already read (``path`` then names it in errors).
+    """
+    image = _open(path, "image", contents=contents)
     if image.mode in ("RGB",):
         array = np.asarray(image)
     elif image.mode in ("L", "LA", "RGBA", "P", "PA", "CMYK", "YCbCr", "1"):
@@ -85,9 +92,10 @@ def read_image(path):
     return np.ascontiguousarray(array, dtype=np.uint8)
 
 
-def read_mask(path):
-    """Reads an index mask (palette or grayscale PNG) as ``[H, W]`` uint8 class indices."""
-    mask = _open(path, "mask")
+def read_mask(path, contents=None):
+    """Reads an index mask (palette or grayscale PNG) as ``[H, W]`` uint8 class indices (``contents``: as
+    :func:`read_image`)."""
+    mask = _open(path, "mask", contents=contents)
     if mask.mode in ("P", "L"):
         return np.ascontiguousarray(np.asarray(mask), dtype=np.uint8)
     if mask.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -111,10 +119,13 @@ def check_mask_values(mask, num_classes, ignore_value, path):
                         f"value {ignore_value}; fix the mask or pass the right num_classes / ignore_value.")
 
 
-def read_pair(image_path, mask_path, num_classes=None, ignore_value=255):
-    """Reads and validates one example: ``(image [H, W, 3] uint8, mask [H, W] uint8)``."""
-    image = read_image(image_path)
-    mask = read_mask(mask_path)
+def read_pair(image_path, mask_path, num_classes=None, ignore_value=255, image_contents=None, mask_contents=None):
+    """Reads and validates one example: ``(image [H, W, 3] uint8, mask [H, W] uint8)``.
+
+    ``image_contents`` / ``mask_contents``: the files' bytes, if already read (the paths then name them in errors).
+    """
+    image = read_image(image_path, image_contents)
+    mask = read_mask(mask_path, mask_contents)
     if image.shape[:2] != mask.shape:
         raise DataError(f"{image_path} is {image.shape[1]}x{image.shape[0]} but its mask {mask_path} is "
                         f"{mask.shape[1]}x{mask.shape[0]}; image and mask must have the same size.")
@@ -122,7 +133,7 @@ def read_pair(image_path, mask_path, num_classes=None, ignore_value=255):
     return image, mask
 
 
-def read_depth(path, depth_scale):
+def read_depth(path, depth_scale, contents=None):
     """Reads a depth map as ``[H, W]`` float32 metres; 0 marks missing depth.
 
     Args:
@@ -130,13 +141,14 @@ def read_depth(path, depth_scale):
             by ``depth_scale``) or a float TIFF (metres).
         depth_scale: stored units per metre of the integer formats: 5000 for NYUDv2 (DenseTorch's), 256 for
             KITTI, 1000 for millimetres.
+        contents: the file's bytes, if already read (``path`` then names it and gives its format).
     """
     extension = os.path.splitext(os.fspath(path))[1].lower()
     if extension not in DEPTH_EXTENSIONS:
         raise DataError(f"{path}: depth files must be {', '.join(DEPTH_EXTENSIONS)}; convert it to a 16-bit PNG.")
     if extension == ".npy":
         try:
-            values = np.load(path, allow_pickle=False)
+            values = np.load(path if contents is None else io.BytesIO(contents), allow_pickle=False)
         except FileNotFoundError:
             raise DataError(f"{path}: depth file not found; check the dataset path and list file.") from None
         except (OSError, ValueError) as error:
@@ -149,7 +161,7 @@ def read_depth(path, depth_scale):
                             "[H, W] float array in metres.")
         integer = np.issubdtype(values.dtype, np.integer)
     else:
-        image = _open(path, "depth")
+        image = _open(path, "depth", contents=contents)
         if image.mode in ("L", "P", "1", "LA", "PA"):
             raise DataError(f"{path}: 8-bit depth ({image.mode!r}) where 16-bit is expected: 256 levels cannot hold "
                             "depth; store the depth as a 16-bit PNG (e.g. millimetres with depth_scale=1000).")
@@ -176,16 +188,18 @@ def read_depth(path, depth_scale):
     return np.ascontiguousarray(values, dtype=np.float32)
 
 
-def read_example(image_path, mask_path, depth_path, num_classes=None, ignore_value=255, depth_scale=None):
+def read_example(image_path, mask_path, depth_path, num_classes=None, ignore_value=255, depth_scale=None,
+                 image_contents=None, mask_contents=None, depth_contents=None):
     """Reads and validates an RGB-D example: ``(image [H, W, 3] uint8, mask [H, W] uint8, depth [H, W] float32)``.
 
     ``mask_path`` or ``depth_path`` empty (``""`` or ``None``) means that label is missing: the mask is then all
-    ``ignore_value`` and the depth all 0, so the example trains the other task only.
+    ``ignore_value`` and the depth all 0, so the example trains the other task only. The ``*_contents``: the
+    files' bytes, if already read (as :func:`read_pair`).
     """
-    image = read_image(image_path)
+    image = read_image(image_path, image_contents)
     size = image.shape[:2]
     if mask_path:
-        mask = read_mask(mask_path)
+        mask = read_mask(mask_path, mask_contents)
         if mask.shape != size:
             raise DataError(f"{image_path} is {size[1]}x{size[0]} but its mask {mask_path} is "
                             f"{mask.shape[1]}x{mask.shape[0]}; image and mask must have the same size.")
@@ -193,7 +207,7 @@ def read_example(image_path, mask_path, depth_path, num_classes=None, ignore_val
     else:
         mask = np.full(size, ignore_value, np.uint8)
     if depth_path:
-        depth = read_depth(depth_path, depth_scale)
+        depth = read_depth(depth_path, depth_scale, depth_contents)
         if depth.shape != size:
             raise DataError(f"{image_path} is {size[1]}x{size[0]} but its depth {depth_path} is "
                             f"{depth.shape[1]}x{depth.shape[0]}; image and depth must have the same size.")

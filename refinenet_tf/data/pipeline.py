@@ -1,5 +1,11 @@
 """``tf.data`` pipelines that feed ``model.fit`` / ``model.evaluate``: source -> decode -> transforms -> batches.
 
+Training shuffles before decoding, anew every epoch: a file source shuffles its whole list of names (so an
+epoch is a permutation of all examples, and its first batches come from across the whole list), then reads and
+decodes in parallel; memory holds only the few examples in flight, never a buffer of decoded images. A TFDS
+source shuffles its file shards, then mixes examples in a small buffer of decoded ones
+(:data:`DECODED_SHUFFLE_BUFFER`). Evaluation reads in list order.
+
 Example:
     >>> import tempfile
     >>> import refinenet_tf.data as data
@@ -16,59 +22,87 @@ import tensorflow as tf
 from refinenet_tf._checks import positive_int
 from refinenet_tf.data import decoding, sources, transforms
 
-__all__ = ["make_dataset", "read_examples"]
+__all__ = ["DECODED_SHUFFLE_BUFFER", "make_dataset", "read_examples"]
 
 _AUTOTUNE = tf.data.AUTOTUNE
 
+#: Decoded examples a shuffled TFDS source holds to mix its shards (about 50 MB of VOC-sized examples).
+DECODED_SHUFFLE_BUFFER = 64
+
+
+def _read_file(path):
+    """The file's bytes; ``""`` for an empty path (a label the example does not have)."""
+    return tf.cond(tf.strings.length(path) > 0, lambda: tf.io.read_file(path), lambda: tf.constant(""))
+
 
 def _file_examples(source):
+    """``(names, load, decode)``: a dataset of the examples' ids and paths, in list order; ``load`` adds the
+    files' bytes (``tf.io.read_file``); ``decode`` turns them into the validated ``{"id", "image", "mask"[,
+    "depth"]}``."""
+    ids, images, masks = (list(column) for column in zip(*source.examples))
+    columns = {"id": ids, "image_path": images, "mask_path": masks}
     if source.has_depth:
-        return _rgbd_file_examples(source)
-    ids, images, masks = (list(column) for column in zip(*source.examples))
-    dataset = tf.data.Dataset.from_tensor_slices({"id": ids, "image_path": images, "mask_path": masks})
-    num_classes = source.num_classes
-    ignore_value = source.ignore_value
-
-    def read(image_path, mask_path):
-        return decoding.read_pair(image_path.decode(), mask_path.decode(), num_classes, ignore_value)
-
-    def decode(example):
-        image, mask = tf.numpy_function(read, [example["image_path"], example["mask_path"]], [tf.uint8, tf.uint8],
-                                        stateful=False)
-        image = tf.ensure_shape(image, [None, None, 3])
-        mask = tf.ensure_shape(mask, [None, None])
-        return {"id": example["id"], "image": image, "mask": mask}
-
-    return dataset, decode
-
-
-def _rgbd_file_examples(source):
-    ids, images, masks = (list(column) for column in zip(*source.examples))
-    dataset = tf.data.Dataset.from_tensor_slices({"id": ids, "image_path": images, "mask_path": masks,
-                                                  "depth_path": list(source.depths)})
+        columns["depth_path"] = list(source.depths)
+    names = tf.data.Dataset.from_tensor_slices(columns)
+    labels = ("image", "mask", "depth") if source.has_depth else ("image", "mask")
     num_classes, ignore_value, depth_scale = source.num_classes, source.ignore_value, source.depth_scale
 
-    def read(image_path, mask_path, depth_path):
-        return decoding.read_example(image_path.decode(), mask_path.decode(), depth_path.decode(), num_classes,
-                                     ignore_value, depth_scale)
+    def load(example):
+        return {**example, **{f"{label}_contents": _read_file(example[f"{label}_path"]) for label in labels}}
+
+    def read(*paths_and_contents):
+        paths = [path.decode() for path in paths_and_contents[:len(labels)]]
+        contents = dict(zip(("image_contents", "mask_contents", "depth_contents"), paths_and_contents[len(labels):]))
+        if source.has_depth:
+            return decoding.read_example(*paths, num_classes, ignore_value, depth_scale, **contents)
+        return decoding.read_pair(*paths, num_classes, ignore_value, **contents)
 
     def decode(example):
-        image, mask, depth = tf.numpy_function(
-            read, [example["image_path"], example["mask_path"], example["depth_path"]],
-            [tf.uint8, tf.uint8, tf.float32], stateful=False)
-        return {"id": example["id"], "image": tf.ensure_shape(image, [None, None, 3]),
-                "mask": tf.ensure_shape(mask, [None, None]), "depth": tf.ensure_shape(depth, [None, None])}
+        arguments = [example[f"{label}_path"] for label in labels] + [example[f"{label}_contents"] for label in labels]
+        arrays = tf.numpy_function(read, arguments, [tf.uint8, tf.uint8, tf.float32][:len(labels)], stateful=False)
+        decoded = {"id": example["id"], "image": tf.ensure_shape(arrays[0], [None, None, 3]),
+                   "mask": tf.ensure_shape(arrays[1], [None, None])}
+        if source.has_depth:
+            decoded["depth"] = tf.ensure_shape(arrays[2], [None, None])
+        return decoded
 
-    return dataset, decode
+    return names, load, decode
 
 
-def _tfds_examples(source):
+def _file_pipeline(source, shuffle, seed, repeat, cache):
+    """Shuffles the list of names (all of it, anew each epoch), then reads and decodes in parallel; with
+    ``cache``, the files' bytes are read once, cached, and their list shuffled before decoding."""
+    names, load, decode = _file_examples(source)
+    count = len(source.examples)
+    deterministic = seed is not None or not shuffle
+    if cache:
+        dataset = names.map(load, num_parallel_calls=_AUTOTUNE, deterministic=True).cache(
+            "" if cache is True else str(cache))
+    else:
+        dataset = names
+    if shuffle:
+        dataset = dataset.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    read = decode if cache else (lambda example: decode(load(example)))
+    return dataset.map(read, num_parallel_calls=_AUTOTUNE, deterministic=deterministic)
+
+
+def _tfds_pipeline(source, shuffle, seed, repeat, cache, shuffle_buffer):
+    """Reads a prepared TFDS split; shuffling shuffles its file shards every epoch (``shuffle_files`` with a
+    seeded ``tfds.ReadConfig``), then mixes examples in a buffer of ``shuffle_buffer`` decoded ones."""
     import tensorflow_datasets as tfds
 
     from refinenet_tf.data import nyu_depth_v2_segmentation, voc2012_segmentation  # noqa: F401  (registers them)
 
+    if cache:
+        raise ValueError(f"cache={cache!r} with tfds:{source.name}: a TFDS split is read from prepared local files "
+                         "and its examples come decoded, so caching them would hold the whole decoded split in "
+                         "memory; drop cache= (it applies to voc:, voc_aug: and folder: sources).")
+    read_config = tfds.ReadConfig(shuffle_seed=seed, shuffle_reshuffle_each_iteration=True) if shuffle else None
     try:
-        dataset = tfds.load(source.name, split=source.split, data_dir=source.data_dir, download=False)
+        dataset = tfds.load(source.name, split=source.split, data_dir=source.data_dir, download=False,
+                            shuffle_files=bool(shuffle), read_config=read_config)
     except (AssertionError, FileNotFoundError, tfds.core.registered.DatasetNotFoundError, ValueError) as error:
         raise FileNotFoundError(
             f"tfds:{source.name} ({source.split}) is not prepared in {source.data_dir or '~/tensorflow_datasets'}: "
@@ -91,34 +125,62 @@ def _tfds_examples(source):
             example["depth"] = tf.ensure_shape(tf.cast(depth, tf.float32), [None, None])
         return example
 
-    return dataset, decode
+    dataset = dataset.map(decode, num_parallel_calls=_AUTOTUNE, deterministic=seed is not None or not shuffle)
+    if shuffle:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    return dataset.repeat() if repeat else dataset
 
 
-def read_examples(source, split="train", num_classes=None, ignore_value=None):
+def read_examples(source, split="train", num_classes=None, ignore_value=None, shuffle=False, seed=None,
+                  repeat=False, cache=False, shuffle_buffer=DECODED_SHUFFLE_BUFFER):
     """The decoded, validated examples of a source: a dataset of ``{"id", "image", "mask"}`` dicts.
 
     RGB-D sources (a folder spec with ``depth=``, ``tfds:nyu_depth_v2_segmentation``) add ``"depth"``: ``[H, W]``
     float32 metres, 0 where missing; a missing mask is all ``ignore_value``.
 
+    By default the examples come in list order, once. ``shuffle`` shuffles every epoch before decoding: file
+    sources shuffle their whole list of names (each epoch, a new permutation of all of it, and no decoded
+    example waits in a buffer); TFDS sources shuffle their file shards and then mix examples in a buffer of
+    ``shuffle_buffer`` decoded ones. Decoding runs in parallel, in a reproducible order when ``seed`` is given or
+    nothing is shuffled.
+
     Args:
         source: a spec string (see :mod:`refinenet_tf.data.sources`) or a resolved source.
         split: the split, for spec strings.
         num_classes, ignore_value: override the source's.
+        shuffle: shuffle anew every epoch (see above).
+        seed: makes the shuffled orders reproducible (each epoch's still differs from the last).
+        repeat: repeat forever; with ``shuffle``, every epoch a new order.
+        cache: file sources: keep the files' bytes (encoded, as on disk) in memory (``True``) or in a cache file
+            (a path), read on the first epoch; every epoch still shuffles all of them and decodes afresh.
+            Decoded pixels are never cached. Not for TFDS sources (their examples come decoded).
+        shuffle_buffer: decoded examples held to mix a TFDS source's shards (file sources hold none).
+
+    Example:
+        >>> import tempfile
+        >>> from refinenet_tf.data import synthetic
+        >>> voc = synthetic.write_shapes_dataset(tempfile.mkdtemp(), num_train=4, num_val=1, height=8, width=8)
+        >>> [e["id"].numpy().decode() for e in read_examples(f"voc:{voc}")]
+        ['train_00000', 'train_00001', 'train_00002', 'train_00003']
+        >>> epochs = read_examples(f"voc:{voc}", shuffle=True, seed=0, repeat=True).take(8)
+        >>> ids = [e["id"].numpy().decode()[-1] for e in epochs]
+        >>> sorted(ids[:4]) == sorted(ids[4:]) == ['0', '1', '2', '3']
+        True
     """
     if isinstance(source, str):
         source = sources.resolve(source, split, num_classes=num_classes, ignore_value=ignore_value)
+    shuffle_buffer = positive_int("shuffle_buffer", shuffle_buffer, hint=f"decoded examples, e.g. "
+                                  f"{DECODED_SHUFFLE_BUFFER}")
     if isinstance(source, sources.FileSource):
-        dataset, decode = _file_examples(source)
-    elif isinstance(source, sources.TfdsSource):
-        dataset, decode = _tfds_examples(source)
-    else:
-        raise TypeError(f"source must be a spec string, FileSource or TfdsSource, got {type(source).__name__}.")
-    return dataset.map(decode, num_parallel_calls=_AUTOTUNE, deterministic=True)
+        return _file_pipeline(source, shuffle, seed, repeat, cache)
+    if isinstance(source, sources.TfdsSource):
+        return _tfds_pipeline(source, shuffle, seed, repeat, cache, shuffle_buffer)
+    raise TypeError(f"source must be a spec string, FileSource or TfdsSource, got {type(source).__name__}.")
 
 
 def make_dataset(source, split="train", batch_size=8, training=None, crop_size=512, min_scale=0.5, max_scale=2.0,
                  flip=True, color=False, shuffle=None, seed=None, cache=False, repeat=False, num_classes=None,
-                 ignore_value=None, drop_remainder=None, scale_depth=False):
+                 ignore_value=None, drop_remainder=None, scale_depth=False, shuffle_buffer=DECODED_SHUFFLE_BUFFER):
     """A batched ``tf.data.Dataset`` of ``(images, masks)`` for ``model.fit`` / ``model.evaluate``.
 
     Images are float32 RGB in [0, 255] (the models preprocess inside); masks are int32 class indices with
@@ -137,14 +199,20 @@ def make_dataset(source, split="train", batch_size=8, training=None, crop_size=5
         min_scale, max_scale: range of the random rescaling (0.5-2.0 as in the slim and official recipes).
         flip: random horizontal flips.
         color: random colour distortion (slim's ``distort_color``).
-        shuffle: shuffle examples (default: when training).
-        seed: makes shuffling and augmentation reproducible.
-        cache: cache the decoded examples in memory (``True``) or in a file (a path).
-        repeat: repeat forever.
+        shuffle: shuffle the examples anew every epoch, before decoding (default: when training): file sources
+            shuffle their whole list of names, TFDS sources their file shards and then a buffer of
+            ``shuffle_buffer`` decoded examples (see :func:`read_examples`). Unshuffled, examples come in list
+            order.
+        seed: makes shuffling and augmentation reproducible (each epoch's order still differs from the last).
+        cache: file sources: keep the files' bytes (encoded, as on disk) in memory (``True``) or in a cache file
+            (a path) after the first epoch; every epoch still shuffles all of them and decodes afresh. Decoded
+            pixels are never cached (that is the whole decoded dataset in memory, and it would freeze the order).
+        repeat: repeat forever (with ``shuffle``, each epoch a new order).
         num_classes, ignore_value: override the source's.
         drop_remainder: drop the last incomplete batch (default: when training).
         scale_depth: RGB-D training: divide depth by the random zoom factor (see
             :func:`~refinenet_tf.data.transforms.train_transform_rgbd` for why it is off by default).
+        shuffle_buffer: decoded examples a shuffled TFDS source holds to mix its shards.
 
     Returns:
         A ``tf.data.Dataset``. Evaluation batches of several images are padded to the largest one (images with
@@ -163,13 +231,8 @@ def make_dataset(source, split="train", batch_size=8, training=None, crop_size=5
     ignore = source.ignore_value
     has_depth = getattr(source, "has_depth", False)
 
-    dataset = read_examples(source)
-    if cache:
-        dataset = dataset.cache("" if cache is True else str(cache))
-    if shuffle:
-        dataset = dataset.shuffle(1024, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        dataset = dataset.repeat()
+    dataset = read_examples(source, shuffle=shuffle, seed=seed, repeat=repeat, cache=cache,
+                            shuffle_buffer=shuffle_buffer)
 
     if training:
         seeds = tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)
