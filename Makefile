@@ -25,11 +25,16 @@ demo: install
 docs: install
 	$(BIN)/mkdocs build --strict
 
-# The benchmark table of this machine, each figure a ratio to the fp32 matmul rate of the same run: the two models
-# with speed targets, the official LW-50 structure beside its PyTorch code (--peer), the multi-task row, the soak;
-# see docs/benchmarks.md (`--models all --precision float32 mixed` for every preset in both precisions).
+# The engines side by side on this machine (keras, saved_model, tflite, onnxruntime, openvino; float32 and
+# bfloat16), each figure a ratio to the same run's matmul rate of its precision, for slim RefineNet-101, LW-50 and
+# the multi-task model, with each engine's labels against the keras float32 engine's; the agreement on a trained
+# model and the real sample images when they are there (`make demo` first). See docs/benchmarks.md.
+AGREEMENT_MODEL ?= checkpoints/demo/run
+AGREEMENT_IMAGES ?= $(wildcard ../shared/data/voc_sample/VOCdevkit/VOC2012/JPEGImages/*.jpg)
 bench: install
-	$(BIN)/refinenet-tf benchmark --models slim_resnet101 lw_resnet50 lw_resnet50_official --peer \
+	$(BIN)/refinenet-tf benchmark --models slim_resnet101 lw_resnet50 \
+		$(if $(wildcard $(AGREEMENT_MODEL)),--agreement-model $(AGREEMENT_MODEL)) \
+		$(if $(and $(wildcard $(AGREEMENT_MODEL)),$(AGREEMENT_IMAGES)),--agreement-images $(AGREEMENT_IMAGES)) \
 		--json benchmarks/last_run.json
 
 clean:

@@ -108,23 +108,14 @@ def _check_data(args):
 
 
 def _data_benchmark(args):
-    import time
+    from refinenet_tf.data import throughput
 
-    from refinenet_tf import data
-
-    dataset = data.make_dataset(args.spec, args.split, batch_size=args.batch_size, training=True,
-                                crop_size=args.crop_size, color=args.color, repeat=True, seed=0)
-    iterator = iter(dataset)
-    for _ in range(args.warmup):
-        next(iterator)
-    start = time.perf_counter()
-    for _ in range(args.batches):
-        next(iterator)
-    seconds = time.perf_counter() - start
-    images = args.batches * args.batch_size
+    result = throughput.measure_input_pipeline(args.spec, args.split, crop_size=args.crop_size,
+                                               batch_size=args.batch_size, batches=args.batches, warmup=args.warmup,
+                                               color=args.color)
     print(f"| source | crop | batch | colour | images/s |\n|---|---|---|---|---|\n"
-          f"| {args.spec} ({args.split}) | {args.crop_size} | {args.batch_size} | {args.color} | "
-          f"{images / seconds:.1f} |")
+          f"| {result['source']} | {args.crop_size} | {args.batch_size} | {args.color} | "
+          f"{result['images_per_second']:.1f} |")
     return 0
 
 
@@ -138,6 +129,8 @@ def _train_benchmark(args):
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; use names from {models.list_models()}")
     jit = {"off": (False,), "on": (True,), "both": (False, True)}[args.jit]
+    if args.validation:
+        return _validation_benchmark(args, jit)
     print(f"Training step on random data, random weights, 21 classes, SGD; {platform.machine()}, "
           f"{os.cpu_count()} cores; each row in a fresh process (peak RSS is that process's).")
     print("| model | input | batch | XLA | s/step | images/s | RSS after build (MiB) | peak RSS (MiB) |")
@@ -147,31 +140,68 @@ def _train_benchmark(args):
     return 0
 
 
+def _validation_benchmark(args, jit_options):
+    from refinenet_tf.training import doctor
+
+    print(f"Validation (evaluate, batch 1) of {args.validation_images} generated images of mixed sizes, sides "
+          "between half the input side and the input side; random weights, 4 classes; XLA on: Keras' XLA test "
+          "step (one compile per size, compiles counted in the time); off: the package's plain test step.")
+    print("| model | sides | sizes | XLA test step | seconds | images/s |\n|---|---|---|---|---|---|", flush=True)
+    for model in args.models:
+        for side in args.size:
+            for jit in jit_options:
+                row = doctor.measure_validation(model, num_images=args.validation_images,
+                                                min_side=max(32, side // 2), max_side=side, xla_test_step=jit)
+                print(f"| {model} | {max(32, side // 2)}-{side} | {row['sizes']} | {'on' if jit else 'off'} | "
+                      f"{row['seconds']:.1f} | {row['images_per_second']:.2f} |", flush=True)
+    return 0
+
+
+def _doctor(args):
+    from refinenet_tf.training import doctor
+
+    mixed = {"off": False, "on": True}.get(args.mixed_precision, args.mixed_precision)
+    doctor.run_doctor(args.model, size=args.size, batch_size=args.batch_size, steps=args.steps,
+                      jit_compile="auto" if args.jit is None else args.jit, mixed_precision=mixed,
+                      strategy=args.strategy, log=lambda line: print(line, flush=True))
+    return 0
+
+
 def _benchmark(args):
     from refinenet_tf import _files, models
 
     names = models.list_models() if args.models == ["all"] else args.models
-    unknown = [name for name in names if name not in models.PRESETS]
+    unknown = [name for name in names if name not in models.PRESETS and not os.path.exists(name)]
     if unknown:
-        raise ValueError(f"unknown model(s) {unknown}; use names from {models.list_models()} or 'all'")
+        raise ValueError(f"unknown model(s) {unknown}; use names from {models.list_models()}, 'all', or trained "
+                         "models (run folders, .keras files)")
     if args.json:
         _files.writable_folder(os.path.dirname(os.path.abspath(args.json)), "the folder of --json")
-    if args.peer:
-        import importlib.util
+    if args.input_pipeline:
+        from refinenet_tf.data import throughput
 
-        if importlib.util.find_spec("torch") is None:
-            raise ImportError('--peer needs PyTorch: pip install "refinenet_tf[torch]"')
+        def measure_step(name, size, batch_size, steps):
+            return benchmarks.in_fresh_process("measure_training", name, size, batch_size, steps)
+
+        results = throughput.run_input_pipeline_benchmark(names, measure_step, args.size,
+                                                          log=lambda line: print(line, flush=True))
+        if args.json:
+            import json
+
+            with _files.atomic_path(args.json, suffix=".json") as temporary, open(temporary, "w") as stream:
+                json.dump(results, stream, indent=2, default=str)
+        return 0
     for image in args.agreement_images or ():
         if not os.path.isfile(image):
             raise FileNotFoundError(f"--agreement-images: {image!r} is not a file.")
-    accelerate = {"auto": "auto", "on": True, "off": False}[args.accelerate]
-    results = benchmarks.run_benchmark(names, args.size, runs=args.runs, train_batch=args.train_batch,
-                                       train_steps=args.train_steps, formats=args.formats, accelerate=accelerate,
-                                       soak_images=args.soak_images, matmul_size=args.matmul_size,
-                                       precisions=args.precision, peer=args.peer, agreement=args.agreement,
-                                       agreement_images=args.agreement_images or (),
+    if args.agreement_model and not os.path.exists(args.agreement_model):
+        raise FileNotFoundError(f"--agreement-model: {args.agreement_model!r} does not exist; train one first "
+                                "(refinenet-tf demo writes checkpoints/demo/run).")
+    results = benchmarks.run_benchmark(names, args.size, runs=args.runs, engine_names=args.engines,
+                                       precisions=args.precision, matmul_size=args.matmul_size,
                                        multitask_size=args.multitask_size if args.multitask else None,
-                                       op_profile=args.op_profile,
+                                       agreement_model=args.agreement_model,
+                                       agreement_images=args.agreement_images or (),
                                        log=lambda line: print(line, flush=True))
     if args.json:
         import json
@@ -189,31 +219,46 @@ def _model_from_args(args):
                                           weights=args.weights)
 
 
+def _engine_from_args(args, scales=(1.0,), flip=False, max_side=None):
+    """The engine ``--engine`` / ``--precision`` name for ``--model``: an exported file (SavedModel folder written
+    by ``export``, ``.tflite``, ``.onnx``, OpenVINO ``.xml``) runs on the engine that reads it
+    (:func:`refinenet_tf.engines.engine_for_path`), anything else is loaded as a Keras model. A multi-task model
+    is run at scale 1 (with ``--flip`` if asked)."""
+    from refinenet_tf import engines, inference, runs
+
+    source = args.model
+    try:
+        engines.engine_for_path(source)
+    except ValueError:
+        source = _model_from_args(args)
+        if runs.is_multitask(source) and (tuple(scales) != (1.0,) or max_side):
+            raise ValueError("--scales and --max-side apply to segmentation models; a multi-task model runs at "
+                             "scale 1 (with --flip if asked).")
+    return inference.engine_for(source, args.engine, scales=scales, flip=flip, max_side=max_side,
+                                precision=args.precision)
+
+
 def _evaluate(args):
     from refinenet_tf import _files, evaluation, runs
 
     if args.output:  # before any work, not after a long evaluation
         _files.writable_folder(args.output, "--output")
-    model = _model_from_args(args)
-    if runs.is_multitask(model):
-        if args.scales != [1.0] or args.max_side:
-            raise ValueError("--scales and --max-side apply to segmentation models; a multi-task model is "
-                             "evaluated at scale 1 (with --flip if asked).")
-        result = evaluation.evaluate_joint(model, args.data, args.split, num_classes=args.num_classes,
-                                           class_names=runs.saved_class_names(args.model), flip=args.flip,
-                                           limit=args.limit, progress=args.progress,
-                                           freeze=_FREEZE_CHOICES[args.freeze])
-        print(f"{result.segmentation.source}: {model.name} on {result.segmentation.pixels:,} labelled pixels and "
-              f"{result.depth_pixels:,} valid depth pixels")
+    engine = _engine_from_args(args, args.scales, args.flip, args.max_side)
+    name = engine.metadata.get("model", args.model)
+    class_names = runs.saved_class_names(args.model)
+    if "depth" in engine.outputs:
+        result = evaluation.evaluate_joint(engine, args.data, args.split, num_classes=args.num_classes,
+                                           class_names=class_names, limit=args.limit, progress=args.progress)
+        print(f"{result.segmentation.source}: {name} on {result.segmentation.pixels:,} labelled pixels and "
+              f"{result.depth_pixels:,} valid depth pixels ({engine.name} engine, {engine.precision})")
         print(result.table())
         if args.output:
             print("wrote " + ", ".join(result.save(args.output)))
         return 0
-    result = evaluation.evaluate(model, args.data, args.split, num_classes=args.num_classes, scales=args.scales,
-                                 class_names=runs.saved_class_names(args.model),
-                                 flip=args.flip, max_side=args.max_side, limit=args.limit, progress=args.progress,
-                                 freeze=_FREEZE_CHOICES[args.freeze])
-    print(f"{result.source}: {model.name} on {result.pixels:,} labelled pixels")
+    result = evaluation.evaluate(engine, args.data, args.split, num_classes=args.num_classes,
+                                 class_names=class_names, limit=args.limit, progress=args.progress)
+    print(f"{result.source}: {name} on {result.pixels:,} labelled pixels ({engine.name} engine, "
+          f"{engine.precision})")
     print(result.table())
     if args.output:
         paths = result.save(args.output)
@@ -225,33 +270,22 @@ def _predict(args):
     from refinenet_tf import inference, runs, visualization
 
     palette = visualization.read_palette(args.palette) if args.palette else None
-    model = _model_from_args(args)
-    if runs.is_multitask(model):
-        if args.scales != [1.0] or args.max_side or args.probabilities:
-            raise ValueError("--scales, --max-side and --probabilities apply to segmentation models; a multi-task "
-                             "model predicts at scale 1 (with --flip if asked).")
-        result = inference.predict_joint_files(model, args.inputs, args.output, flip=args.flip, palette=palette,
-                                               class_names=runs.saved_class_names(args.model),
-                                               max_depth=args.max_depth, overlay_alpha=args.alpha,
-                                               skip_errors=args.skip_errors, progress=args.progress,
-                                               max_pixels=args.max_pixels or None,
-                                               freeze=_FREEZE_CHOICES[args.freeze])
-        for path, message in result["failed"].items():
-            print(f"skipped {path}: {message}", file=sys.stderr)
-        print(f"wrote label PNGs, overlays and depth PNGs (colour and 16-bit millimetres) of "
-              f"{len(result['written'])} image(s) to {args.output}"
-              + (f"; {len(result['failed'])} could not be read" if result["failed"] else ""))
-        return 1 if result["failed"] else 0
-    if args.max_depth is not None:
+    engine = _engine_from_args(args, args.scales, args.flip, args.max_side)
+    depth = "depth" in engine.outputs
+    if depth and args.probabilities:
+        raise ValueError("--probabilities applies to segmentation models; a multi-task model writes its labels "
+                         "and depth.")
+    if not depth and args.max_depth is not None:
         raise ValueError(f"--max-depth applies to multi-task models; {args.model} predicts segmentation only.")
-    result = inference.predict_files(model, args.inputs, args.output, scales=args.scales, flip=args.flip,
-                                     max_side=args.max_side, palette=palette, probabilities=args.probabilities,
-                                     class_names=runs.saved_class_names(args.model),
+    result = inference.predict_files(engine, args.inputs, args.output, palette=palette,
+                                     probabilities=args.probabilities, class_names=runs.saved_class_names(args.model),
                                      overlay_alpha=args.alpha, skip_errors=args.skip_errors, progress=args.progress,
-                                     max_pixels=args.max_pixels or None, freeze=_FREEZE_CHOICES[args.freeze])
+                                     max_pixels=args.max_pixels or None, max_depth=args.max_depth)
     for path, message in result["failed"].items():
         print(f"skipped {path}: {message}", file=sys.stderr)
-    print(f"wrote label PNGs and overlays of {len(result['written'])} image(s) to {args.output}"
+    written = ("label PNGs, overlays and depth PNGs (colour and 16-bit millimetres)" if depth
+               else "label PNGs and overlays")
+    print(f"wrote {written} of {len(result['written'])} image(s) to {args.output}"
           + (f"; {len(result['failed'])} could not be read" if result["failed"] else ""))
     return 1 if result["failed"] else 0
 
@@ -261,49 +295,30 @@ def _export(args):
 
     output = args.output
     if args.format != "saved_model":
-        extension = "." + args.format
+        extension = {"openvino": ".xml"}.get(args.format, "." + args.format)
         if not output.endswith(extension):
             raise ValueError(f"--output {output!r}: a {args.format} model is a file ending with {extension}.")
     if args.format != "tflite" and (args.quantization != "float32" or args.input_size):
         raise ValueError("--quantization and --input-size apply to --format tflite only.")
-    if args.format != "saved_model" and args.keep_variables:
-        raise ValueError("--keep-variables applies to --format saved_model only.")
+    if args.format == "tflite" and args.max_side is not None:
+        raise ValueError("--max-side is not built into a TFLite model; export another --format, or resize the "
+                         "images before the model.")
     if os.path.lexists(output) and not args.overwrite:  # before the (slow) model load
         raise FileExistsError(f"--output {output!r} already exists; remove it, choose another --output or pass "
                               "--overwrite.")
     model = _model_from_args(args)
+    common = dict(scales=args.scales, flip=args.flip, overwrite=args.overwrite, source=args.model,
+                  class_names=runs.saved_class_names(args.model))
     if args.format == "saved_model":
-        export.export_saved_model(model, output, scales=args.scales, flip=args.flip, max_side=args.max_side,
-                                  overwrite=args.overwrite, source=args.model,
-                                  class_names=runs.saved_class_names(args.model), keep_variables=args.keep_variables)
+        export.export_saved_model(model, output, max_side=args.max_side, **common)
     elif args.format == "tflite":
-        export.export_tflite(model, output, quantization=args.quantization, input_size=args.input_size,
-                             scales=args.scales, flip=args.flip, overwrite=args.overwrite)
+        export.export_tflite(model, output, quantization=args.quantization, input_size=args.input_size, **common)
+    elif args.format == "openvino":
+        export.export_openvino(model, output, max_side=args.max_side, **common)
     else:
-        export.export_onnx(model, output, scales=args.scales, flip=args.flip, overwrite=args.overwrite)
+        export.export_onnx(model, output, max_side=args.max_side, **common)
     print(f"exported {model.name} ({_num_classes(model)} classes) from {args.model} to {output} ({args.format}"
           + (f", {args.quantization}" if args.format == "tflite" else "") + ")")
-    return 0
-
-
-def _inference_benchmark(args):
-    import platform
-
-    from refinenet_tf import models, runs
-
-    model = args.model
-    weights = "random weights, 21 classes"
-    if model not in models.PRESETS:  # a trained model: a run folder, .keras file, ...; loaded before any output
-        model = runs.load_inference_model(model)
-        weights = f"{args.model}, {model.output_shape[-1]} classes"
-    print(f"Inference latency, uint8 [1, {args.size}, {args.size}, 3] -> labels + probabilities at input size, "
-          f"{weights}; {platform.machine()}, {os.cpu_count()} cores; each format in a fresh "
-          f"process: median of {args.runs} calls after {args.warmup} warm-up calls.")
-    print("| model | input | format | median ms | min ms | relative to keras | first call ms | file MiB | "
-          "peak RSS MiB |")
-    print("|---|---|---|---|---|---|---|---|---|", flush=True)
-    benchmarks.run_inference_benchmark(model, args.size, runs=args.runs, warmup=args.warmup,
-                                       formats=args.formats, log=lambda line: print(line, flush=True))
     return 0
 
 
@@ -343,15 +358,23 @@ def _what_it_holds(model):
     return text
 
 
-_FREEZE_CHOICES = {None: "auto", True: True, False: False}
-_FREEZE_HELP = ("run the model frozen, on a private copy of its weights (inference.freeze): faster on a CPU after a "
-                "few seconds of freezing (default: frozen for many images, when memory allows; --freeze: always, "
-                "--no-freeze: never)")
+def _add_engine_arguments(parser):
+    from refinenet_tf.engines import ENGINES, PRECISIONS
+
+    parser.add_argument("--engine", choices=list(ENGINES),
+                        help="what runs the model: keras (the model itself, the default), saved_model, tflite, "
+                        "onnxruntime or openvino (converted once; the last two need their extras); default for an "
+                        "exported --model: the engine that reads it")
+    parser.add_argument("--precision", choices=list(PRECISIONS), default="float32",
+                        help="bfloat16: the model's arithmetic in bfloat16 (keras, saved_model, openvino; fast on "
+                        "CPUs with AMX or avx512_bf16) (default: %(default)s)")
 
 
 def _add_model_arguments(parser):
     parser.add_argument("--model", required=True, help="a .keras file, a SavedModel folder written by model.save, "
-                        "a training run folder (best weights), a .weights.h5 file in a run folder, or a preset name")
+                        "a training run folder (best weights), a .weights.h5 file in a run folder, or a preset name; "
+                        "predict and evaluate also take an exported model (SavedModel folder, .tflite, .onnx, "
+                        "OpenVINO .xml)")
     parser.add_argument("--num-classes", type=_positive_int, help="classes (default: the model's; presets: 21)")
     parser.add_argument("--weights", help="a .weights.h5 file to load into the model")
     parser.add_argument("--backbone-weights", default="imagenet",
@@ -395,7 +418,6 @@ def _non_negative_int(text):
 
 
 _SPEC_HELP = "data spec: voc:PATH, voc_aug:PATH, folder:IMAGES:MASKS[?options] or tfds:NAME[:DATA_DIR]"
-_EXPORTED_FORMATS = tuple(name for name in options.INFERENCE_FORMATS if name != "keras")
 
 
 class _DeprecatedAlias(argparse.Action):
@@ -481,50 +503,41 @@ def _add_train_parser(commands):
 
 
 def _add_benchmark_parser(commands):
+    from refinenet_tf.engines import ENGINES, PRECISIONS
+
     bench = commands.add_parser(
-        "benchmark", help="the one benchmark table of this machine (make bench)",
-        description="For each model at SIZE x SIZE: inference FLOPs (TF profiler), forward latency, effective "
-        "GFLOP/s and its ratio to the fp32 matmul GFLOP/s measured in the same run, training images/s, the input "
-        "pipeline's images/s as a multiple of it, SavedModel and TFLite latency and peak memory; then a soak run "
-        "of random-size images with resident memory at its start and end. Each measurement runs in a fresh "
-        "process. With a GPU, XLA and mixed precision are on.")
+        "benchmark", help="the engines side by side on this machine (make bench)",
+        description="For each model: every engine (keras, saved_model, tflite, onnxruntime, openvino) in each "
+        "precision, each in a fresh process: latency of one uint8 image, effective GFLOP/s as a ratio to the "
+        "matmul rate of the same precision measured in the same run, labels equal to the keras float32 engine's "
+        "(and the multi-task model's depth difference); then the same agreement on a trained model and real "
+        "images. An engine whose extra is missing gets its one-line error in the table.")
     bench.add_argument("--models", nargs="+", default=list(benchmarks.BENCHMARK_MODELS), metavar="MODEL",
-                       help="presets, or 'all' (default: each variant's flagship: %(default)s)")
+                       help="presets (random weights), 'all', or trained models: run folders, .keras files "
+                       "(default: %(default)s)")
     bench.add_argument("--size", type=_positive_int, default=512, help="square input side (default: %(default)s)")
-    bench.add_argument("--runs", type=_positive_int, default=5, help="timed forward passes (default: %(default)s)")
-    bench.add_argument("--train-batch", type=_positive_int, default=2, help="training batch (default: %(default)s)")
-    bench.add_argument("--train-steps", type=_positive_int, default=3,
-                       help="timed training steps (default: %(default)s)")
-    bench.add_argument("--formats", nargs="*", default=["saved_model", "tflite_float32"],
-                       choices=_EXPORTED_FORMATS,
-                       help="exported formats to time (default: %(default)s)")
-    bench.add_argument("--accelerate", choices=["auto", "on", "off"], default="auto",
-                       help="XLA + mixed precision: auto = with a GPU (default: %(default)s)")
-    bench.add_argument("--precision", nargs="+", choices=benchmarks.PRECISIONS, default=None,
-                       help="a row per model and precision; mixed = mixed_float16 on a GPU, mixed_bfloat16 on a CPU "
-                       "(fast on CPUs with bfloat16 matrix units, e.g. Intel AMX) (default: mixed with a GPU, "
-                       "else float32)")
-    bench.add_argument("--soak-images", type=_non_negative_int, default=300,
-                       help="images of the soak run, 0: none (default: %(default)s)")
+    bench.add_argument("--runs", type=_positive_int, default=5, help="timed calls per engine (default: %(default)s)")
+    bench.add_argument("--engines", nargs="+", choices=list(ENGINES), default=list(benchmarks.BENCHMARK_ENGINES),
+                       help="engines to compare (default: all)")
+    bench.add_argument("--precision", nargs="+", choices=list(PRECISIONS), default=list(PRECISIONS),
+                       help="precisions (default: %(default)s; engines without bfloat16 say so in the table)")
     bench.add_argument("--matmul-size", type=_positive_int, default=4096, metavar="N",
-                       help="side of the fp32 matmul that measures the compute ceiling (default: %(default)s)")
-    bench.add_argument("--peer", action="store_true",
-                       help="also time the official PyTorch code of the same structures (the *_official presets; "
-                       "needs torch) and print our speed as a multiple of its")
-    bench.add_argument("--agreement", action=argparse.BooleanOptionalAction, default=True,
-                       help="mixed_bfloat16 and TFLite int8 beside float32: latency and labels equal to float32's "
-                       "(default: on)")
-    bench.add_argument("--agreement-images", nargs="+", metavar="IMAGE",
-                       help="images for --agreement (default: a synthetic scene)")
-    bench.add_argument("--op-profile", action=argparse.BooleanOptionalAction, default=True,
-                       help="for a model that misses its target, the op profile of its frozen graph and what bounds "
-                       "it (default: on)")
+                       help="side of the matmul that measures the compute ceiling (default: %(default)s)")
     bench.add_argument("--multitask", action=argparse.BooleanOptionalAction, default=True,
-                       help="a row for the multi-task model (multitask_mobilenetv2_official, 40 classes): GFLOPs "
-                       "next to the paper's, forward latency (default: on)")
+                       help=f"rows for the multi-task model ({benchmarks.MULTITASK_MODEL}, 40 classes) with its "
+                       "depth difference (default: on)")
     bench.add_argument("--multitask-size", nargs=2, type=_positive_int, default=[480, 640],
                        metavar=("HEIGHT", "WIDTH"), help="its input size (default: the paper's 480 640)")
+    bench.add_argument("--agreement-model", metavar="MODEL",
+                       help="a trained model (run folder, .keras file) whose labels each engine is compared on, "
+                       "e.g. checkpoints/demo/run")
+    bench.add_argument("--agreement-images", nargs="+", metavar="IMAGE",
+                       help="real images for --agreement-model (default: a synthetic scene)")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    bench.add_argument("--input-pipeline", action="store_true",
+                       help="instead, whether the input pipeline keeps up: augmented SIZE x SIZE crops/s on "
+                       "VOC-sized JPEGs next to each model's training images/s (batch 2, SGD) on in-memory data "
+                       "and fed by the pipeline, each in a fresh process")
     bench.set_defaults(run=_benchmark)
 
 
@@ -540,7 +553,34 @@ def _add_train_benchmark_parser(commands):
     train_bench.add_argument("--steps", type=_positive_int, default=3, help="timed steps (default: 3)")
     train_bench.add_argument("--jit", choices=["off", "on", "both"], default="both",
                              help="XLA off, on or both (default: %(default)s)")
+    train_bench.add_argument("--validation", action="store_true",
+                             help="time validation instead: images of mixed sizes, XLA test step off / on")
+    train_bench.add_argument("--validation-images", type=_positive_int, default=50,
+                             help="images per --validation run (default: %(default)s)")
     train_bench.set_defaults(run=_train_benchmark)
+
+
+def _add_doctor_parser(commands):
+    doctor = commands.add_parser(
+        "doctor", help="devices, XLA, mixed precision and versions, then a short training run",
+        description="Print this machine's devices, whether XLA and float16 / bfloat16 run on each, the TF and "
+        "tf-keras versions, then train a preset a few steps on generated scenes and print images/s, how many "
+        "times the train function was traced and the loss of the first and last steps. Run it first on a new "
+        "machine.")
+    doctor.add_argument("--model", default="lw_mobilenetv2", metavar="PRESET",
+                        help="model preset, random weights (default: %(default)s)")
+    doctor.add_argument("--size", type=_positive_int, default=128, help="square scene side (default: %(default)s)")
+    doctor.add_argument("--batch-size", type=_positive_int, default=4,
+                        help="batch size per replica (default: %(default)s)")
+    doctor.add_argument("--steps", type=_positive_int, default=20, help="training steps (default: %(default)s)")
+    doctor.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
+                        help="XLA train step (default: on with a GPU, off on CPU)")
+    doctor.add_argument("--mixed-precision", default="off",
+                        choices=["off", "on", "mixed_float16", "mixed_bfloat16"],
+                        help="on: mixed_float16 on GPU, mixed_bfloat16 otherwise (default: %(default)s)")
+    doctor.add_argument("--strategy", default="default", choices=options.STRATEGIES,
+                        help="tf.distribute strategy, e.g. mirrored for all GPUs (default: %(default)s)")
+    doctor.set_defaults(run=_doctor)
 
 
 def _add_flops_parser(commands):
@@ -568,7 +608,7 @@ def _add_evaluate_parser(commands):
     evaluate.add_argument("--split", default="val", help="split (default: %(default)s)")
     evaluate.add_argument("--output", metavar="DIR", help="write confusion_matrix.csv/.npy and metrics.json here")
     evaluate.add_argument("--limit", type=_positive_int, help="evaluate only the first N images")
-    evaluate.add_argument("--freeze", action=argparse.BooleanOptionalAction, default=None, help=_FREEZE_HELP)
+    _add_engine_arguments(evaluate)
     evaluate.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                           help="progress bar (default: on)")
     _add_augmentation_arguments(evaluate)
@@ -588,7 +628,7 @@ def _add_predict_parser(commands):
     predict.add_argument("--probabilities", action="store_true", help="also write float32 probabilities (.npy)")
     predict.add_argument("--palette", help="colours: a palette PNG (its palette) or a JSON list of [r, g, b] "
                          "(default: VOC's)")
-    predict.add_argument("--freeze", action=argparse.BooleanOptionalAction, default=None, help=_FREEZE_HELP)
+    _add_engine_arguments(predict)
     predict.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default: %(default)s)")
     predict.add_argument("--max-depth", type=_positive_float, metavar="METRES",
                          help="multi-task models: the depth drawn darkest in NAME_depth.png (default: each "
@@ -606,13 +646,14 @@ def _add_predict_parser(commands):
 
 def _add_export_parser(commands):
     export_parser = commands.add_parser(
-        "export", help="export a SavedModel, TFLite or ONNX model for serving",
+        "export", help="export a SavedModel, TFLite, ONNX or OpenVINO model for serving",
         description="Export a model for serving without refinenet_tf: a SavedModel (signatures serving_default: "
-        "uint8 images -> labels, probabilities; serving_bytes: encoded images), a TFLite file or an ONNX file. "
-        "Written under a temporary name and renamed when complete.")
+        "uint8 images -> labels, probabilities; serving_bytes: encoded images), a TFLite file, an ONNX file or an "
+        "OpenVINO IR (.xml and .bin), each with the class names and palette in it (a TFLite file: beside it, "
+        ".tflite.json). Written under a temporary name and renamed when complete.")
     _add_model_arguments(export_parser)
     export_parser.add_argument("--output", required=True,
-                               help="SavedModel folder, or .tflite / .onnx file")
+                               help="SavedModel folder, or .tflite / .onnx / OpenVINO .xml file")
     export_parser.add_argument("--format", default="saved_model", choices=options.EXPORT_FORMATS,
                                help="format (default: %(default)s)")
     export_parser.add_argument("--quantization", default="float32", choices=options.QUANTIZATIONS,
@@ -621,27 +662,8 @@ def _add_export_parser(commands):
     export_parser.add_argument("--input-size", type=_size, metavar="HxW",
                                help="TFLite input size (default: any size)")
     export_parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    export_parser.add_argument("--keep-variables", action="store_true",
-                               help="SavedModel: keep the weights as variables, for fine-tuning the export (default: "
-                               "constants in the graph, faster to serve)")
     _add_augmentation_arguments(export_parser)
     export_parser.set_defaults(run=_export)
-
-
-def _add_inference_benchmark_parser(commands):
-    inference_bench = commands.add_parser(
-        "inference-benchmark", help="latency of in-process Keras vs SavedModel vs TFLite (vs ONNX)",
-        description="Export one preset (random weights) to every format and time each in a fresh process.")
-    inference_bench.add_argument("--model", default="lw_resnet50",
-                                 help="a preset (random weights), or a trained model: a run folder, a .keras file, "
-                                 "a SavedModel written by model.save (default: %(default)s)")
-    inference_bench.add_argument("--size", type=_positive_int, default=512, help="square input side (default: "
-                                 "%(default)s)")
-    inference_bench.add_argument("--runs", type=_positive_int, default=10, help="timed calls (default: %(default)s)")
-    inference_bench.add_argument("--warmup", type=int, default=2, help="untimed calls first (default: %(default)s)")
-    inference_bench.add_argument("--formats", nargs="+", metavar="FORMAT",
-                                 choices=options.INFERENCE_FORMATS, help="formats (default: all)")
-    inference_bench.set_defaults(run=_inference_benchmark)
 
 
 def _add_check_data_parser(commands):
@@ -712,11 +734,14 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"refinenet_tf {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_demo_parser, _add_train_parser, _add_benchmark_parser, _add_train_benchmark_parser,
+                _add_doctor_parser,
                 _add_flops_parser, _add_evaluate_parser, _add_predict_parser, _add_export_parser,
-                _add_inference_benchmark_parser, _add_check_data_parser, _add_data_benchmark_parser,
+                _add_check_data_parser, _add_data_benchmark_parser,
                 _add_convert_parser):
         add(commands)
     for subparser in _leaf_parsers(parser):
+        subparser.add_argument("--verbose", action="store_true",
+                               help="also show TensorFlow's own start-up and log lines (hidden by default)")
         subparser.set_defaults(parser=subparser)
     return parser
 
@@ -738,6 +763,8 @@ def main(argv=None):
             args.parser.error(f"the following arguments are required: {flag}")
     if getattr(args, "command", None) == "flops" and not args.size:
         args.size = [(512, 512), (625, 468)]
+    if not args.verbose:
+        _quiet_tensorflow()
     try:
         return args.run(args)
     except (ValueError, OSError, FloatingPointError, ImportError) as error:
@@ -751,6 +778,29 @@ def main(argv=None):
         print(f"refinenet-tf {args.command}: error: {as_flags(_first_line(error.message), args.parser)}",
               file=sys.stderr)
         return 2
+
+
+def _quiet_tensorflow():
+    """Imports TensorFlow and starts its devices with the process's standard error closed, so that a command
+    prints the package's own lines only: TensorFlow's start-up lines ("All log messages before
+    absl::InitializeLog()", "Could not find cuda drivers", "oneDNN custom operations are on", cuInit) come from its
+    C++ side, some before its log level is read. Its later C++ and Python log lines are limited to errors. Does
+    nothing where TensorFlow is already loaded (a caller's process keeps its own settings)."""
+    if "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_logical_devices()  # starts the devices (the CUDA probe's lines) while stderr is closed
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    tf.get_logger().setLevel("ERROR")
 
 
 # Python arguments whose flag is not their name with dashes.

@@ -1,9 +1,9 @@
 """Evaluation: a model's scores on a dataset from a confusion matrix (per-class IoU, mean IoU, accuracies),
 and for a multi-task model the depth metrics too (:func:`evaluate_joint`).
 
-:func:`evaluate` runs every image whole through :func:`refinenet_tf.inference.segment` at its label's
-resolution and accumulates a confusion matrix; :class:`Evaluation` holds it and derives the scores, a Markdown
-table and the files (``confusion_matrix.csv`` / ``.npy``, ``metrics.json``).
+:func:`evaluate` runs every image whole through an engine (:func:`refinenet_tf.inference.engine_for`: the Keras
+model by default) at its label's resolution and accumulates a confusion matrix; :class:`Evaluation` holds it
+and derives the scores, a Markdown table and the files (``confusion_matrix.csv`` / ``.npy``, ``metrics.json``).
 """
 
 import dataclasses
@@ -12,7 +12,6 @@ import os
 from typing import Tuple
 
 import numpy as np
-import tensorflow as tf
 import tf_keras as keras
 
 from refinenet_tf import _files, inference, runs
@@ -112,10 +111,10 @@ def _percent(value):
     return "-" if not np.isfinite(value) else f"{100 * value:.2f}"
 
 
-def _classes_of(model, source, num_classes, class_names):
-    """The class count and names to score ``model`` on ``source`` with, and the source read with that count:
+def _classes_of(engine, source, num_classes, class_names):
+    """The class count and names to score ``engine`` on ``source`` with, and the source read with that count:
     ``num_classes`` must equal the model's (mask values past it then fail, naming the file)."""
-    model_classes = runs.output_classes(model)
+    model_classes = engine.num_classes
     num_classes = num_classes or model_classes
     if num_classes != model_classes:
         raise ValueError(f"the model predicts {model_classes} classes, not num_classes={num_classes}; give "
@@ -128,62 +127,70 @@ def _classes_of(model, source, num_classes, class_names):
 
 
 def evaluate(model, data, split="val", num_classes=None, class_names=None, scales=(1.0,), flip=False,
-             max_side=None, limit=None, progress=True, freeze="auto"):
+             max_side=None, limit=None, progress=True, engine=None, precision="float32"):
     """Scores ``model`` on a dataset at each image's original label resolution.
 
-    Every image is run whole (no crops) through :func:`refinenet_tf.inference.segment` — the probabilities are
-    resized to the label's size, the labels never are — and its prediction is accumulated into a confusion
-    matrix; pixels whose label is the source's ignore value (255) do not count.
+    Every image is run whole (no crops) through the engine — the probabilities are resized to the label's size
+    (:func:`refinenet_tf.inference.segment_outputs`), the labels never are — and its prediction is accumulated
+    into a confusion matrix; pixels whose label is the source's ignore value (255) do not count.
 
     Args:
-        model: a segmentation model (see :func:`refinenet_tf.inference.segment`).
+        model: a segmentation model, an engine or an exported file (see :func:`refinenet_tf.inference.engine_for`).
         data: a data spec (``voc:PATH``, ``voc_aug:PATH``, ``folder:IMAGES:MASKS``, ``tfds:NAME``) or a resolved
             source (:func:`refinenet_tf.data.resolve`).
         split: the split of a spec.
         num_classes: classes (default: the model's output channels); mask values outside ``[0, num_classes)``
             other than the ignore value stop the evaluation with an error naming the mask file.
         class_names: names for the table (default: the source's, VOC's for 21 classes, else ``class_i``).
-        scales, flip, max_side: test-time augmentation, see :func:`refinenet_tf.inference.segment`.
+        scales, flip, max_side: test-time augmentation, see :func:`refinenet_tf.inference.segment_outputs`.
         limit: evaluate only the first ``limit`` examples.
         progress: show a Keras progress bar.
-        freeze: run the frozen graph: ``"auto"`` (for many images, see
-            :func:`refinenet_tf.inference.model_to_run`), ``True`` or ``False``.
+        engine, precision: what runs the model (:func:`refinenet_tf.inference.engine_for`): the Keras model by
+            default.
 
     Returns:
         An :class:`Evaluation`.
     """
+    run = inference.engine_for(model, engine, scales, flip, max_side, precision)
+    if "depth" in run.outputs or "normals" in run.outputs:
+        raise ValueError(f"{run!r} is a multi-task model; score it with evaluate_joint.")
+    return _score(run, data, split, num_classes, class_names, limit, progress, with_depth=False)
+
+
+def _score(run, data, split, num_classes, class_names, limit, progress, with_depth):
+    """Runs ``run`` (an engine) over the examples of ``data`` and accumulates the confusion matrix and, with
+    ``with_depth``, the depth metrics; returns an :class:`Evaluation` or a :class:`JointEvaluation`."""
+    from refinenet_tf import metrics
     from refinenet_tf.data import pipeline, sources
 
-    if runs.is_multitask(model):
-        raise ValueError(f"model {model.name!r} returns {sorted(model.output_names)}; score a multi-task model with "
-                         "evaluate_joint.")
-    scales = inference._check_scales(scales)
     source = sources.resolve(data, split) if isinstance(data, str) else data
-    source, num_classes, names = _classes_of(model, source, num_classes, class_names)
-    ignore_value = source.ignore_value
+    if with_depth and not getattr(source, "has_depth", False):
+        raise ValueError(f"data={getattr(source, 'name', data)!r} has no depth; evaluate a multi-task model on "
+                         "an RGB-D spec (folder:IMAGES:MASKS?depth=DEPTHS&depth_scale=...).")
+    source, num_classes, names = _classes_of(run, source, num_classes, class_names)
     examples = pipeline.read_examples(source)
     total = sources.count_examples(source)
     if limit is not None:
         examples = examples.take(limit)
         total = limit if total is None else min(total, limit)
-    run = inference._segment_function(inference.model_to_run(model, freeze, total), scales, flip, max_side)
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([None, None], tf.uint8)],
-                 reduce_retracing=True)
-    def confusion(image, mask):
-        predicted = tf.argmax(run(image[None])[0], axis=-1, output_type=tf.int32)
-        truth = tf.cast(mask, tf.int32)
-        valid = tf.not_equal(truth, ignore_value)
-        return tf.math.confusion_matrix(tf.boolean_mask(truth, valid), tf.boolean_mask(predicted, valid),
-                                        num_classes=num_classes, dtype=tf.int64)
-
+    depth_metrics = metrics.depth_metrics() if with_depth else []
     bar = keras.utils.Progbar(total, unit_name="image") if progress else None
     matrix = np.zeros((num_classes, num_classes), np.int64)
     for index, example in enumerate(examples):
-        matrix += confusion(example["image"], example["mask"]).numpy()
+        outputs = run(example["image"].numpy()[None])
+        truth = example["mask"].numpy().astype(np.int64)
+        valid = truth != source.ignore_value
+        pairs = truth[valid] * num_classes + outputs["labels"][0][valid]
+        matrix += np.bincount(pairs, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+        for metric in depth_metrics:
+            metric.update_state(example["depth"][None], outputs["depth"])
         if bar is not None:
             bar.update(index + 1)
-    return Evaluation(matrix, names, scales, bool(flip), getattr(source, "name", str(data)))
+    segmentation = Evaluation(matrix, names, run.scales, run.flip, getattr(source, "name", str(data)))
+    if not with_depth:
+        return segmentation
+    depth = {metric.name: float(metric.result()) for metric in depth_metrics}
+    return JointEvaluation(segmentation, depth, int(depth_metrics[0].count.numpy()))
 
 
 #: The depth metrics of :class:`JointEvaluation`, in table order: (key, label, unit).
@@ -263,60 +270,25 @@ class JointEvaluation:
 
 
 def evaluate_joint(model, data, split="val", num_classes=None, class_names=None, flip=False, limit=None,
-                   progress=True, freeze="auto"):
+                   progress=True, engine=None, precision="float32"):
     """Scores a multi-task model on an RGB-D dataset: both tasks, at each image's own label resolution.
 
-    Every image is run whole through :func:`refinenet_tf.inference.segment_and_depth`; its labels go into one
-    confusion matrix (pixels labelled 255 do not count, so an example without a mask adds nothing) and its depth
-    into the accumulated depth metrics of :func:`refinenet_tf.metrics.depth_metrics` (pixels of depth 0 do not
-    count), so every score is a mean over the dataset's valid pixels, not over images.
+    Every image is run whole through the engine (:func:`refinenet_tf.inference.segment_outputs`); its labels go
+    into one confusion matrix (pixels labelled 255 do not count, so an example without a mask adds nothing) and
+    its depth into the accumulated depth metrics of :func:`refinenet_tf.metrics.depth_metrics` (pixels of depth 0
+    do not count), so every score is a mean over the dataset's valid pixels, not over images.
 
     Args:
-        model: a model returning ``{"segmentation": logits, "depth": metres}``.
+        model: a model returning ``{"segmentation": logits, "depth": metres}``, its engine or exported file.
         data: an RGB-D data spec (``folder:IMAGES:MASKS?depth=DEPTHS&...``, ``tfds:nyu_depth_v2_segmentation``)
             or a resolved source.
-        split, num_classes, class_names, limit, progress, freeze: as for :func:`evaluate`.
+        split, num_classes, class_names, limit, progress, engine, precision: as for :func:`evaluate`.
         flip: also average over left-right mirrored inputs.
 
     Returns:
         A :class:`JointEvaluation`.
     """
-    from refinenet_tf import metrics
-    from refinenet_tf.data import pipeline, sources
-
-    inference._check_freeze(freeze)
-    source = sources.resolve(data, split) if isinstance(data, str) else data
-    if not getattr(source, "has_depth", False):
-        raise ValueError(f"data={getattr(source, 'name', data)!r} has no depth; evaluate a multi-task model on "
-                         "an RGB-D spec (folder:IMAGES:MASKS?depth=DEPTHS&depth_scale=...).")
-    source, num_classes, names = _classes_of(model, source, num_classes, class_names)
-    ignore_value = source.ignore_value
-    examples = pipeline.read_examples(source)
-    total = sources.count_examples(source)
-    if limit is not None:
-        examples = examples.take(limit)
-        total = limit if total is None else min(total, limit)
-    run = inference._joint_function(inference.model_to_run(model, freeze, total), flip)
-    depth_metrics = metrics.depth_metrics()
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([None, None], tf.uint8),
-                                  tf.TensorSpec([None, None], tf.float32)], reduce_retracing=True)
-    def score(image, mask, depth):
-        probabilities, predicted_depth = run(image[None])
-        predicted = tf.argmax(probabilities[0], axis=-1, output_type=tf.int32)
-        truth = tf.cast(mask, tf.int32)
-        valid = tf.not_equal(truth, ignore_value)
-        for metric in depth_metrics:
-            metric.update_state(depth[None], predicted_depth)
-        return tf.math.confusion_matrix(tf.boolean_mask(truth, valid), tf.boolean_mask(predicted, valid),
-                                        num_classes=num_classes, dtype=tf.int64)
-
-    bar = keras.utils.Progbar(total, unit_name="image") if progress else None
-    matrix = np.zeros((num_classes, num_classes), np.int64)
-    for index, example in enumerate(examples):
-        matrix += score(example["image"], example["mask"], example["depth"]).numpy()
-        if bar is not None:
-            bar.update(index + 1)
-    segmentation = Evaluation(matrix, names, (1.0,), bool(flip), getattr(source, "name", str(data)))
-    depth = {metric.name: float(metric.result()) for metric in depth_metrics}
-    return JointEvaluation(segmentation, depth, int(depth_metrics[0].count.numpy()))
+    run = inference.engine_for(model, engine, flip=flip, precision=precision)
+    if "depth" not in run.outputs or "probabilities" not in run.outputs:
+        raise ValueError(f"{run!r} does not both segment and estimate depth; score it with evaluate.")
+    return _score(run, data, split, num_classes, class_names, limit, progress, with_depth=True)

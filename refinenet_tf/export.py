@@ -1,4 +1,9 @@
-"""Export for serving: a SavedModel that needs only TensorFlow, and TFLite models.
+"""Export for serving: a SavedModel that needs only TensorFlow, TFLite, ONNX and OpenVINO models.
+
+Every format has one contract: uint8 RGB images in (no preprocessing: the model normalizes inside), ``labels``
+and ``probabilities`` out (a multi-task model's also ``depth`` and ``normals``), and the same metadata (class
+names, palette, preprocessing, the built-in test-time augmentation, the tasks; :func:`read_metadata` reads it
+from any format).
 
 SavedModel signatures (``tf.saved_model.load(path).signatures[...]``):
 
@@ -13,12 +18,11 @@ signature              input                                  outputs
 =====================  =====================================  ==================================================
 
 Both run the same TensorFlow function as :func:`refinenet_tf.inference.predict` (with the test-time
-augmentation chosen at export), so their labels equal the in-process model's. By default the graph holds the
-weights as constants (:func:`refinenet_tf.inference.freeze` with ``weights_as="constants"``), which TensorFlow
-Serving and ``tf.saved_model.load`` run faster on a CPU; ``keep_variables=True`` keeps them as variables
-instead (``loaded.trainable_weights``, ``loaded.weights``), for those who fine-tune the export. The folder also holds
-``refinenet_tf.json``: class names, number of classes, augmentation, the source model. Loading needs only
-TensorFlow (not ``refinenet_tf``, not Keras)::
+augmentation chosen at export), so their labels equal the in-process model's. The weights stay variables
+(``loaded.trainable_weights``, ``loaded.weights``: the export can be fine-tuned); TensorFlow's graph optimizer
+(Grappler) folds what it can when the signature first runs. The folder also holds ``refinenet_tf.json``: class
+names, number of classes, augmentation, the source model. Loading needs only TensorFlow (not ``refinenet_tf``, not
+Keras)::
 
     import tensorflow as tf
     serve = tf.saved_model.load("export/saved_model").signatures["serving_default"]
@@ -32,8 +36,11 @@ augmentation: zooming an image changes what its depth means).
 
 TFLite (:func:`export_tflite`): ``float32``, ``float16`` (weights stored as float16) or ``int8`` (dynamic-range
 quantization: int8 weights, float activations) with the same ``serving_default`` signature for one image.
-ONNX (:func:`export_onnx`, needs ``pip install "refinenet_tf[onnx]"``): input ``images``, outputs ``labels``
-and ``probabilities``, any batch and size.
+Its metadata is in ``PATH.json`` beside the file. ONNX (:func:`export_onnx`, needs
+``pip install "refinenet_tf[onnx]"``): input ``images``, outputs ``labels`` and ``probabilities``, any batch and
+size, the metadata in the model's ``metadata_props``. OpenVINO (:func:`export_openvino`, needs
+``pip install "refinenet_tf[openvino]"``): an IR ``.xml`` and ``.bin`` with the same input and outputs (dynamic
+batch and size), the metadata in its ``rt_info``; it loads with OpenVINO alone.
 """
 
 import json
@@ -43,13 +50,17 @@ import tempfile
 
 import tensorflow as tf
 
-from refinenet_tf import _files, inference, layers, runs
+from refinenet_tf import _files, inference, layers, runs, visualization
 from refinenet_tf.options import QUANTIZATIONS
 
-__all__ = ["QUANTIZATIONS", "export_onnx", "export_saved_model", "export_tflite", "tflite_interpreter"]
+__all__ = ["METADATA_KEY", "PREPROCESSING", "QUANTIZATIONS", "export_onnx", "export_openvino", "export_saved_model",
+           "export_tflite", "onnx_model", "openvino_model", "read_metadata", "tflite_interpreter"]
 
 _METADATA = "refinenet_tf.json"
-_MAX_CONSTANT_BYTES = 1900 * 2**20  # protobuf's 2 GiB limit on the graph, less room for the rest of it
+#: the key of the metadata (a JSON string) in an ONNX model's ``metadata_props`` and an OpenVINO IR's ``rt_info``
+METADATA_KEY = "refinenet_tf"
+#: what a caller does to an image before an export sees it: nothing (the model normalizes inside)
+PREPROCESSING = "none: uint8 RGB in [0, 255] as decoded; the model converts and normalizes it inside"
 
 
 class _Serving(tf.Module):
@@ -57,10 +68,6 @@ class _Serving(tf.Module):
 
     def __init__(self, model, scales=(1.0,), flip=False, max_side=None):
         super().__init__(name="refinenet_serving")
-        if isinstance(model, inference.FrozenModel) and model.weights_as != "constants":
-            raise ValueError(f"{model.name} is frozen on snapshots of its weights with oneDNN's own ops, which an "
-                             "export does not carry; export the keras model (a SavedModel export freezes it with "
-                             "constant weights), or freeze(model, weights_as='constants').")
         self.model = model
         self.scales = inference._check_scales(scales)
         self.flip, self.max_side = bool(flip), max_side
@@ -167,6 +174,8 @@ def _metadata(model, serving, class_names, source):
     num_classes = _num_classes(model)
     metadata = {"format": "refinenet_tf export 1", "model": model.name, "source": source, "num_classes": num_classes,
                 "class_names": list(runs.class_names_for(num_classes, class_names)) if num_classes else [],
+                "palette": visualization.voc_palette(num_classes).tolist() if num_classes else [],
+                "preprocessing": PREPROCESSING,
                 "scales": list(serving.scales), "flip": serving.flip, "max_side": serving.max_side,
                 "input": "uint8 RGB [N, H, W, 3], any H and W", "labels": "int32 [N, H, W]",
                 "probabilities": "float32 [N, H, W, C]"}
@@ -187,7 +196,7 @@ def _check_target(path, overwrite, what):
 
 
 def export_saved_model(model, path, scales=(1.0,), flip=False, max_side=None, class_names=None, overwrite=False,
-                       source="", keep_variables=False):
+                       source=""):
     """Writes a SavedModel with the ``serving_default`` and ``serving_bytes`` signatures (see the module).
 
     The folder is written under a temporary name beside ``path`` and renamed when complete, so an interrupted
@@ -201,29 +210,16 @@ def export_saved_model(model, path, scales=(1.0,), flip=False, max_side=None, cl
         class_names: stored in ``refinenet_tf.json`` (default: VOC's for 21 classes, else ``class_i``).
         overwrite: replace an existing ``path``.
         source: where the model came from, for ``refinenet_tf.json``.
-        keep_variables: keep the weights as variables (``loaded.trainable_weights``, for fine-tuning the
-            export) instead of constants in the graph (the default, faster to serve). A graph with constant
-            weights must stay under protobuf's 2 GiB; past that, keep the variables.
 
     Returns:
         ``path``.
     """
     path = os.path.abspath(os.fspath(path))
     _check_target(path, overwrite, "SavedModel folder")
-    if isinstance(model, inference.FrozenModel):
-        if keep_variables:
-            raise ValueError(f"{model.name} is frozen (a copy of its weights); export the keras model it was "
-                             "made from to keep_variables=True.")
-    elif not keep_variables:
-        weight_bytes = sum(int(weight.shape.num_elements()) * weight.dtype.size for weight in model.weights)
-        if weight_bytes > _MAX_CONSTANT_BYTES:
-            raise ValueError(f"{model.name}: {weight_bytes / 2**30:.1f} GiB of weights do not fit in a graph as "
-                             "constants (protobuf's 2 GiB limit); pass keep_variables=True.")
-        model = inference.freeze(model, weights_as="constants")
     serving = _Serving(model, scales, flip, max_side)
-    if keep_variables:  # restored as lists: loaded.trainable_weights for fine-tuning, loaded.weights for all
-        serving.trainable_weights = list(model.trainable_weights)
-        serving.weights = list(model.weights)
+    # restored as lists: loaded.trainable_weights for fine-tuning, loaded.weights for all
+    serving.trainable_weights = list(model.trainable_weights)
+    serving.weights = list(model.weights)
     images = tf.function(serving.serve_images, input_signature=[tf.TensorSpec(None, tf.uint8, name="images")])
     encoded = tf.function(serving.serve_bytes, input_signature=[tf.TensorSpec([None], tf.string,
                                                                               name="image_bytes")])
@@ -232,8 +228,7 @@ def export_saved_model(model, path, scales=(1.0,), flip=False, max_side=None, cl
         tf.saved_model.save(serving, temporary, signatures={"serving_default": images.get_concrete_function(),
                                                             "serving_bytes": encoded.get_concrete_function()})
         with open(os.path.join(temporary, _METADATA), "w") as stream:
-            json.dump(dict(_metadata(model, serving, class_names, source), weights="variables" if keep_variables
-                           else "constants"), stream, indent=2)
+            json.dump(dict(_metadata(model, serving, class_names, source), weights="variables"), stream, indent=2)
         os.chmod(temporary, 0o777 & ~_files._umask())
         _replace_folder(temporary, path)
     finally:
@@ -261,19 +256,21 @@ def _replace_folder(new, path):
 
 
 def export_tflite(model, path, quantization="float32", input_size=(512, 512), scales=(1.0,), flip=False,
-                  overwrite=False):
+                  overwrite=False, class_names=None, source=""):
     """Writes a TFLite model whose ``serving_default`` signature maps ``images`` uint8 ``[1, H, W, 3]`` to
     ``labels`` int32 ``[1, H, W]`` and ``probabilities`` float32 ``[1, H, W, C]`` (a multi-task model: also
-    ``depth`` float32 ``[1, H, W]`` and ``normals`` if it has them).
+    ``depth`` float32 ``[1, H, W]`` and ``normals`` if it has them), and its metadata beside it (``PATH.json``,
+    see :func:`read_metadata`).
 
     Args:
         model: a segmentation model (see :func:`refinenet_tf.inference.segment`) or a multi-task model.
-        path: the ``.tflite`` file to write (atomically).
+        path: the ``.tflite`` file to write (atomically; the metadata first).
         quantization: ``float32``, ``float16`` (float16 weights) or ``int8`` (dynamic-range quantization).
         input_size: ``(H, W)`` of the input, or ``None`` for any size (call ``resize_tensor_input`` before
             ``allocate_tensors``).
         scales, flip: test-time augmentation built into the model.
         overwrite: replace an existing file.
+        class_names, source: for the metadata, as :func:`export_saved_model`.
 
     Returns:
         ``path``.
@@ -294,6 +291,9 @@ def export_tflite(model, path, quantization="float32", input_size=(512, 512), sc
     if quantization == "float16":
         converter.target_spec.supported_types = [tf.float16]
     flatbuffer = converter.convert()
+    metadata = dict(_metadata(model, serving, class_names, source), quantization=quantization,
+                    input_size=None if input_size is None else [height, width])
+    runs.write_json_atomically(path + ".json", metadata)
     with _files.atomic_path(path, suffix=".tflite") as temporary, open(temporary, "wb") as stream:
         stream.write(flatbuffer)
     return path
@@ -308,24 +308,129 @@ def tflite_interpreter(path, num_threads=None):
     return Interpreter(model_path=os.fspath(path), num_threads=num_threads or os.cpu_count())
 
 
-def export_onnx(model, path, scales=(1.0,), flip=False, opset=17, overwrite=False):
-    """Writes an ONNX model (through ``tf2onnx``): ``images`` uint8 ``[N, H, W, 3]`` -> ``labels`` int32
-    ``[N, H, W]`` and ``probabilities`` float32 ``[N, H, W, C]``, any ``N, H, W``; written atomically.
-
-    Needs the ``onnx`` extra: ``pip install "refinenet_tf[onnx]"`` (tf2onnx >= 1.17, onnx, onnxruntime).
-    """
+def onnx_model(model, scales=(1.0,), flip=False, max_side=None, class_names=None, source="", opset=17):
+    """The ONNX ``ModelProto`` that :func:`export_onnx` writes (through ``tf2onnx``), its metadata in
+    ``metadata_props`` under :data:`METADATA_KEY`. Needs the ``onnx`` extra."""
     try:
         import tf2onnx
     except ImportError:
         raise ImportError('ONNX export needs tf2onnx: pip install "refinenet_tf[onnx]"') from None
+    serving = _Serving(model, scales, flip, max_side)
+    proto, _ = tf2onnx.convert.from_function(
+        tf.function(serving.outputs),
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")], opset=opset)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(_metadata(model, serving, class_names, source))
+    return proto
+
+
+def export_onnx(model, path, scales=(1.0,), flip=False, opset=17, overwrite=False, max_side=None, class_names=None,
+                source=""):
+    """Writes an ONNX model (through ``tf2onnx``): ``images`` uint8 ``[N, H, W, 3]`` -> ``labels`` int32
+    ``[N, H, W]`` and ``probabilities`` float32 ``[N, H, W, C]`` (a multi-task model: also ``depth`` and
+    ``normals``), any ``N, H, W``; its metadata in the model's ``metadata_props`` (:func:`read_metadata`); written
+    atomically.
+
+    Needs the ``onnx`` extra: ``pip install "refinenet_tf[onnx]"`` (tf2onnx >= 1.17, onnx, onnxruntime).
+    ``max_side``, ``class_names`` and ``source`` are as for :func:`export_saved_model`.
+    """
     path = os.fspath(path)
     if not path.endswith(".onnx"):
         raise ValueError(f"path={path!r}: an ONNX model file must end with .onnx.")
     _check_target(path, overwrite, "ONNX file")
-    serving = _Serving(model, scales, flip)
-    function = tf.function(serving.outputs)
-    proto, _ = tf2onnx.convert.from_function(
-        function, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")], opset=opset)
+    proto = onnx_model(model, scales, flip, max_side, class_names, source, opset)
     with _files.atomic_path(path, suffix=".onnx") as temporary, open(temporary, "wb") as stream:
         stream.write(proto.SerializeToString())
     return path
+
+
+def _import_openvino():
+    try:
+        import openvino
+    except ImportError:
+        raise ImportError('OpenVINO export needs openvino: pip install "refinenet_tf[openvino]"') from None
+    return openvino
+
+
+def openvino_model(model, scales=(1.0,), flip=False, max_side=None, class_names=None, source=""):
+    """The ``openvino.Model`` that :func:`export_openvino` writes: ``openvino.convert_model`` of the serving
+    function (in memory), input ``images`` uint8 ``[?, ?, ?, 3]`` (dynamic batch and size), its metadata in
+    ``rt_info`` under :data:`METADATA_KEY`. Needs the ``openvino`` extra."""
+    openvino = _import_openvino()
+    serving = _Serving(model, scales, flip, max_side)
+    function = tf.function(serving.outputs).get_concrete_function(
+        tf.TensorSpec([None, None, None, 3], tf.uint8, name="images"))
+    converted = openvino.convert_model(function)
+    converted.set_rt_info(json.dumps(_metadata(model, serving, class_names, source)), [METADATA_KEY])
+    return converted
+
+
+def export_openvino(model, path, scales=(1.0,), flip=False, max_side=None, class_names=None, overwrite=False,
+                    source=""):
+    """Writes an OpenVINO IR: ``path`` (``.xml``, the graph and the metadata in its ``rt_info``) and the weights
+    beside it (the same name ending ``.bin``, float32: no float16 compression). Input ``images`` uint8
+    ``[N, H, W, 3]`` (any ``N, H, W``), outputs ``labels`` int32 ``[N, H, W]`` and ``probabilities`` float32
+    ``[N, H, W, C]`` (a multi-task model: also ``depth`` and ``normals``).
+
+    Both files are written under temporary names and renamed when complete (the ``.bin``, then the ``.xml``), so
+    an interrupted export leaves any previous export whole. Needs the ``openvino`` extra:
+    ``pip install "refinenet_tf[openvino]"``. The arguments are as for :func:`export_saved_model`.
+
+    Returns:
+        ``path``.
+    """
+    openvino = _import_openvino()
+    path = os.path.abspath(os.fspath(path))
+    if not path.endswith(".xml"):
+        raise ValueError(f"path={path!r}: an OpenVINO model is an .xml file (its weights go beside it, .bin).")
+    weights = path[:-len(".xml")] + ".bin"
+    _check_target(path, overwrite, "OpenVINO file")
+    _check_target(weights, overwrite, "OpenVINO weights file")
+    converted = openvino_model(model, scales, flip, max_side, class_names, source)
+    folder = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=os.path.dirname(path))
+    try:
+        openvino.save_model(converted, os.path.join(folder, "model.xml"), compress_to_fp16=False)
+        for name in ("model.bin", "model.xml"):
+            os.chmod(os.path.join(folder, name), 0o666 & ~_files._umask())
+        os.replace(os.path.join(folder, "model.bin"), weights)
+        os.replace(os.path.join(folder, "model.xml"), path)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return path
+
+
+def read_metadata(path):
+    """The metadata an export carries (class names, palette, preprocessing, augmentation, tasks...; see
+    :func:`export_saved_model`), for any format: ``refinenet_tf.json`` in a SavedModel folder, ``PATH.json``
+    beside a ``.tflite`` file, an ONNX model's ``metadata_props``, an OpenVINO ``.xml``'s ``rt_info``.
+
+    Raises:
+        ValueError: ``path`` is not an export of this package (or its metadata is missing).
+    """
+    path = os.fspath(path)
+    what = (f"{path!r} has no refinenet_tf metadata: give an export written by refinenet_tf.export (a SavedModel "
+            "folder, .tflite, .onnx or OpenVINO .xml).")
+    try:
+        if os.path.isdir(path):
+            with open(os.path.join(path, _METADATA)) as stream:
+                return json.load(stream)
+        if path.endswith(".tflite"):
+            with open(path + ".json") as stream:
+                return json.load(stream)
+        if path.endswith(".onnx"):
+            import onnx
+
+            try:
+                proto = onnx.load(path, load_external_data=False)
+            except OSError:
+                raise
+            except Exception as error:  # protobuf's DecodeError and kin: not an ONNX model
+                raise ValueError(f"not an ONNX model: {error}") from None
+            return json.loads({entry.key: entry.value for entry in proto.metadata_props}[METADATA_KEY])
+        if path.endswith(".xml"):
+            model = _import_openvino().Core().read_model(path)
+            return json.loads(str(model.get_rt_info([METADATA_KEY]).astype(str)))
+    except (OSError, KeyError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{what} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+                         ) from None
+    raise ValueError(what)

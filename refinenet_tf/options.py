@@ -4,16 +4,13 @@ They live here, apart from the modules that use them, because this module import
 offers them as choices (and answers ``--help``) without importing TensorFlow.
 """
 
-__all__ = ["EXPORT_FORMATS", "INFERENCE_FORMATS", "QUANTIZATIONS", "STRATEGIES"]
+__all__ = ["EXPORT_FORMATS", "QUANTIZATIONS", "STRATEGIES"]
 
 #: ``tf.distribute`` strategies of :func:`refinenet_tf.training.make_strategy`.
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
 
 #: what :mod:`refinenet_tf.export` writes.
-EXPORT_FORMATS = ("saved_model", "tflite", "onnx")
+EXPORT_FORMATS = ("saved_model", "tflite", "onnx", "openvino")
 
 #: TFLite weight formats: float32 (no quantization), float16 weights, int8 dynamic-range quantization.
 QUANTIZATIONS = ("float32", "float16", "int8")
-
-#: the formats :func:`refinenet_tf.benchmarks.run_inference_benchmark` times.
-INFERENCE_FORMATS = ("keras", "saved_model") + tuple(f"tflite_{q}" for q in QUANTIZATIONS) + ("onnx",)

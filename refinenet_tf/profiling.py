@@ -22,9 +22,8 @@ def count_parameters(model):
 def count_flops(model, height, width, batch_size=1):
     """Floating-point operations of one inference pass on a ``[batch_size, height, width, 3]`` input.
 
-    The model is frozen at that fixed shape (:func:`refinenet_tf.inference.freeze`, batch normalization left
-    unfolded: the network as built) and its graph handed to
-    ``tf.compat.v1.profiler`` (``float_operation`` view): convolutions, matmuls and element-wise ops are
+    The model's forward pass is traced at that fixed shape (a ``tf.function`` concrete function: the network
+    as built) and its graph handed to ``tf.compat.v1.profiler`` (``float_operation`` view): convolutions, matmuls and element-wise ops are
     counted, multiply-adds as 2.
 
     Example:
@@ -47,16 +46,14 @@ def flops_by_op(model, height, width, batch_size=1):
         >>> flops_by_op(conv, 8, 8)
         {'Conv2D': 13824}
     """
-    from refinenet_tf import inference
-
     for name, value in (("height", height), ("width", width), ("batch_size", batch_size)):
         positive_int(name, value)
-    # the network as built: batch normalization not folded into the convolutions as inference runs it
-    frozen = inference.freeze(model, batch_shape=(batch_size, height, width, 3), fold=False)
+    spec = tf.TensorSpec([batch_size, height, width, 3], tf.float32)
+    concrete = tf.function(lambda images: model(images, training=False)).get_concrete_function(spec)
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
     with deprecation.silence():  # the v1 profiler is the TF profiler; its deprecation notice is noise here
-        profile = tf.compat.v1.profiler.profile(graph=frozen.function.graph, run_meta=tf.compat.v1.RunMetadata(),
+        profile = tf.compat.v1.profiler.profile(graph=concrete.graph, run_meta=tf.compat.v1.RunMetadata(),
                                                 cmd="op", options=options)
     return {child.name: int(child.total_float_ops) for child in profile.children if child.total_float_ops}
 

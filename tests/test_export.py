@@ -118,7 +118,7 @@ def test_saved_model_runs_in_a_fresh_process_with_only_tensorflow(trained, tmp_p
         else:
             raise AssertionError("float32 images were accepted")
         metadata = json.load(open(os.path.join({path!r}, "refinenet_tf.json")))
-        assert metadata["weights"] == "constants" and not serve.variables  # the weights are in the graph
+        assert metadata["weights"] == "variables" and serving.trainable_weights
         print(metadata["class_names"], "refinenet_tf" in [m for m in sys.modules if sys.modules[m] is not None])
     """)
     assert output.strip().splitlines()[-1] == "['background', 'disc', 'rectangle', 'triangle'] False"
@@ -126,15 +126,15 @@ def test_saved_model_runs_in_a_fresh_process_with_only_tensorflow(trained, tmp_p
 
 def test_a_saved_model_that_keeps_its_variables_loads_and_fine_tunes(trained, tmp_path):
     model, images, _ = trained
-    path = export.export_saved_model(model, tmp_path / "variables", keep_variables=True)
+    path = export.export_saved_model(model, tmp_path / "variables")
     assert json.load(open(os.path.join(path, "refinenet_tf.json")))["weights"] == "variables"
     loaded = tf.saved_model.load(path)
     serve = loaded.signatures["serving_default"]
     assert len(loaded.trainable_weights) == len(model.trainable_weights)
     image = tf.constant(images[0][None])
     before = serve(images=image)["probabilities"].numpy()
-    np.testing.assert_allclose(before[0], inference.predict(model, images[0], return_probabilities=True,
-                                                            freeze=False)[1], atol=1e-5)
+    np.testing.assert_allclose(before[0], inference.predict(model, images[0], return_probabilities=True)[1],
+                               atol=1e-5)
     # One gradient step on the loaded weights (cross-entropy against class 0) changes what the export predicts.
     with tf.GradientTape() as tape:
         probabilities = serve(images=image)["probabilities"]
@@ -144,14 +144,6 @@ def test_a_saved_model_that_keeps_its_variables_loads_and_fine_tunes(trained, tm
     keras.optimizers.SGD(0.1).apply_gradients(zip(gradients, loaded.trainable_weights))
     after = serve(images=image)["probabilities"].numpy()
     assert np.abs(after - before).max() > 1e-3 and after[..., 0].mean() > before[..., 0].mean()
-    with pytest.raises(ValueError, match="is frozen .* keep_variables=True"):
-        export.export_saved_model(inference.freeze(model), tmp_path / "frozen", keep_variables=True)
-    snapshots = inference.freeze(model, weights_as="snapshots")
-    with pytest.raises(ValueError, match="frozen on snapshots .* weights_as='constants'"):
-        export.export_saved_model(snapshots, tmp_path / "snapshots")
-    with pytest.raises(ValueError, match="frozen on snapshots .* weights_as='constants'"):
-        export.export_tflite(snapshots, tmp_path / "snapshots.tflite")
-    assert not (tmp_path / "snapshots").exists() and not (tmp_path / "snapshots.tflite").exists()
 
 
 def test_saved_model_with_test_time_augmentation_matches_predict(trained, tmp_path):
@@ -279,3 +271,62 @@ def test_cli_export_formats_and_refusals(trained, tmp_path, capsys):
     assert "ending with .tflite" in capsys.readouterr().err
     assert cli.main(["export", "--model", str(tmp_path / "missing.keras"), "--output", str(tmp_path / "x")]) == 2
     assert "missing.keras" in capsys.readouterr().err
+
+
+def test_every_format_carries_the_same_metadata(tiny_backbone, tmp_path):
+    model = models.RefineNet(num_classes=3, backbone=tiny_backbone, backbone_weights=None, variant="light_weight",
+                             decoder_features=8)
+    names = ["sky", "road", "car"]
+    paths = [export.export_saved_model(model, tmp_path / "saved", class_names=names, source="s"),
+             export.export_tflite(model, tmp_path / "m.tflite", input_size=None, class_names=names, source="s"),
+             export.export_onnx(model, tmp_path / "m.onnx", class_names=names, source="s"),
+             export.export_openvino(model, tmp_path / "m.xml", class_names=names, source="s")]
+    common = {"class_names": names, "num_classes": 3, "palette": [[0, 0, 0], [128, 0, 0], [0, 128, 0]],
+              "preprocessing": export.PREPROCESSING, "source": "s", "scales": [1.0], "flip": False, "max_side": None,
+              "model": model.name}
+    for path in paths:
+        metadata = export.read_metadata(path)
+        assert {key: metadata.get(key) for key in common} == common, path
+    assert sorted(os.listdir(tmp_path)) == ["m.bin", "m.onnx", "m.tflite", "m.tflite.json", "m.xml", "saved"]
+
+
+def test_openvino_export_is_atomic_and_overwrites_only_when_asked(tiny_backbone, tmp_path, monkeypatch):
+    import openvino
+
+    model = models.RefineNet(num_classes=3, backbone=tiny_backbone, backbone_weights=None, variant="light_weight",
+                             decoder_features=8)
+    target = tmp_path / "model.xml"
+    export.export_openvino(model, target, source="first")
+    before = {name: (tmp_path / name).read_bytes() for name in ("model.xml", "model.bin")}
+    with pytest.raises(FileExistsError, match="already exists.*overwrite=True"):
+        export.export_openvino(model, target)
+
+    def save_then_die(converted, path, **kwargs):
+        open(path, "w").close()  # as if killed while writing
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(openvino, "save_model", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        export.export_openvino(model, target, overwrite=True)
+    monkeypatch.undo()
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before, "the first export is kept whole"
+    assert sorted(os.listdir(tmp_path)) == ["model.bin", "model.xml"], "no temporary files left"
+    export.export_openvino(model, target, overwrite=True, source="second")
+    assert export.read_metadata(target)["source"] == "second"
+
+
+def test_cli_exports_openvino(tiny_backbone, tmp_path, capsys):
+    model_file = str(tmp_path / "model.keras")
+    models.RefineNet(num_classes=3, backbone=tiny_backbone, backbone_weights=None, variant="light_weight",
+                     decoder_features=8).save(model_file)
+    output = str(tmp_path / "model.xml")
+    assert cli.main(["export", "--model", model_file, "--output", output, "--format", "openvino", "--flip"]) == 0
+    assert "(openvino)" in capsys.readouterr().out
+    metadata = export.read_metadata(output)
+    assert metadata["flip"] is True and metadata["source"] == model_file and os.path.exists(tmp_path / "model.bin")
+    assert cli.main(["export", "--model", model_file, "--output", str(tmp_path / "m.bin"), "--format",
+                     "openvino"]) == 2
+    assert "ending with .xml" in capsys.readouterr().err
+    assert cli.main(["export", "--model", model_file, "--output", str(tmp_path / "m.tflite"), "--format", "tflite",
+                     "--max-side", "64"]) == 2
+    assert "--max-side is not built into a TFLite model" in capsys.readouterr().err

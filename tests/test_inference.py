@@ -187,78 +187,18 @@ def test_predict_returns_arrays_at_each_input_size(tiny_backbone):
         inference.predict(model, [np.zeros((5, 5))])
 
 
-def test_a_frozen_model_predicts_what_the_keras_model_predicts_and_keeps_its_weights(tiny_backbone):
-    model = models.RefineNet(num_classes=5, backbone=tiny_backbone, backbone_weights=None, variant="slim",
-                             decoder_features=16)
-    frozen = inference.freeze(model)
-    assert inference.freeze(frozen) is frozen
-    captured = {id(tensor) for tensor in frozen.function.captured_inputs}  # constants, or private snapshots
-    assert not captured & {id(variable.handle) for variable in model.variables}
-    assert (frozen.name, frozen.output_shape) == (model.name, model.output_shape)
-    rng = np.random.default_rng(0)
-    images = [rng.integers(0, 256, (h, w, 3)).astype(np.uint8) for h, w in ((33, 47), (64, 64))]
-    for (labels, probabilities), (frozen_labels, frozen_probabilities) in zip(
-            inference.predict(model, images, flip=True, return_probabilities=True),
-            inference.predict(frozen, images, flip=True, return_probabilities=True)):
-        np.testing.assert_allclose(frozen_probabilities, probabilities, atol=1e-5)
-        assert (frozen_labels == labels).mean() > 0.999
-    with pytest.raises(ValueError, match="is frozen for inference"):
-        frozen(tf.zeros([1, 32, 32, 3]), training=True)
-    with pytest.raises(TypeError, match="freeze needs a keras.Model"):
-        inference.freeze(lambda images: images)
-    # The frozen copy keeps the weights it was made with.
-    before = frozen(images[1][None]).numpy()
-    model.set_weights([weight * 1.5 for weight in model.get_weights()])
-    np.testing.assert_array_equal(frozen(images[1][None]).numpy(), before)
-    assert not np.allclose(model(images[1][None].astype(np.float32), training=False).numpy(), before)
-
-
-def test_the_default_path_runs_the_frozen_graph_where_it_pays_and_equals_the_keras_model(tiny_backbone):
-    model = models.RefineNet(num_classes=5, backbone=tiny_backbone, backbone_weights=None, variant="light_weight",
-                             decoder_features=16)
-    rng = np.random.default_rng(1)
-    images = [rng.integers(0, 256, (37, 53, 3)).astype(np.uint8) for _ in range(inference.AUTO_FREEZE_IMAGES)]
-    # One image of a new size runs the keras model; so do few images; freezing costs more than it saves there.
-    assert inference.model_to_run(model, "auto", 1, (37, 53)) is model
-    assert inference.model_to_run(model, "auto", 2) is model
-    assert inference.model_to_run(model, False, 100) is model
-    keras_results = inference.predict(model, images, return_probabilities=True, freeze=False)
-    assert model not in inference._FROZEN
-    # Many images: the default path freezes and gives the keras model's labels and probabilities.
-    default_results = inference.predict(model, images, return_probabilities=True)
-    frozen = inference._FROZEN[model]
-    assert isinstance(frozen, inference.FrozenModel)
-    labels_equal = np.mean([np.mean(a[0] == b[0]) for a, b in zip(keras_results, default_results)])
-    assert labels_equal >= 0.9999
-    for (_, keras_probabilities), (_, probabilities) in zip(keras_results, default_results):
-        np.testing.assert_allclose(probabilities, keras_probabilities, atol=1e-5)
-    # Later calls, one image at a time, reuse the frozen copy while the weights stay the same ...
-    assert inference.model_to_run(model, "auto", 1, (8, 8)) is frozen
-    # ... and a change of weights (training, load_weights) makes a fresh copy: never stale results.
-    model.set_weights([weight * 1.5 for weight in model.get_weights()])
-    refreshed = inference.model_to_run(model, "auto", 1, (8, 8))
-    assert refreshed is not frozen and inference._FROZEN[model] is refreshed
-    np.testing.assert_allclose(inference.predict(model, images[0], return_probabilities=True)[1],
-                               inference.predict(model, images[0], return_probabilities=True, freeze=False)[1],
-                               atol=1e-5)
-    with pytest.raises(ValueError, match="freeze='sometimes' must be one of"):
-        inference.predict(model, images[0], freeze="sometimes")
-
-
-def test_a_size_that_repeats_freezes_and_memory_that_is_short_keeps_the_keras_model(tiny_backbone, monkeypatch):
+def test_the_default_path_holds_no_cache_on_weights_or_sizes_and_not_the_model(tiny_backbone):
     model = models.RefineNet(num_classes=3, backbone=tiny_backbone, backbone_weights=None, variant="light_weight",
                              decoder_features=8)
     image = np.random.default_rng(2).integers(0, 256, (40, 40, 3)).astype(np.uint8)
-    expected = inference.predict(model, image, freeze=False)
-    for _ in range(inference.AUTO_FREEZE_REPEATS - 1):  # a serving loop: the same size, call after call
-        np.testing.assert_array_equal(inference.predict(model, image), expected)
-        assert model not in inference._FROZEN
-    monkeypatch.setattr(inference, "_available_memory_bytes", lambda: 1024)  # memory short: stay with keras
-    inference.predict(model, image)
-    assert model not in inference._FROZEN
-    monkeypatch.setattr(inference, "_available_memory_bytes", lambda: 2**40)
-    assert (inference.predict(model, image) == expected).mean() >= 0.9999
-    assert isinstance(inference._FROZEN[model], inference.FrozenModel)
+    expected = inference.predict(model, image, return_probabilities=True)
+    for _ in range(3):  # a serving loop: the same size, call after call, gives the same result exactly
+        labels, probabilities = inference.predict(model, image, return_probabilities=True)
+        np.testing.assert_array_equal(probabilities, expected[1])
+    # new weights are what the next call runs
+    model.set_weights([weight * 1.5 for weight in model.get_weights()])
+    np.testing.assert_allclose(inference.predict(model, image, return_probabilities=True)[1],
+                               inference.segment(model, image[None])[0].numpy(), atol=1e-6)
     # The caches do not keep the model alive.
     import gc
     import weakref
@@ -320,7 +260,7 @@ def test_predict_files_refuses_to_overwrite_inputs_or_write_one_name_twice(tmp_p
         inference.predict_files(model, [str(tmp_path / "*.bmp")], tmp_path / "out", progress=False)
 
 
-def test_cli_predict_evaluate_on_voc_files(tmp_path, voc_dir, tiny_model_file, capsys, monkeypatch):
+def test_cli_predict_evaluate_on_voc_files(tmp_path, voc_dir, tiny_model_file, capsys):
     corrupt = tmp_path / "in" / "corrupt.jpg"
     corrupt.parent.mkdir()
     corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
@@ -342,20 +282,17 @@ def test_cli_predict_evaluate_on_voc_files(tmp_path, voc_dir, tiny_model_file, c
     assert "| aeroplane |" in output and "| **mean** |" in output
     metrics = json.load(open(tmp_path / "eval" / "metrics.json"))
     assert metrics["pixels"] > 0
-    # --freeze runs the frozen graph: the same scores and the same label PNG.
-    frozen_models = []
-    freeze = inference.freeze
-    monkeypatch.setattr(inference, "freeze", lambda model: frozen_models.append(freeze(model)) or frozen_models[-1])
+    # --engine saved_model runs the exported SavedModel: the same scores and the same label PNG.
     assert cli.main(["evaluate", "--model", tiny_model_file, "--data", f"voc:{voc_dir}", "--split", "val",
-                     "--no-progress", "--freeze", "--output", str(tmp_path / "eval_frozen")]) == 0
-    frozen_metrics = json.load(open(tmp_path / "eval_frozen" / "metrics.json"))
-    assert frozen_metrics["pixels"] == metrics["pixels"]
-    assert frozen_metrics["mean_iou"] == pytest.approx(metrics["mean_iou"], abs=1e-3)
-    assert cli.main(["predict", "--model", tiny_model_file, "--output", str(tmp_path / "out_frozen"),
-                     "--no-progress", "--scales", "0.5", "1", "--flip", "--freeze", good]) == 0
-    assert (np.asarray(Image.open(tmp_path / "out_frozen" / good_png))
+                     "--no-progress", "--engine", "saved_model", "--output", str(tmp_path / "eval_saved")]) == 0
+    assert "(saved_model engine, float32)" in capsys.readouterr().out
+    saved_metrics = json.load(open(tmp_path / "eval_saved" / "metrics.json"))
+    assert saved_metrics["pixels"] == metrics["pixels"]
+    assert saved_metrics["mean_iou"] == pytest.approx(metrics["mean_iou"], abs=1e-3)
+    assert cli.main(["predict", "--model", tiny_model_file, "--output", str(tmp_path / "out_saved"),
+                     "--no-progress", "--scales", "0.5", "1", "--flip", "--engine", "saved_model", good]) == 0
+    assert (np.asarray(Image.open(tmp_path / "out_saved" / good_png))
             == np.asarray(Image.open(tmp_path / "out" / good_png))).mean() > 0.999
-    assert [type(model).__name__ for model in frozen_models] == ["FrozenModel", "FrozenModel"]  # both froze
     assert cli.main(["evaluate", "--model", tiny_model_file, "--num-classes", "3", "--data",
                      f"voc:{voc_dir}"]) == 2
     assert "predicts 21 classes, not --num-classes 3" in capsys.readouterr().err
@@ -384,37 +321,3 @@ def test_legend_and_palette_files(tmp_path):
     Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "rgb.png")
     with pytest.raises(ValueError, match="rgb.png' has no palette"):
         visualization.read_palette(tmp_path / "rgb.png")
-
-
-@pytest.mark.parametrize("freeze", [0, 1, np.bool_(False), "yes", None])
-def test_freeze_takes_only_auto_or_the_python_bools(freeze):
-    # 0 and np.False_ compare equal to False but would have frozen the model: refused, not guessed
-    model = keras.Sequential([keras.Input([4, 4, 3]), keras.layers.Conv2D(2, 1)])
-    with pytest.raises(ValueError, match=r"freeze=.* must be one of \('auto', True, False\)"):
-        inference.model_to_run(model, freeze=freeze)
-
-
-def test_the_weights_fingerprint_sees_any_one_element_change_and_moved_elements():
-    # the frozen copy is reused only while this fingerprint is unchanged: one element one float step away, a sign
-    # flipped, a transposed kernel, two elements swapped -- each must change it; the same weights must not
-    inputs = keras.Input([None, None, 3])
-    outputs = keras.layers.Conv2D(4, 3, name="conv")(keras.layers.BatchNormalization(name="bn")(inputs))
-    model = keras.Model(inputs, outputs)
-    kernel = model.get_layer("conv").kernel
-    kernel.assign(np.random.default_rng(0).normal(size=kernel.shape).astype(np.float32))
-    original = kernel.numpy()
-    reference = inference._weights_fingerprint(model)
-    assert inference._weights_fingerprint(model) == reference
-    one_step = original.copy()
-    one_step[1, 2, 0, 3] = np.nextafter(one_step[1, 2, 0, 3], np.float32(np.inf))
-    flipped = original.copy()
-    flipped[0, 0, 1, 1] *= -1
-    swapped = original.copy()
-    swapped[0, 0, 0, [0, 1]] = swapped[0, 0, 0, [1, 0]]
-    for changed in (one_step, flipped, original.transpose(1, 0, 2, 3), swapped):
-        kernel.assign(changed)
-        assert inference._weights_fingerprint(model) != reference
-    kernel.assign(original)
-    assert inference._weights_fingerprint(model) == reference
-    model.get_layer("bn").moving_mean.assign([0.0, 0.0, 1e-3])  # non-trainable weights count too
-    assert inference._weights_fingerprint(model) != reference

@@ -72,9 +72,9 @@ def test_the_multitask_recipe_is_densetorchs_example():
 def test_the_step_schedule_multiplies_by_the_recipes_gamma():
     recipe = recipes.get_recipe("multitask_mobilenetv2_nyud")
     schedule = training.learning_rate_schedule(recipe, 1e-3, steps_per_epoch=2, epochs=300)
-    # 100 epochs of 2 steps each: x0.1 after step 200 and after step 400 (PiecewiseConstantDecay: step <= boundary)
-    assert [float(schedule(step)) for step in (0, 200, 201, 401, 599)] == pytest.approx(
-        [1e-3, 1e-3, 1e-4, 1e-5, 1e-5])
+    # 100 epochs of 2 steps each: every step of epochs 100-199 (steps 200-399, counted from 0) at x0.1, then x0.01
+    assert [float(schedule(step)) for step in (0, 199, 200, 399, 400, 599)] == pytest.approx(
+        [1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5])
 
 
 def test_compile_weighs_the_task_losses_and_refuses_a_mismatched_recipe():
@@ -171,30 +171,27 @@ def test_predict_joint_files_writes_labels_colour_depth_and_millimetres(rgbd_spe
     assert (tmp_path / "val_00000_overlay.png").exists() and (tmp_path / "legend.png").exists()
 
 
-def test_the_frozen_joint_paths_give_the_keras_models_labels_and_depth(rgbd_specs, tmp_path):
-    # predict_joint_files and evaluate_joint take freeze= as predict_files and evaluate do: the frozen graph
-    # (weights as constants) returns the same labels and the same depth as the Keras model
+def test_the_joint_paths_on_another_engine_give_the_keras_models_labels_and_depth(rgbd_specs, tmp_path):
+    # predict_joint_files and evaluate_joint take engine= as predict_files and evaluate do: the exported
+    # SavedModel returns the same labels and the same depth as the Keras model
     keras.utils.set_random_seed(5)
     model = _tiny_multitask_model()
     images = sorted(glob.glob(os.path.join(rgbd_specs["val"].split(":")[1], "*.jpg")))
     outputs = {}
-    for freeze in (False, True):
-        folder = tmp_path / str(freeze)
-        result = inference.predict_joint_files(model, images, str(folder), progress=False, freeze=freeze)
+    for engine in ("keras", "saved_model"):
+        folder = tmp_path / engine
+        result = inference.predict_joint_files(model, images, str(folder), progress=False, engine=engine)
         assert len(result["written"]) == len(images)
-        # each path made (or not) the frozen copy itself: the cache is emptied before the next one
-        assert isinstance(inference._FROZEN.pop(model, None), inference.FrozenModel) is freeze
-        outputs[freeze] = [(np.array(Image.open(folder / (os.path.basename(path)[:-4] + suffix))))
+        outputs[engine] = [(np.array(Image.open(folder / (os.path.basename(path)[:-4] + suffix))))
                            for path in images for suffix in (".png", "_depth_mm.png")]
-        outputs[freeze].append(evaluation.evaluate_joint(model, rgbd_specs["val"], progress=False, freeze=freeze))
-        assert isinstance(inference._FROZEN.pop(model, None), inference.FrozenModel) is freeze
-    for keras_output, frozen_output in zip(outputs[False][:-1], outputs[True][:-1]):
-        assert np.mean(keras_output == frozen_output) >= 0.9999
-    keras_scores, frozen_scores = outputs[False][-1], outputs[True][-1]
-    assert frozen_scores.mean_iou == pytest.approx(keras_scores.mean_iou, abs=1e-4)
-    assert frozen_scores.depth["rmse"] == pytest.approx(keras_scores.depth["rmse"], rel=1e-5)
-    with pytest.raises(ValueError, match=r"^freeze="):
-        inference.predict_joint_files(model, images, str(tmp_path / "bad"), progress=False, freeze=1)
+        outputs[engine].append(evaluation.evaluate_joint(model, rgbd_specs["val"], progress=False, engine=engine))
+    for keras_output, saved_output in zip(outputs["keras"][:-1], outputs["saved_model"][:-1]):
+        assert np.mean(keras_output == saved_output) >= 0.9999
+    keras_scores, saved_scores = outputs["keras"][-1], outputs["saved_model"][-1]
+    assert saved_scores.mean_iou == pytest.approx(keras_scores.mean_iou, abs=1e-4)
+    assert saved_scores.depth["rmse"] == pytest.approx(keras_scores.depth["rmse"], rel=1e-5)
+    with pytest.raises(ValueError, match=r"^engine='fast' is not one of"):
+        inference.predict_joint_files(model, images, str(tmp_path / "bad"), progress=False, engine="fast")
 
 
 # ---------------------------------------------------------------------------------------------- run folders
