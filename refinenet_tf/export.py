@@ -147,7 +147,11 @@ def _task_outputs(model, images):
         probabilities = tf.nn.softmax(resized["segmentation"], axis=-1)
         outputs.update(labels=tf.argmax(probabilities, axis=-1, output_type=tf.int32), probabilities=probabilities)
     if "depth" in resized:
-        outputs["depth"] = resized["depth"][..., 0]
+        # tf.squeeze, not [..., 0]: on the output of `_resize_to`'s tf.cond (an OpenVINO If), OpenVINO's CPU plugin
+        # (2026.4) ran that strided slice of the size-1 channel as a view of a buffer it frees and reuses while the
+        # segmentation head runs, so with both heads `depth` read stale heap bytes (1e37, 6e-41, ...). Squeeze is
+        # the same values and OpenVINO keeps it right (ONNX and TensorFlow too).
+        outputs["depth"] = tf.squeeze(resized["depth"], axis=-1)
     if "normals" in resized:
         outputs["normals"] = tf.math.l2_normalize(resized["normals"], axis=-1, epsilon=1e-12)
     return outputs
