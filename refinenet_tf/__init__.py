@@ -9,6 +9,10 @@ Example:
     >>> model = refinenet_tf.RefineNet(num_classes=21, backbone="resnet50", backbone_weights=None)
     >>> model.output_shape
     (None, None, None, 21)
+
+A model to run is loaded with :meth:`Segmenter.from_preset` (a run folder, a ``.keras`` file, a SavedModel, a
+converted checkpoint or a preset name), which gives a :class:`Segmenter`: ``predict``, ``predict_files``,
+``evaluate`` and ``export`` for every head (segmentation, depth, normals).
 """
 
 import importlib
@@ -21,10 +25,11 @@ _NAMES = {
     "MultiResolutionFusion": "layers", "RefineBlock": "layers", "ResidualConvUnit": "layers",
     "ResizeToMatch": "layers", "TaskOutput": "layers", "LightWeightRefineNet": "models",
     "MultiTaskRefineNet": "multitask", "RefineNet": "models", "load_model": "saving",
+    "Prediction": "tasks", "Segmenter": "tasks",
 }
-_SUBMODULES = ("backbones", "benchmarks", "cli", "convert", "data", "demo", "demo_joint", "evaluation", "export",
-               "inference", "layers", "models", "multitask", "options", "profiling", "recipes", "reference", "runs",
-               "saving", "training", "visualization")
+_SUBMODULES = ("backbones", "benchmarks", "cli", "convert", "data", "demo", "demo_joint", "engines", "evaluation",
+               "export", "inference", "layers", "losses", "metrics", "models", "multitask", "options", "profiling",
+               "recipes", "reference", "runs", "saving", "tasks", "training", "visualization")
 
 __all__ = sorted(_NAMES) + ["__version__", "backbones", "layers", "models", "saving"]
 

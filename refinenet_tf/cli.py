@@ -212,11 +212,17 @@ def _benchmark(args):
 
 
 def _model_from_args(args):
-    from refinenet_tf import runs
+    """The keras model of ``--model`` (:meth:`refinenet_tf.Segmenter.from_preset`); a preset name without
+    ``--weights`` is refused before anything is built or downloaded, unless ``--allow-untrained``."""
+    from refinenet_tf import models, runs
+    from refinenet_tf.tasks import Segmenter
 
+    if args.model in models.PRESETS and not args.weights and not os.path.exists(args.model) \
+            and not args.allow_untrained:
+        raise runs.UntrainedModelError(runs.untrained_preset_message(args.model, "model"))
     weights = None if args.backbone_weights in ("none", "None") else args.backbone_weights
-    return runs.load_inference_model(args.model, num_classes=args.num_classes, backbone_weights=weights,
-                                          weights=args.weights)
+    return Segmenter.from_preset(args.model, num_classes=args.num_classes, weights=args.weights,
+                                 backbone_weights=weights, allow_untrained=args.allow_untrained).model
 
 
 def _engine_from_args(args, scales=(1.0,), flip=False, max_side=None):
@@ -380,6 +386,9 @@ def _add_model_arguments(parser):
     parser.add_argument("--backbone-weights", default="imagenet",
                         help="for a preset name: imagenet (downloaded by keras), none, or a file (default: "
                         "%(default)s)")
+    parser.add_argument("--allow-untrained", action="store_true",
+                        help="run a preset name without --weights anyway: its decoder is untrained (refused "
+                        "otherwise, before anything is downloaded)")
 
 
 def _add_augmentation_arguments(parser):

@@ -23,10 +23,11 @@ import shutil
 
 from refinenet_tf import _files
 
-__all__ = ["BEST_WEIGHTS", "CONFIG", "FINGERPRINT_EXCLUDED", "LAST_WEIGHTS", "MODEL_FILE", "build_model",
-           "builder_name", "class_names_for", "is_multitask", "output_classes", "clear_run", "fingerprint", "has_backup", "load_inference_model",
-           "load_weights_checked", "new_run_dir", "read_config", "read_weights_record", "record_path", "run_state",
-           "saved_class_names", "write_json_atomically"]
+__all__ = ["BEST_WEIGHTS", "CONFIG", "FINGERPRINT_EXCLUDED", "LAST_WEIGHTS", "MODEL_FILE", "UntrainedModelError",
+           "build_model", "builder_name", "class_names_for", "clear_run", "fingerprint", "has_backup",
+           "is_multitask", "load_inference_model", "load_weights_checked", "new_run_dir", "output_classes",
+           "read_config", "read_weights_record", "record_path", "run_state", "saved_class_names",
+           "untrained_preset_message", "write_json_atomically"]
 
 CONFIG = "config.json"
 BEST_WEIGHTS = "best.weights.h5"
@@ -253,7 +254,19 @@ def build_model(config, backbone_weights=None):
                         **{**model_kwargs, **config.get("model_kwargs", {})})
 
 
-def load_inference_model(spec, num_classes=None, backbone_weights="imagenet", weights=None):
+class UntrainedModelError(ValueError):
+    """A preset name was given to run (predict, evaluate, export) without trained weights: its decoder is random."""
+
+
+def untrained_preset_message(spec, what="spec"):
+    """The one line that refuses to run preset ``spec`` without trained weights, and says how to get them."""
+    return (f"{what}={spec!r} is a preset name without trained weights: its decoder is untrained and would predict "
+            "noise. Train it (refinenet-tf train --recipe ...) or convert a trained checkpoint (refinenet-tf "
+            "convert ...) and give that run folder or file, add weights=FILE, or pass allow_untrained=True to run "
+            "it anyway.")
+
+
+def load_inference_model(spec, num_classes=None, backbone_weights="imagenet", weights=None, allow_untrained=False):
     """The model named by ``spec``, for prediction, evaluation and export.
 
     ``spec`` may be:
@@ -263,7 +276,8 @@ def load_inference_model(spec, num_classes=None, backbone_weights="imagenet", we
       ``best.weights.h5`` (else ``last.weights.h5``, else ``model.keras``) is loaded;
     * a ``.weights.h5`` file inside such a run folder;
     * a preset name (:func:`refinenet_tf.models.list_models`), built with ``num_classes`` classes and
-      ``backbone_weights`` (its decoder is untrained unless ``weights`` are given).
+      ``backbone_weights``: its decoder is untrained, so without ``weights`` it is refused
+      (:class:`UntrainedModelError`, before anything is built or downloaded) unless ``allow_untrained``.
 
     ``weights`` (a ``.weights.h5`` file) are loaded last. A checkpoint that does not fit the model (another
     variant or class count), or that another run wrote, raises a ``ValueError`` naming the file.
@@ -271,6 +285,8 @@ def load_inference_model(spec, num_classes=None, backbone_weights="imagenet", we
     from refinenet_tf import models, saving
 
     spec = os.fspath(spec)
+    if spec in models.PRESETS and weights is None and not allow_untrained and not os.path.exists(spec):
+        raise UntrainedModelError(untrained_preset_message(spec))
     if spec in models.PRESETS:
         model = models.build(spec, num_classes=num_classes or 21, backbone_weights=backbone_weights)
     elif os.path.isdir(spec) and os.path.exists(os.path.join(spec, CONFIG)) \
