@@ -10,9 +10,10 @@ that its peak resident memory and its threads are its own. ``refinenet-tf train-
 
 import json
 import os
-import subprocess
 import sys
 import time
+
+from refinenet_tf import _processes
 
 __all__ = ["BENCHMARK_ENGINES", "BENCHMARK_MODELS", "MULTITASK_MODEL", "TARGETS", "in_fresh_process",
            "measure_engine", "measure_gpus", "measure_matmul", "measure_multitask", "measure_soak",
@@ -112,12 +113,7 @@ def in_fresh_process(function, *arguments):
     """Runs ``refinenet_tf.benchmarks.<function>(*arguments)`` in a new Python process (``python -m
     refinenet_tf.benchmarks FUNCTION JSON_ARGUMENTS``) and returns its JSON result: the one way every
     measurement here gets a process, and so a peak memory, of its own."""
-    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run([sys.executable, "-m", "refinenet_tf.benchmarks", function, json.dumps(arguments)],
-                            capture_output=True, text=True, env=environment)
-    if result.returncode != 0:
-        raise RuntimeError(f"benchmark {function}{tuple(arguments)} failed:\n{result.stderr[-2000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return _processes.in_fresh_process("refinenet_tf.benchmarks", function, *arguments)
 
 
 def _best_seconds(call, repeats, warmup=0):

@@ -12,10 +12,11 @@ SPEC`` times the pipeline alone on a dataset of yours.
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
+
+from refinenet_tf import _processes
 
 __all__ = ["DEFAULT_MODELS", "KEEP_UP_RATIO", "measure_input_pipeline", "run_input_pipeline_benchmark"]
 
@@ -94,12 +95,7 @@ def measure_input_pipeline(spec=None, split="train", crop_size=512, batch_size=2
 
 def _in_fresh_process(function, *arguments):
     """Runs ``refinenet_tf.data.throughput.<function>(*arguments)`` in a new Python process; its JSON result."""
-    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run([sys.executable, "-m", "refinenet_tf.data.throughput", function, json.dumps(arguments)],
-                            capture_output=True, text=True, env=environment)
-    if result.returncode != 0:
-        raise RuntimeError(f"{function}{tuple(arguments)} failed:\n{result.stderr[-2000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return _processes.in_fresh_process("refinenet_tf.data.throughput", function, *arguments)
 
 
 def run_input_pipeline_benchmark(model_names, measure_step, crop_size=512, batch_size=2, steps=3, log=print):
