@@ -29,7 +29,7 @@ _NAMES = {
 }
 _SUBMODULES = ("backbones", "benchmarks", "cli", "convert", "data", "demo", "demo_joint", "engines", "evaluation",
                "export", "inference", "layers", "losses", "metrics", "models", "multitask", "options", "profiling",
-               "recipes", "reference", "runs", "saving", "tasks", "training", "visualization")
+               "recipes", "runs", "saving", "tasks", "training", "visualization")
 
 __all__ = sorted(_NAMES) + ["__version__", "backbones", "layers", "models", "saving"]
 
