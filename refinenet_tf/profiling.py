@@ -6,7 +6,6 @@ multiply-accumulates (MACs) as "FLOPs"; :func:`model_report` gives both.
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.util import deprecation
 
 from refinenet_tf._checks import positive_int
 
@@ -52,9 +51,14 @@ def flops_by_op(model, height, width, batch_size=1):
     concrete = tf.function(lambda images: model(images, training=False)).get_concrete_function(spec)
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
-    with deprecation.silence():  # the v1 profiler is the TF profiler; its deprecation notice is noise here
+    logger = tf.get_logger()  # the v1 profiler is the TF profiler; its deprecation notice (a warning) is noise here
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
         profile = tf.compat.v1.profiler.profile(graph=concrete.graph, run_meta=tf.compat.v1.RunMetadata(),
                                                 cmd="op", options=options)
+    finally:
+        logger.setLevel(level)
     return {child.name: int(child.total_float_ops) for child in profile.children if child.total_float_ops}
 
 
