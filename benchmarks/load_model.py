@@ -17,7 +17,7 @@ import refinenet_tf
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="resnet50", choices=refinenet_tf.backbones.list_backbones())
+    parser.add_argument("--backbone", default="resnet50", choices=refinenet_tf.models.backbones.list_backbones())
     args = parser.parse_args()
     model = refinenet_tf.RefineNet(num_classes=21, backbone=args.backbone, backbone_weights=None)
     images = np.zeros((1, 64, 64, 3), np.uint8)

@@ -1,7 +1,7 @@
 """refinenet_tf: RefineNet semantic segmentation for TensorFlow / Keras (tf-keras).
 
 ``import refinenet_tf`` is light: the submodules and the names below load (and TensorFlow with them) when first
-used, so that ``refinenet-tf --help`` answers without TensorFlow. Loading :mod:`refinenet_tf.layers` (which
+used, so that ``refinenet-tf --help`` answers without TensorFlow. Loading :mod:`refinenet_tf.models.layers` (which
 any model name does, as does :func:`load_model`) registers the layers with Keras.
 
 Example:
@@ -17,21 +17,20 @@ converted checkpoint or a preset name), which gives a :class:`Segmenter`: ``pred
 
 import importlib
 
-__version__ = "0.1.0"
+from refinenet_tf._version import __version__
 
 # public name -> the module that defines it
 _NAMES = {
-    "ChainedResidualPooling": "layers", "ConvBNReLU": "layers", "ImagePreprocessing": "layers",
-    "MultiResolutionFusion": "layers", "RefineBlock": "layers", "ResidualConvUnit": "layers",
-    "ResizeToMatch": "layers", "TaskOutput": "layers", "LightWeightRefineNet": "models",
-    "MultiTaskRefineNet": "multitask", "RefineNet": "models", "load_model": "saving",
-    "Prediction": "tasks", "Segmenter": "tasks",
+    "ChainedResidualPooling": "models.layers", "ConvBNReLU": "models.layers", "ImagePreprocessing": "models.layers",
+    "MultiResolutionFusion": "models.layers", "RefineBlock": "models.layers", "ResidualConvUnit": "models.layers",
+    "ResizeToMatch": "models.layers", "TaskOutput": "models.layers", "LightWeightRefineNet": "models.refinenet",
+    "MultiTaskRefineNet": "models.multitask", "RefineNet": "models.refinenet", "load_model": "models.saving",
+    "Prediction": "inference.prediction", "Segmenter": "tasks.segmenter",
 }
-_SUBMODULES = ("backbones", "benchmarks", "cli", "convert", "data", "demo", "demo_joint", "engines", "evaluation",
-               "export", "inference", "layers", "losses", "metrics", "models", "multitask", "options", "profiling",
-               "recipes", "runs", "saving", "tasks", "training", "visualization")
+#: the folders, each with one job (docs/layout.md)
+_SUBMODULES = ("cli", "convert", "data", "export", "inference", "models", "tasks", "training")
 
-__all__ = sorted(_NAMES) + ["__version__", "backbones", "layers", "models", "saving"]
+__all__ = sorted(_NAMES) + ["__version__"]
 
 
 def __getattr__(name):

@@ -2,7 +2,9 @@
 
 import operator
 
-__all__ = ["positive_int"]
+import numpy as np
+
+__all__ = ["check_scales", "positive_int"]
 
 
 def positive_int(name, value, hint=""):
@@ -23,3 +25,14 @@ def positive_int(name, value, hint=""):
     if not valid:
         raise ValueError(f"{name} must be a positive integer{f' ({hint})' if hint else ''}, got {value!r}.")
     return operator.index(value)
+
+
+def check_scales(scales):
+    """``scales`` as a tuple of positive floats, or a ``ValueError`` saying what is expected."""
+    try:
+        scales = tuple(float(scale) for scale in scales)
+    except (TypeError, ValueError):
+        raise ValueError(f"scales must be positive numbers, e.g. (0.75, 1.0, 1.25); got {scales!r}.") from None
+    if not scales or any(not np.isfinite(scale) or scale <= 0 for scale in scales):
+        raise ValueError(f"scales must be positive numbers, e.g. (0.5, 0.75, 1.0, 1.25, 1.5, 1.75); got {scales}.")
+    return scales

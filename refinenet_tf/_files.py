@@ -5,6 +5,7 @@ permissions (``0o666`` minus the umask), not ``mkstemp``'s private ``0o600``.
 """
 
 import contextlib
+import json
 import os
 import tempfile
 
@@ -99,3 +100,9 @@ def check_weights_file(path, argument):
                          "file.")
     raise ValueError(f"{argument} {path!r} is not a Keras weights file (HDF5) or TensorFlow checkpoint; give a "
                      ".weights.h5 file saved by model.save_weights.")
+
+
+def write_json_atomically(path, payload):
+    """Writes ``payload`` as indented JSON (keys sorted, other objects as text) to ``path`` atomically."""
+    with atomic_path(path, suffix=".json") as temporary, open(temporary, "w") as stream:
+        json.dump(payload, stream, indent=2, sort_keys=True, default=str)

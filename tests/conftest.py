@@ -8,7 +8,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from refinenet_tf import backbones  # noqa: E402
+from refinenet_tf.models import backbones  # noqa: E402
 
 TINY_BACKBONE = "tiny_test_backbone"
 

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from refinenet_tf import backbones
+from refinenet_tf.models import backbones
 
 EXPECTED_CHANNELS = (256, 512, 1024, 2048)
 

@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from refinenet_tf import cli, data, evaluation, inference, models, runs, saving
+from refinenet_tf import cli, data, inference, models
+from refinenet_tf.inference import evaluation
+from refinenet_tf.training import runs
+from refinenet_tf.models import saving
 from refinenet_tf.data import decoding
 
 # ------------------------------------------------------------------------------------------------ file makers

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from refinenet_tf import benchmarks, cli
+from refinenet_tf.cli import commands as cli_commands
+from refinenet_tf import cli
+from refinenet_tf.cli import benchmark as benchmarks
 
 
 def test_demo_trains_evaluates_and_writes_its_files(tmp_path, capsys, voc_tiny_dir):
@@ -17,7 +19,7 @@ def test_demo_trains_evaluates_and_writes_its_files(tmp_path, capsys, voc_tiny_d
     assert cli.main(["demo", "--output", str(tmp_path), "--epochs", "1", "--num-train", "8", "--num-val", "2"]) == 0
     output = capsys.readouterr().out
     assert "Held-out mean IoU" in output and "Training took" in output
-    overlay = Image.open(tmp_path / "overlay.png")
+    overlay = Image.open(tmp_path / "predictions.png")
     assert overlay.mode == "RGB" and overlay.size == (3 * 160, 2 * 160)  # image | truth | prediction, 2 scenes
     for name in ("best.weights.h5", "last.weights.h5", "model.keras", "config.json", "log.csv"):
         assert (tmp_path / "run" / name).exists(), name
@@ -106,7 +108,7 @@ def test_flops_bad_size_is_a_usage_error():
 
 
 def test_train_benchmark_measures_one_configuration():
-    from refinenet_tf import benchmarks
+    from refinenet_tf.cli import benchmark as benchmarks
 
     row = benchmarks.measure_training("lw_mobilenetv2", 64, batch_size=2, steps=1, jit_compile=False)
     assert row["images_per_second"] > 0 and row["seconds_per_step"] > 0
@@ -153,7 +155,8 @@ def test_benchmark_compares_engines_and_precisions_as_ratios_to_the_matmul(tmp_p
 def test_help_of_every_command_answers_without_tensorflow():
     script = """
 import sys
-from refinenet_tf import benchmarks, cli
+from refinenet_tf import cli
+from refinenet_tf.cli import benchmark as benchmarks
 parser = cli.build_parser()
 commands = next(a for a in parser._actions if a.dest == "command").choices
 for argv in [["--help"]] + [[name, "--help"] for name in commands] + [["convert", "slim", "--help"]]:
@@ -184,23 +187,23 @@ def test_train_preset_is_a_deprecated_alias_of_recipe(capsys):
 
 def test_library_errors_are_told_in_the_commands_flags():
     commands = next(a for a in cli.build_parser()._actions if a.dest == "command").choices
-    assert cli.as_flags("spec='m.keras' predicts 21 classes, not num_classes=3; leave num_classes out",
-                        commands["predict"]) == "--model 'm.keras' predicts 21 classes, not --num-classes 3; leave " \
-                                                "--num-classes out"
-    assert cli.as_flags("use resume=True to continue it or resume=False; try a lower learning_rate",
-                        commands["train"]) == "use --resume to continue it or --no-resume; try a lower --lr"
+    assert cli_commands.as_flags("spec='m.keras' predicts 21 classes, not num_classes=3; leave num_classes out",
+                                     commands["predict"]) == "--model 'm.keras' predicts 21 classes, not --num-classes 3; leave " \
+                                                             "--num-classes out"
+    assert cli_commands.as_flags("use resume=True to continue it or resume=False; try a lower learning_rate",
+                                     commands["train"]) == "use --resume to continue it or --no-resume; try a lower --lr"
     # Quoted text (a file name) stays as it is; so do names the command has no flag for.
-    assert cli.as_flags("run_dir='/x/run_dir' holds a finished run; overwrite=True", commands["train"]) == \
+    assert cli_commands.as_flags("run_dir='/x/run_dir' holds a finished run; overwrite=True", commands["train"]) == \
         "--run-dir '/x/run_dir' holds a finished run; --overwrite"
-    assert cli.as_flags("path='a.tflite' exists; pass overwrite=True", commands["export"]) == \
+    assert cli_commands.as_flags("path='a.tflite' exists; pass overwrite=True", commands["export"]) == \
         "--output 'a.tflite' exists; pass --overwrite"
-    assert cli.as_flags("max_pixels= and run_dir", commands["predict"]) == "--max-pixels and run_dir"
+    assert cli_commands.as_flags("max_pixels= and run_dir", commands["predict"]) == "--max-pixels and run_dir"
 
 
 def test_a_measurement_runs_in_a_fresh_process_by_name():
     import tensorflow as tf
 
-    from refinenet_tf import benchmarks
+    from refinenet_tf.cli import benchmark as benchmarks
 
     assert benchmarks.in_fresh_process("measure_gpus") == len(tf.config.list_physical_devices("GPU"))
     with pytest.raises(RuntimeError, match="unknown measurement 'run_benchmark'"):

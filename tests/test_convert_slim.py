@@ -16,7 +16,7 @@ import refinenet_tf
 from refinenet_tf import cli
 from refinenet_tf.convert import ConversionError
 from refinenet_tf.convert import slim as convert_slim
-from refinenet_tf.slim_backbones import read_checkpoint
+from refinenet_tf.models.slim_backbones import read_checkpoint
 from tests import slim_reference
 
 #: The reference code doubles each coarser level with ``unpool(x, 2)``, so its input sides are multiples of 32.

@@ -173,7 +173,7 @@ def _write_pair(folder_images, folder_masks, stem, size=(20, 30), mask_suffix=""
         os.path.join(folder_images, f"{stem}.jpg"))
     mask = Image.fromarray(rng.choice(values, (height, width)).astype(np.uint8))
     if palette:
-        mask.putpalette(refinenet_tf.visualization.voc_palette().reshape(-1).tolist())
+        mask.putpalette(refinenet_tf.data.visualization.voc_palette().reshape(-1).tolist())
     mask.save(os.path.join(folder_masks, f"{stem}{mask_suffix}.png"))
 
 
@@ -405,7 +405,7 @@ def test_tfds_adapters_feed_model_fit(monkeypatch, tiny_backbone, name, element,
 # --- Throughput: does the pipeline keep up with the step? -------------------------------------------------------------
 
 def test_input_pipeline_benchmark_prints_crops_next_to_the_step(monkeypatch, capsys, voc_tiny_dir):
-    from refinenet_tf import benchmarks
+    from refinenet_tf.cli import benchmark as benchmarks
     from refinenet_tf.data import throughput
 
     # every measurement in this process (the real command gives each a fresh one), on tiny settings

@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from refinenet_tf import losses, metrics  # noqa: E402
+from refinenet_tf.models import losses, metrics  # noqa: E402
 from refinenet_tf.data import fill_missing_labels  # noqa: E402
 from refinenet_tf.training import PixelAccuracy  # noqa: E402
 

@@ -28,7 +28,7 @@ RUNS = [("sgd", "float32"), ("adam", "float32"), ("adamw", "mixed_bfloat16"), ("
 
 
 def _recipe(optimizer):
-    from refinenet_tf import recipes
+    from refinenet_tf.training import recipes
 
     learning_rate = 0.01 if optimizer == "sgd" else 1e-3
     return recipes.Recipe(f"distributed_{optimizer}", "lw_resnet50", "tests/test_distributed.py",

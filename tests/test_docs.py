@@ -6,8 +6,8 @@ no longer exists and a docstring that documents a parameter its function lacks (
 """
 
 import argparse
+import importlib
 import os
-import pkgutil
 import re
 import subprocess
 import sys
@@ -32,21 +32,43 @@ def test_the_site_builds_strictly(tmp_path):
                             cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-5000:]
     assert (tmp_path / "site" / "index.html").is_file()
-    layers = (tmp_path / "site" / "api" / "refinenet_tf.layers" / "index.html").read_text(encoding="utf-8")
+    layers = (tmp_path / "site" / "api" / "refinenet_tf.models.layers" / "index.html").read_text(encoding="utf-8")
     assert "ChainedResidualPooling" in layers and "RefineBlock" in layers  # generated from the docstrings
 
 
-def test_every_public_module_has_an_api_page_in_the_nav():
-    public = {"refinenet_tf"} | {name for _, name, _ in pkgutil.walk_packages(refinenet_tf.__path__, "refinenet_tf.")
-                                 if not any(part.startswith("_") for part in name.split("."))}
-    documented = {}
-    for name in os.listdir(os.path.join(DOCS, "api")):
-        for module in re.findall(r"^::: ([\w.]+)", _read("docs", "api", name), flags=re.M):
-            documented[module] = f"api/{name}"
-    assert public <= set(documented), f"modules without an API page: {sorted(public - set(documented))}"
-    assert set(documented) <= public, f"API pages of modules that do not exist: {sorted(set(documented) - public)}"
-    nav = _read("mkdocs.yml")
-    assert not [page for page in documented.values() if page not in nav], "an API page is missing from the nav"
+def _api_pages():
+    """docs/api_pages.py, the generator of the API reference, as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("api_pages", os.path.join(DOCS, "api_pages.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_api_reference_is_generated_from_the_public_names():
+    # every public module has a page, every folder a table of its __all__, and the nav lists them all
+    assert _api_pages().stale() == [], "the API reference is stale: run .venv/bin/python docs/api_pages.py"
+
+
+def test_every_public_name_has_a_docstring_and_a_page():
+    api = _api_pages()
+    undocumented = []
+    for package in api.packages():
+        names = [name for name in importlib.import_module(package).__all__ if not name.startswith("__")]
+        assert names, f"{package} lists no public name in __all__"
+        for name in names:
+            module = api.defining_module(package, name)  # raises unless one module defines and lists it
+            if not api.summary(module, name):
+                undocumented.append(f"{package}.{name} ({module})")
+    assert not undocumented, f"public names without a docstring (or a #: comment above a constant): {undocumented}"
+
+
+def test_the_docstring_check_sees_a_missing_docstring(tmp_path):
+    api = _api_pages()
+    assert api.summary("refinenet_tf.models.presets", "get").startswith("The `ModelPreset` called `name`")
+    assert api.summary("refinenet_tf.models.presets", "PRESETS") == "preset name -> `ModelPreset`."
+    assert api.summary("refinenet_tf.models.outputs", "tf") == ""  # a module's import: no comment above it
 
 
 def _cli_reference():

@@ -1,4 +1,4 @@
-"""Engines chosen by name (refinenet_tf.engines): the same labels as the keras engine on every engine, multi-task
+"""Engines chosen by name (refinenet_tf.inference.engines): the same labels as the keras engine on every engine, multi-task
 models on every engine, clear one-line errors, and the engine an exported file is read by."""
 
 import os
@@ -9,8 +9,9 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from refinenet_tf import cli, engines, export, inference
-from refinenet_tf.engines import keras_engine
+from refinenet_tf import cli, export, inference
+from refinenet_tf.inference import engines
+from refinenet_tf.inference.engines import keras_engine
 
 ALL_ENGINES = tuple(engines.ENGINES)
 IMAGES = np.random.default_rng(0).integers(0, 256, (2, 33, 47, 3), dtype=np.uint8)
@@ -74,10 +75,10 @@ def test_a_multitask_model_runs_on_every_engine(name):
     assert sorted(result) == ["depth", "labels", "probabilities"] and result["depth"].shape == (2, 33, 47)
     _assert_same_labels(result["labels"], reference)
     np.testing.assert_allclose(result["depth"], reference["depth"], rtol=1e-4, atol=1e-5)
-    # the joint paths run through the same engines
-    labels, depth = inference.predict_joint(engine, IMAGES[0])
-    np.testing.assert_array_equal(labels, result["labels"][0])
-    np.testing.assert_allclose(depth, result["depth"][0], rtol=1e-5)
+    # predict runs every head through the same engines
+    single = inference.predict(engine, IMAGES[0])
+    np.testing.assert_array_equal(single.labels, result["labels"][0])
+    np.testing.assert_allclose(single.depth, result["depth"][0], rtol=1e-5)
 
 
 def test_the_keras_engine_is_the_model_under_one_traced_function(segmenter):
@@ -87,10 +88,10 @@ def test_the_keras_engine_is_the_model_under_one_traced_function(segmenter):
     for shape in ((17, 9, 3), (40, 61, 3), (33, 47, 3)):
         inference.predict(model, np.zeros(shape, np.uint8))
     again = inference.predict(model, IMAGES[0], return_probabilities=True)
-    np.testing.assert_array_equal(first[1], again[1])
+    np.testing.assert_array_equal(first.probabilities, again.probabilities)
     assert keras_engine._traced(model, (1.0,), False, None).experimental_get_tracing_count() == 1
     model.layers[-1].bias.assign(model.layers[-1].bias + np.array([0.0, 0.0, 100.0], np.float32))
-    assert np.all(inference.predict(model, IMAGES[0]) == 2)  # no cache keyed on the weights: the new weights run
+    assert np.all(inference.predict(model, IMAGES[0]).labels == 2)  # no cache keyed on the weights: the new weights run
 
 
 def test_a_converting_engine_is_made_once_per_model_and_settings(segmenter):
@@ -99,7 +100,7 @@ def test_a_converting_engine_is_made_once_per_model_and_settings(segmenter):
     assert inference.engine_for(segmenter, "tflite", flip=True) is not first
     # an engine passed in is used as it is; other settings than its own are refused
     assert inference.engine_for(first) is first
-    np.testing.assert_array_equal(inference.predict(first, IMAGES[0]), first(IMAGES[:1])["labels"][0])
+    np.testing.assert_array_equal(inference.predict(first, IMAGES[0]).labels, first(IMAGES[:1])["labels"][0])
     with pytest.raises(ValueError, match="its own scales"):
         inference.predict(first, IMAGES[0], flip=True)
 
@@ -168,11 +169,11 @@ def test_the_engine_for_an_exported_file(segmenter, tmp_path):
     for other in (str(tmp_path / "keras_saved"), "model.keras", str(tmp_path)):
         with pytest.raises(ValueError, match="is not an exported model this package can run"):
             engines.engine_for_path(other)
-    reference = inference.predict(segmenter, IMAGES[0])
+    reference = inference.predict(segmenter, IMAGES[0]).labels
     for path in (saved, tflite):
         engine = inference.engine_for(path)
         assert engine.name == engines.engine_for_path(path) and engine.metadata["class_names"][:1] == ["class_0"]
-        np.testing.assert_array_equal(inference.predict(path, IMAGES[0]), reference)
+        np.testing.assert_array_equal(inference.predict(path, IMAGES[0]).labels, reference)
     with pytest.raises(ValueError, match="the export has its augmentation built in"):
         inference.engine_for(tflite, flip=True)
     with pytest.raises(ValueError, match="runs an exported folder as it was exported"):
@@ -182,7 +183,7 @@ def test_the_engine_for_an_exported_file(segmenter, tmp_path):
 def test_cli_predict_runs_an_exported_model_and_a_chosen_engine(segmenter, tmp_path, capsys):
     image_dir = tmp_path / "images"
     image_dir.mkdir()
-    from refinenet_tf import visualization
+    from refinenet_tf.data import visualization
 
     visualization.save_image_png(str(image_dir / "scene.png"), IMAGES[0])
     tflite = export.export_tflite(segmenter, str(tmp_path / "model.tflite"), input_size=None)
@@ -192,7 +193,7 @@ def test_cli_predict_runs_an_exported_model_and_a_chosen_engine(segmenter, tmp_p
     from PIL import Image
 
     labels = np.array(Image.open(tmp_path / "out" / "scene.png"))
-    np.testing.assert_array_equal(labels, inference.predict(segmenter, IMAGES[0]))
+    np.testing.assert_array_equal(labels, inference.predict(segmenter, IMAGES[0]).labels)
     keras_file = str(tmp_path / "model.keras")
     segmenter.save(keras_file)
     assert cli.main(["predict", "--model", keras_file, "--engine", "tflite", "--precision", "bfloat16",

@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from refinenet_tf import cli, export, inference, models, recipes, training
+from refinenet_tf import cli, export, inference, models, training
+from refinenet_tf.training import recipes
 from refinenet_tf.data import synthetic
 
 _FRESH_PROCESS_HEADER = """
@@ -79,7 +80,7 @@ def test_saved_model_runs_in_a_fresh_process_with_only_tensorflow(trained, tmp_p
     decoded = [tf.io.decode_jpeg(open(name, "rb").read()).numpy() for name in jpegs]  # TF's decoder, as served
     inputs = [images[0], images[1][:37, :47]] + decoded
     expected = inference.predict(model, inputs, return_probabilities=True)
-    np.savez(tmp_path / "expected.npz", *[array for pair in expected for array in pair])
+    np.savez(tmp_path / "expected.npz", *[array for result in expected for array in (result.labels, result.probabilities)])
     np.savez(tmp_path / "inputs.npz", *inputs)
     output = _run_fresh(f"""
         serving = tf.saved_model.load({path!r})
@@ -133,7 +134,7 @@ def test_a_saved_model_that_keeps_its_variables_loads_and_fine_tunes(trained, tm
     assert len(loaded.trainable_weights) == len(model.trainable_weights)
     image = tf.constant(images[0][None])
     before = serve(images=image)["probabilities"].numpy()
-    np.testing.assert_allclose(before[0], inference.predict(model, images[0], return_probabilities=True)[1],
+    np.testing.assert_allclose(before[0], inference.predict(model, images[0], return_probabilities=True).probabilities,
                                atol=1e-5)
     # One gradient step on the loaded weights (cross-entropy against class 0) changes what the export predicts.
     with tf.GradientTape() as tape:
@@ -149,7 +150,7 @@ def test_a_saved_model_that_keeps_its_variables_loads_and_fine_tunes(trained, tm
 def test_saved_model_with_test_time_augmentation_matches_predict(trained, tmp_path):
     model, images, _ = trained
     path = export.export_saved_model(model, tmp_path / "tta", scales=(0.75, 1.25), flip=True)
-    expected = inference.predict(model, images[0], scales=(0.75, 1.25), flip=True)
+    expected = inference.predict(model, images[0], scales=(0.75, 1.25), flip=True).labels
     labels = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(images[0][None]))["labels"]
     np.testing.assert_array_equal(labels[0].numpy(), expected)
     assert json.load(open(os.path.join(path, "refinenet_tf.json")))["scales"] == [0.75, 1.25]
@@ -193,7 +194,8 @@ def _tflite_predict(path, images):
 
 def test_tflite_float32_float16_int8_parity_with_the_keras_model(trained, tmp_path):
     model, images, masks = trained
-    expected, expected_probabilities = zip(*inference.predict(model, images, return_probabilities=True))
+    results = inference.predict(model, images, return_probabilities=True)
+    expected, expected_probabilities = [r.labels for r in results], [r.probabilities for r in results]
     reference_iou = _mean_iou(expected, masks)
     assert reference_iou > 0.45, f"the fixture model did not learn (mIoU {reference_iou:.3f})"
     report = {}
@@ -219,7 +221,7 @@ def test_tflite_with_a_fixed_input_size_and_bad_paths(trained, tmp_path):
     path = export.export_tflite(model, tmp_path / "fixed.tflite", input_size=(48, 40))
     image = np.ascontiguousarray(images[0][:48, :40])
     labels, _ = _tflite_predict(path, [image])
-    np.testing.assert_array_equal(labels[0], inference.predict(model, image))
+    np.testing.assert_array_equal(labels[0], inference.predict(model, image).labels)
     with pytest.raises(ValueError, match="must end with .tflite"):
         export.export_tflite(model, tmp_path / "model.bin")
     with pytest.raises(ValueError, match="quantization='int4' is not one of"):
@@ -230,7 +232,8 @@ def test_tflite_with_a_fixed_input_size_and_bad_paths(trained, tmp_path):
 def test_tflite_of_the_real_light_weight_presets(preset, tmp_path):
     model = models.build(preset, num_classes=21, backbone_weights=None)
     image = np.random.default_rng(0).integers(0, 256, (67, 45, 3)).astype(np.uint8)
-    expected, expected_probabilities = inference.predict(model, image, return_probabilities=True)
+    result = inference.predict(model, image, return_probabilities=True)
+    expected, expected_probabilities = result.labels, result.probabilities
     path = export.export_tflite(model, tmp_path / "model.tflite", input_size=None)
     labels, probabilities = _tflite_predict(path, [image])
     # TFLite's float32 kernels (XNNPACK) and TensorFlow's (oneDNN) sum in different orders: on an AVX-512 / AMX
@@ -246,7 +249,8 @@ def test_onnx_parity(trained, tmp_path):
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     for image in (images[0], np.ascontiguousarray(images[1][:37, :47])):
         labels, probabilities = session.run(["labels", "probabilities"], {"images": image[None]})
-        expected, expected_probabilities = inference.predict(model, image, return_probabilities=True)
+        result = inference.predict(model, image, return_probabilities=True)
+        expected, expected_probabilities = result.labels, result.probabilities
         np.testing.assert_allclose(probabilities[0], expected_probabilities, atol=1e-4)
         assert np.mean(labels[0] == expected) > 0.999
 

@@ -1,5 +1,6 @@
-"""The package's import graph has no cycle, counting imports inside functions too (no module relies on a
-function-level import to break a cycle), and ``import refinenet_tf`` loads no TensorFlow."""
+"""The package's folders are layers whose imports only point down, its import graph has no cycle (imports inside
+functions count too: no module relies on a function-level import to break a cycle), and ``import refinenet_tf``
+loads no TensorFlow."""
 
 import ast
 import os
@@ -68,16 +69,48 @@ def _find_cycle(graph):
     return None
 
 
-def test_the_import_graph_has_no_cycle():
+#: The package's folders, lowest first: a module imports only from its own folder and the folders before it
+#: (docs/layout.md). The private helpers and ``options`` at the top level come before every folder, the package's
+#: own ``__init__`` (which names everything, loaded when used) after them all.
+LAYERS = ("models", "data", "convert", "training", "export", "inference", "tasks", "cli")
+_HELPERS = ("_checks", "_files", "_lazy", "_processes", "_version", "options")
+
+
+def _layer(module):
+    """The rank of ``module`` in :data:`LAYERS` (-1 for the helpers, ``len(LAYERS)`` for the package)."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return len(LAYERS)
+    if parts[1] in _HELPERS:
+        return -1
+    return LAYERS.index(parts[1])
+
+
+def _graph():
     modules = _modules()
-    graph = {name: _imports(path, modules) - {name} for name, path in modules.items()}
-    assert {"refinenet_tf.runs", "refinenet_tf.evaluation", "refinenet_tf.recipes"} <= set(graph)
-    # The seams of issue 13: training and inference share the run folder's owner; evaluation builds on
-    # inference; recipes are data that import nothing.
-    assert {"refinenet_tf.runs", "refinenet_tf.recipes"} <= graph["refinenet_tf.training.loop"]
-    assert "refinenet_tf.inference" in graph["refinenet_tf.evaluation"]
-    assert "refinenet_tf.evaluation" not in graph["refinenet_tf.inference"]
-    assert graph["refinenet_tf.recipes"] == set() and graph["refinenet_tf.options"] == set()
+    return {name: _imports(path, modules) - {name} for name, path in modules.items()}
+
+
+def test_every_module_lives_in_a_folder_of_the_layers_or_is_a_helper():
+    assert {name.split(".")[1] for name in _graph() if "." in name} == set(LAYERS) | set(_HELPERS)
+
+
+def test_imports_between_folders_only_point_down():
+    upward = sorted(f"{source} -> {target}" for source, targets in _graph().items() for target in targets
+                    if _layer(target) > _layer(source))
+    assert not upward, "imports that point up the layers " + " < ".join(LAYERS) + ":\n" + "\n".join(upward)
+
+
+def test_the_layer_check_sees_an_upward_import():
+    assert _layer("refinenet_tf.models.layers") < _layer("refinenet_tf.inference.prediction") < _layer("refinenet_tf")
+    assert _layer("refinenet_tf._files") < _layer("refinenet_tf.models.layers")
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = _graph()
+    # recipes are data that import nothing; the options need no TensorFlow
+    assert graph["refinenet_tf.training.recipes"] == set() and graph["refinenet_tf.options"] == set()
+    assert "refinenet_tf.inference.prediction" in graph["refinenet_tf.inference.evaluation"]
     assert _find_cycle(graph) is None, f"import cycle: {' -> '.join(_find_cycle(graph))}"
 
 
@@ -87,8 +120,8 @@ def test_the_cycle_finder_finds_a_cycle():
 
 
 def test_importing_the_package_loads_no_tensorflow():
-    code = ("import sys, refinenet_tf, refinenet_tf.recipes, refinenet_tf.options, refinenet_tf.runs; "
-            "print('tensorflow' in sys.modules, 'tf_keras' in sys.modules, refinenet_tf.__version__)")
+    code = ("import sys, refinenet_tf, refinenet_tf.training.recipes, refinenet_tf.options, "
+            "refinenet_tf.training.runs, refinenet_tf.cli.commands, refinenet_tf.inference.engines; print('tensorflow' in sys.modules, 'tf_keras' in sys.modules, refinenet_tf.__version__)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                             env=dict(os.environ, PYTHONPATH=ROOT))
     assert result.returncode == 0, result.stderr[-2000:]

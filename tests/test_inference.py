@@ -10,7 +10,11 @@ import tensorflow as tf
 import tf_keras as keras
 from PIL import Image
 
-from refinenet_tf import cli, evaluation, inference, models, runs, visualization
+from refinenet_tf import cli, inference, models
+from refinenet_tf.inference import evaluation
+from refinenet_tf.models import outputs as model_outputs
+from refinenet_tf.training import runs
+from refinenet_tf.data import visualization
 
 # --------------------------------------------------------------------------------------- a model we can reason about
 
@@ -100,8 +104,8 @@ def test_flip_averaging_is_a_no_op_for_a_mirror_symmetric_model():
     kernel = (kernel + kernel[:, ::-1]) / 2  # symmetric left-right: the model commutes with flips
     model = _conv_model(kernel)
     image = np.random.default_rng(1).integers(0, 256, (1, 9, 14, 3)).astype(np.uint8)
-    plain = inference.segment(model, image).numpy()
-    np.testing.assert_allclose(inference.segment(model, image, flip=True).numpy(), plain, atol=1e-6)
+    plain = model_outputs.segment(model, image).numpy()
+    np.testing.assert_allclose(model_outputs.segment(model, image, flip=True).numpy(), plain, atol=1e-6)
 
 
 def test_flip_averaging_equals_the_mean_of_the_two_views_and_is_flip_equivariant():
@@ -112,9 +116,9 @@ def test_flip_averaging_equals_the_mean_of_the_two_views_and_is_flip_equivariant
     plain = tf.nn.softmax(model(image.astype(np.float32))).numpy()
     mirrored = tf.nn.softmax(model(image[:, :, ::-1].astype(np.float32))).numpy()[:, :, ::-1]
     assert np.abs(plain - mirrored).max() > 1e-3
-    averaged = inference.segment(model, image, flip=True).numpy()
+    averaged = model_outputs.segment(model, image, flip=True).numpy()
     np.testing.assert_allclose(averaged, (plain + mirrored) / 2, atol=1e-6)
-    np.testing.assert_allclose(inference.segment(model, image[:, :, ::-1], flip=True).numpy()[:, :, ::-1], averaged,
+    np.testing.assert_allclose(model_outputs.segment(model, image[:, :, ::-1], flip=True).numpy()[:, :, ::-1], averaged,
                                atol=1e-6)
 
 
@@ -125,7 +129,7 @@ def test_multi_scale_averages_views_resized_back_to_the_input_size():
     for scale, size in ((0.5, (5, 8)), (1.5, (15, 22))):  # round(10 * s), round(15 * s)
         logits = model(tf.image.resize(image, size))
         views.append(tf.nn.softmax(tf.image.resize(logits, (10, 15))).numpy())
-    result = inference.segment(model, image, scales=(0.5, 1.5)).numpy()
+    result = model_outputs.segment(model, image, scales=(0.5, 1.5)).numpy()
     np.testing.assert_allclose(result, np.mean(views, axis=0), atol=1e-6)
     assert result.shape == (1, 10, 15, 2)
 
@@ -141,12 +145,12 @@ def test_segment_equals_softmax_of_the_resized_logits_traced_or_not(tiny_backbon
     logits = model(images, training=False)
     assert (tuple(logits.shape[1:3]) == (36, 52)) == upsample_logits
     expected = tf.nn.softmax(tf.image.resize(logits, [36, 52], method="bilinear")).numpy()
-    traced = tf.function(lambda batch: inference.segment(model, batch),
+    traced = tf.function(lambda batch: model_outputs.segment(model, batch),
                          input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-    np.testing.assert_allclose(inference.segment(model, images).numpy(), expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(model_outputs.segment(model, images).numpy(), expected, rtol=0, atol=1e-6)
     np.testing.assert_allclose(traced(images).numpy(), expected, rtol=0, atol=1e-6)
     # the skip itself: decided when tracing where both sizes are known, by a tf.cond where they are not
-    assert (inference._resize_to(logits, [36, 52]) is logits) == upsample_logits
+    assert (model_outputs._resize_to(logits, [36, 52]) is logits) == upsample_logits
     ops = {op.type for op in traced.get_concrete_function().graph.get_operations()}
     assert ops & {"If", "StatelessIf"}
 
@@ -161,14 +165,14 @@ def test_max_side_bounds_the_model_input_and_keeps_the_output_size():
 
     images = keras.Input((None, None, 3))
     model = keras.Model(images, Spy()(images))
-    result = inference.segment(model, np.zeros((1, 300, 120, 3), np.uint8), max_side=100)
+    result = model_outputs.segment(model, np.zeros((1, 300, 120, 3), np.uint8), max_side=100)
     assert tuple(seen[-1][1:3]) == (100, 40) and result.shape == (1, 300, 120, 2)
 
 
 @pytest.mark.parametrize("scales", [(), (0.0,), (-1.0,), (float("nan"),)])
 def test_bad_scales_are_refused(scales):
     with pytest.raises(ValueError, match="scales must be positive"):
-        inference.segment(_red_channel_classifier(), np.zeros((1, 4, 4, 3), np.uint8), scales=scales)
+        model_outputs.segment(_red_channel_classifier(), np.zeros((1, 4, 4, 3), np.uint8), scales=scales)
 
 
 def test_predict_returns_arrays_at_each_input_size(tiny_backbone):
@@ -176,13 +180,14 @@ def test_predict_returns_arrays_at_each_input_size(tiny_backbone):
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (h, w, 3)).astype(np.uint8) for h, w in ((33, 47), (64, 31), (1, 1))]
     results = inference.predict(model, images, scales=(0.75, 1.25), flip=True, return_probabilities=True)
-    for image, (labels, probabilities) in zip(images, results):
+    for image, result in zip(images, results):
+        labels, probabilities = result.labels, result.probabilities
         assert labels.shape == image.shape[:2] and labels.dtype == np.int32
         assert probabilities.shape == image.shape[:2] + (5,)
         np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-5)
         np.testing.assert_array_equal(labels, probabilities.argmax(-1))
     single = inference.predict(model, images[0].astype(np.float32))
-    np.testing.assert_array_equal(single, inference.predict(model, [images[0]])[0])
+    np.testing.assert_array_equal(single.labels, inference.predict(model, [images[0]])[0].labels)
     with pytest.raises(ValueError, match=r"images\[0\]: expected an RGB image"):
         inference.predict(model, [np.zeros((5, 5))])
 
@@ -193,12 +198,12 @@ def test_the_default_path_holds_no_cache_on_weights_or_sizes_and_not_the_model(t
     image = np.random.default_rng(2).integers(0, 256, (40, 40, 3)).astype(np.uint8)
     expected = inference.predict(model, image, return_probabilities=True)
     for _ in range(3):  # a serving loop: the same size, call after call, gives the same result exactly
-        labels, probabilities = inference.predict(model, image, return_probabilities=True)
-        np.testing.assert_array_equal(probabilities, expected[1])
+        probabilities = inference.predict(model, image, return_probabilities=True).probabilities
+        np.testing.assert_array_equal(probabilities, expected.probabilities)
     # new weights are what the next call runs
     model.set_weights([weight * 1.5 for weight in model.get_weights()])
-    np.testing.assert_allclose(inference.predict(model, image, return_probabilities=True)[1],
-                               inference.segment(model, image[None])[0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(inference.predict(model, image, return_probabilities=True).probabilities,
+                               model_outputs.segment(model, image[None])[0].numpy(), atol=1e-6)
     # The caches do not keep the model alive.
     import gc
     import weakref

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from refinenet_tf import layers
+from refinenet_tf.models import layers
 from tests import numpy_reference as ref
 from tests.layer_testing import run_layer_test
 

@@ -38,3 +38,10 @@ def test_every_path_the_layout_table_names_exists():
     named = [path for cell in _rows() for path in re.findall(r"`([^`]+)`", cell)]
     absent = [path for path in named if not os.path.exists(os.path.join(ROOT, path))]
     assert named and not absent, f"docs/layout.md names paths that do not exist: {absent}"
+
+
+def test_the_layout_table_lists_the_folders_in_the_order_of_the_layers():
+    from tests.test_imports import LAYERS
+
+    folders = [cell.strip("`").split("/")[1] for cell in _rows() if re.fullmatch(r"`refinenet_tf/\w+/`", cell)]
+    assert folders == list(LAYERS)

@@ -8,7 +8,9 @@ import tensorflow as tf
 import tf_keras as keras
 
 import refinenet_tf
-from refinenet_tf import layers, recipes, training
+from refinenet_tf import training
+from refinenet_tf.models import layers
+from refinenet_tf.training import recipes
 from refinenet_tf.data import synthetic
 from tests.conftest import TINY_BACKBONE
 

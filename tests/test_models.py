@@ -11,7 +11,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 import refinenet_tf
-from refinenet_tf import backbones, layers, models
+from refinenet_tf import models
+from refinenet_tf.models import backbones, layers
 
 
 def test_slim_resnet101_parameter_count_is_pinned():

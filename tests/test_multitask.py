@@ -8,7 +8,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 import refinenet_tf
-from refinenet_tf import losses, models, multitask, profiling, torch_backbones
+from refinenet_tf import models
+from refinenet_tf.models import losses, multitask, profiling, torch_backbones
 
 #: Trainable parameters of the official model, counted from the release's code (``src/models.py``):
 #: ``sum(p.numel() for p in net(num_classes, num_tasks).parameters())``.
@@ -168,7 +169,7 @@ def test_bad_arguments_fail_clearly(kwargs, message):
 
 def test_task_output_rejects_an_unknown_transform():
     with pytest.raises(ValueError, match="transform='log'"):
-        refinenet_tf.layers.TaskOutput("log")
+        refinenet_tf.models.layers.TaskOutput("log")
 
 
 _FRESH_EXPORT = """
@@ -251,7 +252,7 @@ def test_multitask_export_refuses_test_time_augmentation(tiny_backbone, tmp_path
 
 
 def test_benchmark_row_counts_flops_and_times_the_forward_pass():
-    from refinenet_tf import benchmarks
+    from refinenet_tf.cli import benchmark as benchmarks
 
     row = benchmarks.measure_multitask(height=64, width=96, runs=1, warmup=0)
     assert row["trainable_parameters"] == 3_070_057 and row["published_gflops"] == 6.5

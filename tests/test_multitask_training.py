@@ -15,7 +15,9 @@ import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from refinenet_tf import cli, evaluation, inference, models, recipes, runs, training  # noqa: E402
+from refinenet_tf import cli, inference, models, training  # noqa: E402
+from refinenet_tf.inference import evaluation
+from refinenet_tf.training import recipes, runs
 from refinenet_tf.data import synthetic  # noqa: E402
 
 
@@ -127,16 +129,16 @@ def test_a_checkpoint_on_two_metrics_saves_only_when_both_improve(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- evaluation
 
-def test_evaluate_joint_accumulates_both_tables_over_valid_pixels(rgbd_specs):
+def test_evaluate_scores_both_heads_over_valid_pixels(rgbd_specs):
     root = rgbd_specs["val"].split(":")[1].rsplit("/images", 1)[0]
     masks, depths = _read_split(root, "val")
     model = _constant_model(depth=2.0, favourite=1)  # every pixel: class 1 (floor), 2 m
-    result = evaluation.evaluate_joint(model, rgbd_specs["val"], progress=False)
+    result = evaluation.evaluate(model, rgbd_specs["val"], progress=False)
     # segmentation: all predictions are class 1 -> IoU(1) = floor pixels / labelled pixels, others 0 or absent
     labelled = np.concatenate([m[m != 255] for m in masks])
     counts = np.bincount(labelled, minlength=5)
-    assert result.segmentation.pixels == labelled.size
-    assert result.segmentation.pixel_accuracy == pytest.approx(counts[1] / labelled.size)
+    assert result.pixels == labelled.size
+    assert result.pixel_accuracy == pytest.approx(counts[1] / labelled.size)
     present = counts > 0
     expected_iou = np.where(np.arange(5) == 1, counts[1] / labelled.size, 0.0)
     assert result.mean_iou == pytest.approx(expected_iou[present].mean())
@@ -152,15 +154,16 @@ def test_evaluate_joint_accumulates_both_tables_over_valid_pixels(rgbd_specs):
         assert result.depth[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
     table = result.table()
     assert "| **mean** |" in table and "| RMSE (linear) |" in table and "δ < 1.25³" in table
-    with pytest.raises(ValueError, match="evaluate_joint"):
-        evaluation.evaluate(model, rgbd_specs["val"], progress=False)
+    assert result.rmse == result.depth["rmse"] and json.loads(json.dumps(result.as_dict()))["depth_pixels"] == d.size
+    with pytest.raises(ValueError, match="has no depth; evaluate a model with a depth head on an RGB-D spec"):
+        evaluation.evaluate(model, "voc:" + os.path.join(os.path.dirname(__file__), "data", "voc_tiny"),
+                            progress=False)
 
 
-def test_predict_joint_files_writes_labels_colour_depth_and_millimetres(rgbd_specs, tmp_path):
+def test_predict_files_of_a_depth_head_writes_labels_colour_depth_and_millimetres(rgbd_specs, tmp_path):
     root = rgbd_specs["val"].split(":")[1]
     model = _constant_model(depth=2.0, favourite=3)
-    result = inference.predict_joint_files(model, [os.path.join(root, "val_00000.jpg")], str(tmp_path),
-                                           progress=False)
+    result = inference.predict_files(model, [os.path.join(root, "val_00000.jpg")], str(tmp_path), progress=False)
     assert list(result["written"].values()) == [str(tmp_path / "val_00000.png")]
     labels = np.array(Image.open(tmp_path / "val_00000.png"))
     millimetres = Image.open(tmp_path / "val_00000_depth_mm.png")
@@ -171,27 +174,27 @@ def test_predict_joint_files_writes_labels_colour_depth_and_millimetres(rgbd_spe
     assert (tmp_path / "val_00000_overlay.png").exists() and (tmp_path / "legend.png").exists()
 
 
-def test_the_joint_paths_on_another_engine_give_the_keras_models_labels_and_depth(rgbd_specs, tmp_path):
-    # predict_joint_files and evaluate_joint take engine= as predict_files and evaluate do: the exported
-    # SavedModel returns the same labels and the same depth as the Keras model
+def test_a_depth_head_on_another_engine_gives_the_keras_models_labels_and_depth(rgbd_specs, tmp_path):
+    # predict_files and evaluate run every head on any engine: the exported SavedModel returns the same labels
+    # and the same depth as the Keras model
     keras.utils.set_random_seed(5)
     model = _tiny_multitask_model()
     images = sorted(glob.glob(os.path.join(rgbd_specs["val"].split(":")[1], "*.jpg")))
     outputs = {}
     for engine in ("keras", "saved_model"):
         folder = tmp_path / engine
-        result = inference.predict_joint_files(model, images, str(folder), progress=False, engine=engine)
+        result = inference.predict_files(model, images, str(folder), progress=False, engine=engine)
         assert len(result["written"]) == len(images)
         outputs[engine] = [(np.array(Image.open(folder / (os.path.basename(path)[:-4] + suffix))))
                            for path in images for suffix in (".png", "_depth_mm.png")]
-        outputs[engine].append(evaluation.evaluate_joint(model, rgbd_specs["val"], progress=False, engine=engine))
+        outputs[engine].append(evaluation.evaluate(model, rgbd_specs["val"], progress=False, engine=engine))
     for keras_output, saved_output in zip(outputs["keras"][:-1], outputs["saved_model"][:-1]):
         assert np.mean(keras_output == saved_output) >= 0.9999
     keras_scores, saved_scores = outputs["keras"][-1], outputs["saved_model"][-1]
     assert saved_scores.mean_iou == pytest.approx(keras_scores.mean_iou, abs=1e-4)
     assert saved_scores.depth["rmse"] == pytest.approx(keras_scores.depth["rmse"], rel=1e-5)
     with pytest.raises(ValueError, match=r"^engine='fast' is not one of"):
-        inference.predict_joint_files(model, images, str(tmp_path / "bad"), progress=False, engine="fast")
+        inference.predict_files(model, images, str(tmp_path / "bad"), progress=False, engine="fast")
 
 
 # ---------------------------------------------------------------------------------------------- run folders
@@ -267,7 +270,7 @@ def test_a_joint_run_folder_records_and_reloads_the_multitask_model(rgbd_specs, 
     image = np.random.default_rng(0).integers(0, 256, (1, 32, 40, 3)).astype(np.float32)
     for task in ("segmentation", "depth"):
         np.testing.assert_allclose(reloaded(image)[task].numpy(), model(image)[task].numpy(), rtol=1e-5, atol=1e-5)
-    assert runs.output_classes(reloaded) == 5
+    assert models.output_classes(reloaded) == 5
     with pytest.raises(ValueError, match="has no depth"):
         _train(tmp_path, "voc", "voc:" + os.path.join(os.path.dirname(__file__), "data", "voc_tiny"), None, recipe)
 

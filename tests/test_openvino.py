@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
-from refinenet_tf import engines, export, models, multitask
+from refinenet_tf import export, models
+from refinenet_tf.inference import engines
+from refinenet_tf.models import multitask
 
 pytest.importorskip("openvino", reason="the openvino extra (part of the dev extra)")
 pytest.importorskip("onnxruntime", reason="the onnx extra (part of the dev extra)")
@@ -132,7 +134,7 @@ def test_onnx_export_loads_as_an_engine_with_its_metadata(tiny_backbone, tmp_pat
 
 
 def test_precision_float32_is_exact_and_bfloat16_is_refused_where_it_cannot_run():
-    from refinenet_tf.engines import openvino as openvino_engine
+    from refinenet_tf.inference.engines import openvino as openvino_engine
 
     model = keras.Sequential([keras.Input([None, None, 3]), keras.layers.Conv2D(3, 1)])  # converts in seconds
     with pytest.raises(ValueError, match=r"^engine='onnxruntime' runs float32 only"):
@@ -152,7 +154,7 @@ def test_precision_float32_is_exact_and_bfloat16_is_refused_where_it_cannot_run(
                                                   ("onnxruntime", "onnxruntime", "onnx")])
 def test_a_missing_extra_is_one_line(name, package, extra, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, package, None)  # as if not installed: import raises ImportError
-    monkeypatch.delitem(sys.modules, f"refinenet_tf.engines.{name}", raising=False)
+    monkeypatch.delitem(sys.modules, f"refinenet_tf.inference.engines.{name}", raising=False)
     model = keras.Sequential([keras.Input([None, None, 3]), keras.layers.Conv2D(2, 1)])
     with pytest.raises(ImportError) as error:
         engines.make_engine(name, model)

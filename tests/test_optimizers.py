@@ -10,7 +10,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 import refinenet_tf
-from refinenet_tf import recipes, runs, training
+from refinenet_tf import training
+from refinenet_tf.training import recipes, runs
 from refinenet_tf.data import synthetic
 from refinenet_tf.training import optimizers
 

@@ -16,7 +16,10 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from refinenet_tf import backbones, benchmarks, cli, models, runs, saving, training
+from refinenet_tf import cli, models, training
+from refinenet_tf.models import backbones, saving
+from benchmarks import soak
+from refinenet_tf.training import runs
 from refinenet_tf.data import synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -239,7 +242,7 @@ def test_run_config_files_are_data_not_code(tmp_path):
 def test_inference_over_many_sizes_traces_once_and_memory_settles(tmp_path, tiny_backbone):
     model = models.RefineNet(num_classes=4, backbone=tiny_backbone, backbone_weights=None, variant="light_weight",
                              decoder_features=16)
-    report = benchmarks.run_soak(model, num_images=200, min_side=16, max_side=160, seed=0, log=None)
+    report = soak.run_soak(model, num_images=200, min_side=16, max_side=160, seed=0, log=None)
     assert report["images"] == 200 and len(set(report["sizes"])) > 150, "many different sizes"
     assert report["traces"] == 1, "one trace for every image size"
     # Memory: after the first half (allocator pools warmed up), the second half adds almost nothing, neither

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
-from refinenet_tf import cli, models, recipes, runs, training
+from refinenet_tf import cli, models, training
+from refinenet_tf.training import recipes, runs
 from refinenet_tf.data import synthetic
 
 

@@ -11,7 +11,8 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import refinenet_tf  # noqa: E402
-from refinenet_tf import cli, models, runs  # noqa: E402
+from refinenet_tf import cli, models  # noqa: E402
+from refinenet_tf.training import runs
 from refinenet_tf.tasks import Prediction, Segmenter  # noqa: E402
 
 IMAGE = np.random.default_rng(0).integers(0, 256, (33, 47, 3), dtype=np.uint8)
@@ -41,7 +42,7 @@ def test_a_loaded_file_predicts_labels_that_match_the_keras_model(model_file):
     result = segmenter.predict(IMAGE, return_probabilities=True)
     assert result.labels.shape == (33, 47) and result.probabilities.shape == (33, 47, 3)
     assert result.depth is None and result.normals is None
-    np.testing.assert_array_equal(result.labels, refinenet_tf.inference.predict(segmenter.model, IMAGE))
+    np.testing.assert_array_equal(result.labels, refinenet_tf.inference.predict(segmenter.model, IMAGE).labels)
     # Keras' own predict keeps its meaning: logits of the plain functional model
     assert segmenter.model.predict(IMAGE[None].astype("float32"), verbose=0).shape == (1, 33, 47, 3)
     several = segmenter.predict([IMAGE, IMAGE[:, :40]])
@@ -76,7 +77,7 @@ def test_a_preset_with_its_trained_weights_is_trained(tmp_path):
     model.save_weights(weights)
     segmenter = Segmenter.from_preset("lw_mobilenetv2", num_classes=3, weights=weights)
     assert segmenter.trained
-    np.testing.assert_array_equal(segmenter.predict(IMAGE).labels, refinenet_tf.inference.predict(model, IMAGE))
+    np.testing.assert_array_equal(segmenter.predict(IMAGE).labels, refinenet_tf.inference.predict(model, IMAGE).labels)
 
 
 def test_the_library_loader_refuses_a_bare_preset_before_building():

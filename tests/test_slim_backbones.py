@@ -12,7 +12,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 import refinenet_tf
-from refinenet_tf import backbones, cli, layers, models, slim_backbones
+from refinenet_tf import cli, models
+from refinenet_tf.models import backbones, layers, slim_backbones
 from refinenet_tf.convert import ConversionError
 from tests import slim_reference
 

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from refinenet_tf import backbones, torch_backbones
+from refinenet_tf.models import backbones, torch_backbones
 
 
 def _torch_size(n, kernel, stride, padding):

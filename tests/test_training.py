@@ -15,7 +15,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 import refinenet_tf
-from refinenet_tf import cli, recipes, runs, training
+from refinenet_tf import cli, training
+from refinenet_tf.training import recipes, runs
 from refinenet_tf.data import synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -283,7 +284,8 @@ _DISTRIBUTED_STEP = textwrap.dedent("""
     import tf_keras as keras
     from tests import conftest  # registers the tiny backbone
     import refinenet_tf
-    from refinenet_tf import recipes, training
+    from refinenet_tf import training
+    from refinenet_tf.training import recipes
 
     def run(strategy, out):
         keras.utils.set_random_seed(0)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from refinenet_tf import visualization
+from refinenet_tf.data import visualization
 
 
 def test_label_png_keeps_indices_and_has_the_usual_permissions(tmp_path):

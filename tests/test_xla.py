@@ -15,7 +15,8 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from refinenet_tf import recipes, training
+from refinenet_tf import training
+from refinenet_tf.training import recipes
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -27,7 +28,9 @@ sys.path.insert(0, {tests_dir!r})
 import conftest  # registers the tiny test backbone
 import numpy as np
 from PIL import Image
-from refinenet_tf import recipes, training, visualization
+from refinenet_tf import training
+from refinenet_tf.training import recipes
+from refinenet_tf.data import visualization
 from refinenet_tf.data import synthetic
 
 root = sys.argv[1]
@@ -62,7 +65,8 @@ import conftest
 import numpy as np
 import tensorflow as tf
 import refinenet_tf
-from refinenet_tf import recipes, training
+from refinenet_tf import training
+from refinenet_tf.training import recipes
 
 def scenes(count, sizes):
     def generate():

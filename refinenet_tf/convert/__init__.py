@@ -2,11 +2,11 @@
 and the official PyTorch releases (:mod:`refinenet_tf.convert.pytorch`).
 
 Every converter is a table from the foreign tensor name to the Keras weight it fills, plus a transform name
-(see :data:`refinenet_tf.convert.mapping.TRANSFORMS`), applied by one function,
-:func:`refinenet_tf.convert.mapping.assign_weights`, which fills every Keras weight exactly once from a foreign
+(see :data:`refinenet_tf.models.checkpoints.TRANSFORMS`), applied by one function,
+:func:`refinenet_tf.models.checkpoints.assign_weights`, which fills every Keras weight exactly once from a foreign
 tensor used exactly once, or raises one error that lists every problem by name.
 """
 
-from refinenet_tf.convert.mapping import ConversionError, assign_weights, weight_names
+from refinenet_tf.models.checkpoints import ConversionError, assign_weights, weight_names
 
 __all__ = ["ConversionError", "assign_weights", "weight_names"]

@@ -23,7 +23,7 @@ surface-normals head (``pre_normal``, ``normal``): the model gets a ``normals`` 
 The file is read with ``torch.load(..., weights_only=True)``: tensors and plain containers only, no pickled
 code runs. It may hold the state dict itself, or a dict with it under ``"state_dict"``, ``"model"`` or ``"segmenter"``
 (the training scripts' checkpoints); ``module.`` prefixes (``DataParallel``) are removed. The table below (official name ->
-Keras weight, with the transform) is applied by :func:`refinenet_tf.convert.mapping.assign_weights`, which fills
+Keras weight, with the transform) is applied by :func:`refinenet_tf.models.checkpoints.assign_weights`, which fills
 every Keras weight from exactly one tensor and uses every tensor (``num_batches_tracked`` aside), or names every
 tensor that is missing, left over or of the wrong shape in one error.
 
@@ -37,7 +37,7 @@ import numpy as np
 
 from refinenet_tf import _files
 from refinenet_tf import models
-from refinenet_tf.convert.mapping import ConversionError, assign_weights
+from refinenet_tf.models.checkpoints import ConversionError, assign_weights
 
 __all__ = ["ARCHITECTURES", "convert", "convert_checkpoint", "load_state_dict", "pytorch_table"]
 
@@ -84,7 +84,7 @@ def _batch_norm(table, keras_layer, torch_module):
 
 
 def _resnet_table(table, depth):
-    from refinenet_tf import torch_backbones
+    from refinenet_tf.models import torch_backbones
 
     _conv(table, "stem_conv", "conv1")
     _batch_norm(table, "stem_bn", "bn1")
@@ -100,7 +100,7 @@ def _resnet_table(table, depth):
 
 
 def _mobilenetv2_table(table):
-    from refinenet_tf import torch_backbones
+    from refinenet_tf.models import torch_backbones
 
     _conv(table, "layer1_conv", "layer1.0")
     _batch_norm(table, "layer1_bn", "layer1.1")
@@ -150,7 +150,7 @@ def _mobilenetv2_decoder_table(table):
 
 
 def _multitask_decoder_table(table, tasks):
-    # refinenet_tf.multitask fuses each stride's levels as one path (P5 = layer8 and P5a = layer7, ...), after
+    # refinenet_tf.models.multitask fuses each stride's levels as one path (P5 = layer8 and P5a = layer7, ...), after
     # the previous level's conv_adapt; the last pooling (crp1) is depthwise.
     paths = {"p5": (("conv8", "conv7"),), "p4": (("conv_adapt4",), ("conv6", "conv5")),
              "p3": (("conv_adapt3",), ("conv4",)), "p2": (("conv_adapt2",), ("conv3",))}

@@ -27,8 +27,9 @@ taken as they are.
 import os
 import re
 
-from refinenet_tf import _files, models, slim_backbones
-from refinenet_tf.convert.mapping import ConversionError, assign_weights
+from refinenet_tf import _files, models
+from refinenet_tf.models import slim_backbones
+from refinenet_tf.models.checkpoints import ConversionError, assign_weights
 
 __all__ = ["FUSION_SCOPE", "convert_checkpoint", "decoder_convs", "decoder_table", "load_backbone_checkpoint",
            "load_slim_checkpoint"]
@@ -42,7 +43,7 @@ _LEVELS = ("p5", "p4", "p3", "p2")
 
 
 def decoder_convs(model):
-    """The decoder's :class:`~refinenet_tf.layers.ConvBNReLU` layers of a slim-variant RefineNet, in the order
+    """The decoder's :class:`~refinenet_tf.models.layers.ConvBNReLU` layers of a slim-variant RefineNet, in the order
     the reference ``model()`` calls ``slim.conv2d`` (the order of its ``Conv``, ``Conv_1``, ... scopes).
 
     ``h[i] = slim.conv2d(f[i], 256, 1)`` for pool5..pool2; then each ``RefineBlock``: the RCUs of

@@ -16,7 +16,5 @@ from refinenet_tf.data.distillation import fill_missing_labels
 from refinenet_tf.data.pipeline import make_dataset, read_examples
 from refinenet_tf.data.sources import TFDS_ADAPTERS, FileSource, TfdsSource, folder_source, resolve, voc_source
 
-__all__ = ["DataError", "DatasetReport", "FileSource", "TFDS_ADAPTERS", "TfdsSource", "check_dataset", "checks",
-           "decoding", "distillation", "fill_missing_labels", "folder_source", "make_dataset",
-           "nyu_depth_v2_segmentation", "pipeline", "read_examples", "resolve", "sources", "throughput", "transforms",
-           "voc2012_segmentation", "voc_source"]
+__all__ = ["DataError", "DatasetReport", "FileSource", "TFDS_ADAPTERS", "TfdsSource", "check_dataset",
+           "fill_missing_labels", "folder_source", "make_dataset", "read_examples", "resolve", "voc_source"]

@@ -13,7 +13,7 @@ __all__ = ["fill_missing_labels"]
 
 def _as_model(teacher):
     if isinstance(teacher, str) or hasattr(teacher, "__fspath__"):
-        from refinenet_tf.saving import load_model
+        from refinenet_tf.models.saving import load_model
 
         return load_model(teacher, compile=False)
     return teacher

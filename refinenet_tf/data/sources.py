@@ -34,7 +34,7 @@ import urllib.parse
 from typing import Callable, Optional, Tuple
 
 
-__all__ = ["FileSource", "NYU40_CLASSES", "TfdsSource", "TFDS_ADAPTERS", "VOC_CLASSES", "count_examples", "folder_source",
+__all__ = ["FileSource", "NYU40_CLASSES", "TfdsSource", "TFDS_ADAPTERS", "VOC_CLASSES", "class_names_for", "count_examples", "folder_source",
            "resolve", "tfds_source", "voc_source"]
 
 #: The 21 PASCAL VOC 2012 classes, in label order; 255 marks "ignore" (object boundaries).
@@ -345,3 +345,19 @@ def resolve(spec, split="train", num_classes=None, ignore_value=None):
     if ignore_value is not None:
         overrides["ignore_value"] = ignore_value
     return dataclasses.replace(source, **overrides) if overrides else source
+
+
+def class_names_for(num_classes, names=None):
+    """``names`` if given, the VOC names for 21 classes, else ``class_0, class_1, ...``.
+
+    Example:
+        >>> class_names_for(3), class_names_for(2, ["sky", "sea"])
+        (('class_0', 'class_1', 'class_2'), ('sky', 'sea'))
+    """
+    if names:
+        if len(names) != num_classes:
+            raise ValueError(f"{len(names)} class names given for {num_classes} classes.")
+        return tuple(names)
+    if num_classes == len(VOC_CLASSES):
+        return VOC_CLASSES
+    return tuple(f"class_{index}" for index in range(num_classes))

@@ -16,7 +16,7 @@ import urllib.parse
 import numpy as np
 from PIL import Image
 
-from refinenet_tf import visualization
+from refinenet_tf.data import visualization
 
 __all__ = ["RGBD_CLASSES", "RGBD_DEPTH_SCALE", "SHAPE_CLASSES", "render_rgbd_scene", "render_scene",
            "write_rgbd_dataset", "write_shapes_dataset"]

@@ -103,7 +103,7 @@ def run_input_pipeline_benchmark(model_names, measure_step, crop_size=512, batch
 
     The pipeline is measured in a fresh process (:func:`measure_input_pipeline` on VOC-sized JPEGs);
     ``measure_step(model_name, crop_size, batch_size, steps)`` measures a training step and returns a dict with
-    ``images_per_second`` -- the command line passes :func:`refinenet_tf.benchmarks.measure_training` run in a
+    ``images_per_second`` -- the command line passes :func:`refinenet_tf.cli.benchmark.measure_training` run in a
     fresh process (random weights, 21 classes, SGD, data in memory). Logs a markdown table: per model, the
     step's images/s, the pipeline's crops/s and their ratio against :data:`KEEP_UP_RATIO`.
     """

@@ -17,38 +17,21 @@ Example:
     ((37, 53), True)
 """
 
-import dataclasses
 import os
-from typing import Optional
 
-import numpy as np
+import numpy as np  # noqa: F401  (the examples)
 
-__all__ = ["Prediction", "Segmenter"]
+from refinenet_tf.inference.prediction import Prediction
+
+__all__ = ["Segmenter"]
 
 _HEADS = ("segmentation", "depth", "normals")
 
 
-@dataclasses.dataclass
-class Prediction:
-    """What :meth:`Segmenter.predict` returns for one image, each at the image's own size.
-
-    Attributes:
-        labels: int32 ``[H, W]`` class indices (``None`` for a model without a segmentation head).
-        probabilities: float32 ``[H, W, C]`` class probabilities, when asked for (``return_probabilities``).
-        depth: float32 ``[H, W]`` depth in metres, when the model has a depth head.
-        normals: float32 ``[H, W, 3]`` unit surface normals, when the model has a normals head.
-    """
-
-    labels: Optional[np.ndarray] = None
-    probabilities: Optional[np.ndarray] = None
-    depth: Optional[np.ndarray] = None
-    normals: Optional[np.ndarray] = None
-
-
 def _heads_of(model):
-    from refinenet_tf import runs
+    from refinenet_tf.models.outputs import is_multitask
 
-    if not runs.is_multitask(model):
+    if not is_multitask(model):
         return ("segmentation",)
     return tuple(head for head in _HEADS if head in model.output_names)
 
@@ -111,9 +94,10 @@ class Segmenter:
             >>> segmenter.predict(np.zeros((8, 8, 3), np.uint8))  # doctest: +ELLIPSIS
             Traceback (most recent call last):
             ...
-            refinenet_tf.runs.UntrainedModelError: preset='lw_mobilenetv2' is a preset name without trained weights: ...
+            refinenet_tf.training.runs.UntrainedModelError: preset='lw_mobilenetv2' is a preset name without trained weights: ...
         """
-        from refinenet_tf import models, runs
+        from refinenet_tf import models
+        from refinenet_tf.training import runs
 
         spec = os.fspath(preset)
         untrained = spec in models.PRESETS and weights is None and not os.path.exists(spec)
@@ -124,21 +108,21 @@ class Segmenter:
                    source=spec)
 
     def _check_trained(self, allow_untrained):
-        from refinenet_tf import runs
+        from refinenet_tf.training import runs
 
         if not (self.trained or self.allow_untrained or allow_untrained):
             raise runs.UntrainedModelError(runs.untrained_preset_message(self.source, "preset"))
 
     def engine(self, engine=None, scales=(1.0,), flip=False, max_side=None, precision="float32",
                allow_untrained=False):
-        """The engine (:mod:`refinenet_tf.engines`) that runs this segmenter: the Keras model by default, or
+        """The engine (:mod:`refinenet_tf.inference.engines`) that runs this segmenter: the Keras model by default, or
         ``"openvino"``, ``"onnxruntime"``, ``"tflite"``, ``"saved_model"`` (converted once and kept), at
         ``precision`` (``"float32"`` or ``"bfloat16"``), with test-time augmentation (``scales``, ``flip``,
         ``max_side``; segmentation-only models)."""
-        from refinenet_tf import inference
+        from refinenet_tf.inference import prediction
 
         self._check_trained(allow_untrained)
-        return inference.engine_for(self.model, engine, scales, flip, max_side, precision)
+        return prediction.engine_for(self.model, engine, scales, flip, max_side, precision)
 
     def predict(self, images, scales=(1.0,), flip=False, max_side=None, return_probabilities=False, engine=None,
                 precision="float32", allow_untrained=False):
@@ -146,7 +130,7 @@ class Segmenter:
 
         Args:
             images: one ``[H, W, 3]`` RGB array (uint8, or floats in [0, 255]) or a sequence of them.
-            scales, flip, max_side: test-time augmentation (see :func:`refinenet_tf.inference.segment_outputs`).
+            scales, flip, max_side: test-time augmentation (see :func:`refinenet_tf.models.outputs.segment_outputs`).
             return_probabilities: also give the class probabilities.
             engine, precision: what runs the model (:meth:`engine`).
             allow_untrained: run an untrained decoder anyway.
@@ -154,20 +138,10 @@ class Segmenter:
         Returns:
             A :class:`Prediction` for one image, a list of them for a sequence.
         """
-        from refinenet_tf import inference
+        from refinenet_tf.inference import prediction
 
         run = self.engine(engine, scales, flip, max_side, precision, allow_untrained)
-        single = isinstance(images, np.ndarray) and images.ndim == 3
-        results = []
-        for index, image in enumerate([images] if single else list(images)):
-            outputs = run(inference._as_uint8_batch(image, f"images[{index}]"))
-            results.append(Prediction(
-                labels=outputs["labels"][0] if "labels" in outputs else None,
-                probabilities=outputs["probabilities"][0] if return_probabilities and "probabilities" in outputs
-                else None,
-                depth=outputs["depth"][0] if "depth" in outputs else None,
-                normals=outputs["normals"][0] if "normals" in outputs else None))
-        return results[0] if single else results
+        return prediction.predict(run, images, return_probabilities=return_probabilities)
 
     def predict_files(self, inputs, output_dir, scales=(1.0,), flip=False, max_side=None, engine=None,
                       precision="float32", allow_untrained=False, **options):
@@ -175,28 +149,24 @@ class Segmenter:
         :func:`refinenet_tf.inference.predict_files`, whose ``options`` it takes: ``palette``, ``probabilities``,
         ``overlay_alpha``, ``skip_errors``, ``progress``, ``max_pixels``, ``max_depth``): label PNGs and overlays,
         and for a depth head the depth PNGs. Returns its ``{"written", "failed"}`` record."""
-        from refinenet_tf import inference
+        from refinenet_tf.inference import prediction
 
         run = self.engine(engine, scales, flip, max_side, precision, allow_untrained)
         options.setdefault("class_names", self.class_names)
-        return inference.predict_files(run, inputs, output_dir, **options)
+        return prediction.predict_files(run, inputs, output_dir, **options)
 
     def evaluate(self, data, split="val", num_classes=None, scales=(1.0,), flip=False, max_side=None, limit=None,
                  progress=True, engine=None, precision="float32", allow_untrained=False):
         """Scores every head on a dataset (mean IoU and per-class IoU; with a depth head, the depth metrics too).
 
         Returns:
-            An :class:`refinenet_tf.evaluation.Evaluation`, or for a segmentation + depth model an
-            :class:`refinenet_tf.evaluation.JointEvaluation`.
+            An :class:`refinenet_tf.inference.Evaluation` (with the depth scores for a model with a depth head).
         """
-        from refinenet_tf import evaluation
+        from refinenet_tf.inference import evaluation
 
         run = self.engine(engine, scales, flip, max_side, precision, allow_untrained)
-        common = dict(split=split, num_classes=num_classes, class_names=self.class_names, limit=limit,
-                      progress=progress)
-        if "depth" in self.heads:
-            return evaluation.evaluate_joint(run, data, **common)
-        return evaluation.evaluate(run, data, **common)
+        return evaluation.evaluate(run, data, split=split, num_classes=num_classes, class_names=self.class_names,
+                                   limit=limit, progress=progress)
 
     def export(self, path, format="saved_model", allow_untrained=False, **options):
         """Exports the model for serving: ``format`` is ``"saved_model"``, ``"tflite"``, ``"onnx"`` or

@@ -11,26 +11,47 @@ The pieces:
   and saving, and the raw ones back for training.
 * :func:`train` -- the whole run in its own folder (by default a new ``checkpoints/<recipe>-<time>``): best and
   last weights, ``BackupAndRestore`` (a killed run resumes at the right epoch), TensorBoard, CSV log,
-  ``TerminateOnNaN``, the resolved config with the model's build arguments (:mod:`refinenet_tf.runs`).
+  ``TerminateOnNaN``, the resolved config with the model's build arguments (:mod:`refinenet_tf.training.runs`).
 
-Recipes (what to train, as data) live in :mod:`refinenet_tf.recipes`. The modules: :mod:`.optimizers`,
-:mod:`.compiling`, :mod:`.callbacks`, :mod:`.loop`.
+Recipes (what to train, as data) live in :mod:`.recipes`, the run folders' layout and loading in :mod:`.runs`. The modules: :mod:`.optimizers`,
+:mod:`.compiling`, :mod:`.callbacks`, :mod:`.loop`, :mod:`.doctor`. The names load when first used: the recipes need no TensorFlow.
 """
 
-from refinenet_tf.training.callbacks import AveragedWeights, PredictionImages, SafeCheckpoint
-from refinenet_tf.training.compiling import (MIXED_PRECISION_POLICIES, PixelAccuracy, compile_model, freeze_batch_norm,
-                                             keep_xla_off_python_data, mixed_precision_policy, python_backed_ops,
-                                             resolve_jit_compile, set_xla_train_step, xla_train_step_function)
-from refinenet_tf.training.loop import TrainConfig, make_strategy, train
-from refinenet_tf.training.optimizers import (AdamWithMultipliers, AdamWWithMultipliers, LinearWarmup,
-                                              RecipeOptimizerMixin, SGDWithMultipliers, averaged_weights,
-                                              decoder_variable_names, learning_rate_schedule, make_optimizer,
-                                              weight_averages)
+from refinenet_tf._lazy import lazy_names
 
-__all__ = ["AveragedWeights", "PixelAccuracy", "PredictionImages", "SGDWithMultipliers", "SafeCheckpoint",
-           "TrainConfig", "averaged_weights", "compile_model", "decoder_variable_names", "freeze_batch_norm",
-           "learning_rate_schedule", "make_optimizer", "make_strategy", "mixed_precision_policy",
-           "resolve_jit_compile", "train", "AdamWWithMultipliers", "AdamWithMultipliers", "LinearWarmup",
-           "RecipeOptimizerMixin", "weight_averages",
-           "MIXED_PRECISION_POLICIES", "keep_xla_off_python_data", "python_backed_ops", "set_xla_train_step",
-           "xla_train_step_function"]
+_NAMES = {
+    "AveragedWeights": "callbacks",
+    "PredictionImages": "callbacks",
+    "SafeCheckpoint": "callbacks",
+    "MIXED_PRECISION_POLICIES": "compiling",
+    "PixelAccuracy": "compiling",
+    "compile_model": "compiling",
+    "freeze_batch_norm": "compiling",
+    "keep_xla_off_python_data": "compiling",
+    "mixed_precision_policy": "compiling",
+    "python_backed_ops": "compiling",
+    "resolve_jit_compile": "compiling",
+    "set_xla_train_step": "compiling",
+    "xla_train_step_function": "compiling",
+    "TrainConfig": "loop",
+    "make_strategy": "loop",
+    "train": "loop",
+    "AdamWithMultipliers": "optimizers",
+    "AdamWWithMultipliers": "optimizers",
+    "LinearWarmup": "optimizers",
+    "RecipeOptimizerMixin": "optimizers",
+    "SGDWithMultipliers": "optimizers",
+    "averaged_weights": "optimizers",
+    "decoder_variable_names": "optimizers",
+    "learning_rate_schedule": "optimizers",
+    "make_optimizer": "optimizers",
+    "weight_averages": "optimizers",
+    "RECIPES": "recipes",
+    "Recipe": "recipes",
+    "get_recipe": "recipes",
+    "list_recipes": "recipes",
+}
+_SUBMODULES = ("callbacks", "compiling", "doctor", "loop", "optimizers", "recipes", "runs")
+
+__all__ = sorted(_NAMES)
+__getattr__, __dir__ = lazy_names(__name__, _NAMES, _SUBMODULES)

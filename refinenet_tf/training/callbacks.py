@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from refinenet_tf import runs
+from refinenet_tf.training import runs
 from refinenet_tf._files import atomic_path
 from refinenet_tf.training.optimizers import averaged_weights
 
@@ -49,7 +49,7 @@ class PredictionImages(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
             return
-        from refinenet_tf import visualization
+        from refinenet_tf.data import visualization
 
         with averaged_weights(self.model):
             outputs = self.model.predict(self.images, verbose=0)

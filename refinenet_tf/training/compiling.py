@@ -11,9 +11,9 @@ import logging
 import tensorflow as tf
 import tf_keras as keras
 
-from refinenet_tf import runs
-from refinenet_tf.recipes import get_recipe
+from refinenet_tf.models import outputs as model_outputs
 from refinenet_tf.training import optimizers
+from refinenet_tf.training.recipes import get_recipe
 
 __all__ = ["MIXED_PRECISION_POLICIES", "PixelAccuracy", "compile_model", "freeze_batch_norm",
            "keep_xla_off_python_data", "mixed_precision_policy", "python_backed_ops", "resolve_jit_compile",
@@ -66,7 +66,7 @@ def freeze_batch_norm(model):
 
 def _task_losses_and_metrics(recipe, num_classes):
     """The multi-task ``compile`` arguments of ``recipe``: a loss, a weight and metrics per named output."""
-    from refinenet_tf import losses, metrics
+    from refinenet_tf.models import losses, metrics
 
     given = dict(recipe.loss_weights)
     if set(given) != {"segmentation", "depth"}:
@@ -88,16 +88,16 @@ def compile_model(model, recipe, num_classes, learning_rate=None, steps_per_epoc
     """Compiles ``model`` with ``recipe``'s optimizer: for segmentation, or for segmentation and depth.
 
     A segmentation model gets the cross-entropy ignoring 255, mean IoU and pixel accuracy. A multi-task model
-    (outputs named ``segmentation`` and ``depth``, :func:`refinenet_tf.runs.is_multitask`) gets per output
-    :class:`refinenet_tf.losses.SegmentationCrossEntropy` and the recipe's depth loss
-    (:func:`refinenet_tf.losses.depth_loss`), weighted by the recipe's ``loss_weights``, and as metrics mean IoU
-    and pixel accuracy, and the seven depth metrics of :func:`refinenet_tf.metrics.depth_metrics`. Both losses
+    (outputs named ``segmentation`` and ``depth``, :func:`refinenet_tf.models.outputs.is_multitask`) gets per output
+    :class:`refinenet_tf.models.losses.SegmentationCrossEntropy` and the recipe's depth loss
+    (:func:`refinenet_tf.models.losses.depth_loss`), weighted by the recipe's ``loss_weights``, and as metrics mean IoU
+    and pixel accuracy, and the seven depth metrics of :func:`refinenet_tf.models.metrics.depth_metrics`. Both losses
     average over valid pixels only, so an example without a mask (all 255) or without depth (all 0) trains the
     other head only, in the same batch.
 
     Args:
         model: a RefineNet (logits at the masks' resolution) or a multi-task model.
-        recipe: a :class:`refinenet_tf.recipes.Recipe` or its name.
+        recipe: a :class:`refinenet_tf.training.recipes.Recipe` or its name.
         num_classes: for the mean IoU.
         learning_rate: overrides the recipe's.
         steps_per_epoch, epochs: for learning-rate schedules.
@@ -120,7 +120,7 @@ def compile_model(model, recipe, num_classes, learning_rate=None, steps_per_epoc
     if recipe.freeze_batch_norm:
         freeze_batch_norm(model)
     optimizer = optimizers.make_optimizer(recipe, model, learning_rate)
-    if runs.is_multitask(model):
+    if model_outputs.is_multitask(model):
         if not recipe.multitask:
             raise ValueError(f"recipe {recipe.name} trains segmentation only, but the model returns "
                              f"{sorted(model.output_names)}; use a multi-task recipe (one with loss_weights).")

@@ -15,7 +15,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from refinenet_tf import models, recipes
+from refinenet_tf import models
+from refinenet_tf.training import recipes
 from refinenet_tf.training.compiling import (compile_model, mixed_precision_policy, resolve_jit_compile,
                                              xla_train_step_function)
 from refinenet_tf.training.loop import make_strategy

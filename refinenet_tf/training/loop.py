@@ -10,9 +10,10 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from refinenet_tf import _files, models, options, runs
+from refinenet_tf import _files, models, options
+from refinenet_tf.training import runs
 from refinenet_tf._files import atomic_path
-from refinenet_tf.recipes import Recipe, get_recipe
+from refinenet_tf.training.recipes import Recipe, get_recipe
 from refinenet_tf.training.callbacks import AveragedWeights, PredictionImages, SafeCheckpoint
 from refinenet_tf.training.compiling import (compile_model, keep_xla_off_python_data, mixed_precision_policy,
                                              resolve_jit_compile)
@@ -43,8 +44,8 @@ def make_strategy(name="default"):
 class TrainConfig:
     """A training run: what :func:`train` takes, written resolved as ``config.json`` in the run folder.
 
-    ``recipe`` is a recipe name (:func:`refinenet_tf.recipes.list_recipes`) or a
-    :class:`refinenet_tf.recipes.Recipe` object (a recipe of your own). ``None`` fields take the recipe's value.
+    ``recipe`` is a recipe name (:func:`refinenet_tf.training.recipes.list_recipes`) or a
+    :class:`refinenet_tf.training.recipes.Recipe` object (a recipe of your own). ``None`` fields take the recipe's value.
     ``run_dir=None`` picks a new folder, ``checkpoints/<recipe>-YYYYmmdd-HHMMSS``, when the config is made
     (``config.run_dir`` then says which). A folder that holds a finished run is refused unless ``overwrite``
     (which replaces it); an interrupted run there (its ``BackupAndRestore`` backup) resumes when ``resume`` and
@@ -154,7 +155,7 @@ def train(config, callbacks=()):
     """Trains a model as ``config`` (a :class:`TrainConfig`) says; returns ``(model, history)``.
 
     The run folder (``config.run_dir``) gets ``config.json`` (the resolved config, the model's builder and build
-    arguments and the run's fingerprint, :mod:`refinenet_tf.runs`), ``best.weights.h5`` (best validation mean
+    arguments and the run's fingerprint, :mod:`refinenet_tf.training.runs`), ``best.weights.h5`` (best validation mean
     IoU -- for a multi-task run, the epochs that improve both mean IoU and depth RMSE -- or best training loss
     without validation data), ``last.weights.h5`` (each with its record, ``*.json``),
     ``model.keras`` (the final model), ``log.csv``, ``logs/`` (TensorBoard: scalars and, with validation data,

@@ -382,7 +382,7 @@ def learning_rate_schedule(recipe, learning_rate, steps_per_epoch, epochs):
       ``round(warmup_epochs * steps_per_epoch)`` steps (at least 1).
 
     Example:
-        >>> from refinenet_tf.recipes import Recipe
+        >>> from refinenet_tf.training.recipes import Recipe
         >>> recipe = Recipe("r", "lw_resnet50", "", schedule="step", step_epochs=2, step_gamma=0.1)
         >>> schedule = learning_rate_schedule(recipe, 1.0, steps_per_epoch=3, epochs=5)
         >>> [round(float(schedule(step)), 3) for step in range(15)]

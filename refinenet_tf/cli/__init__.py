@@ -1,0 +1,9 @@
+"""The ``refinenet-tf`` command (:mod:`.commands`), ``make demo``'s job (:mod:`.demo`) and the benchmark harness of
+``refinenet-tf benchmark`` and ``train-benchmark`` (:mod:`.benchmark`)."""
+
+from refinenet_tf._lazy import lazy_names
+
+_NAMES = {"main": "commands", "build_parser": "commands", "run_demo": "demo"}
+
+__all__ = sorted(_NAMES)
+__getattr__, __dir__ = lazy_names(__name__, _NAMES, ("benchmark", "commands", "demo"))
