@@ -15,8 +15,7 @@ converted checkpoint or a preset name), which gives a :class:`Segmenter`: ``pred
 ``evaluate`` and ``export`` for every head (segmentation, depth, normals).
 """
 
-import importlib
-
+from refinenet_tf._lazy import lazy_names
 from refinenet_tf._version import __version__
 
 # public name -> the module that defines it
@@ -33,16 +32,4 @@ _SUBMODULES = ("cli", "convert", "data", "export", "inference", "models", "tasks
 __all__ = sorted(_NAMES) + ["__version__"]
 
 
-def __getattr__(name):
-    if name in _NAMES:
-        value = getattr(importlib.import_module(f"refinenet_tf.{_NAMES[name]}"), name)
-    elif name in _SUBMODULES:
-        value = importlib.import_module(f"refinenet_tf.{name}")
-    else:
-        raise AttributeError(f"module 'refinenet_tf' has no attribute {name!r}")
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_NAMES) | set(_SUBMODULES))
+__getattr__, __dir__ = lazy_names(__name__, _NAMES, _SUBMODULES)

@@ -1,5 +1,7 @@
 """The ``refinenet-tf`` command line, called through ``main(argv)``."""
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -14,10 +16,20 @@ from refinenet_tf import cli
 from refinenet_tf.cli import benchmark as benchmarks
 
 
-def test_demo_trains_evaluates_and_writes_its_files(tmp_path, capsys, voc_tiny_dir):
-    # The real demo trains for minutes; one short epoch on a few scenes checks that every step runs.
-    assert cli.main(["demo", "--output", str(tmp_path), "--epochs", "1", "--num-train", "8", "--num-val", "2"]) == 0
-    output = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """``refinenet-tf demo`` at smoke settings (one short epoch on a few scenes): its folder and what it printed.
+    The real demo trains for minutes; this checks that every step runs, and its run is the trained model the
+    benchmark test measures."""
+    folder = tmp_path_factory.mktemp("demo")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert cli.main(["demo", "--output", str(folder), "--epochs", "1", "--num-train", "8", "--num-val", "2"]) == 0
+    return folder, printed.getvalue()
+
+
+def test_demo_trains_evaluates_and_writes_its_files(demo_run, voc_tiny_dir):
+    tmp_path, output = demo_run
     assert "Held-out mean IoU" in output and "Training took" in output
     overlay = Image.open(tmp_path / "predictions.png")
     assert overlay.mode == "RGB" and overlay.size == (3 * 160, 2 * 160)  # image | truth | prediction, 2 scenes
@@ -48,17 +60,6 @@ print(result["image_sizes"].numpy().tolist(), labels.shape, int(labels.min()) >=
         width, height = image.size
     assert result.stdout.split("\n")[-2] == (f"[[{height}, {width}]] ({height}, {width}) True True "
                                              "['background', 'disc', 'rectangle', 'triangle']")
-
-    # The README's last step: the trained model itself benchmarked on two engines, each in a fresh process.
-    capsys.readouterr()
-    assert cli.main(["benchmark", "--models", str(tmp_path / "run"), "--size", "64", "--runs", "2",
-                     "--engines", "keras", "saved_model", "--precision", "float32", "--no-multitask",
-                     "--matmul-size", "256"]) == 0
-    output = capsys.readouterr().out
-    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in output.splitlines()
-            if line.startswith(f"| {tmp_path / 'run'} |")]
-    assert [row[1] for row in rows] == ["keras", "saved_model"], output
-    assert all(float(row[3]) > 0 for row in rows) and [row[6] for row in rows] == ["100.00 %", "100.00 %"]
 
 
 def test_demo_into_a_file_fails_with_one_clear_line(tmp_path, capsys):
@@ -120,9 +121,12 @@ def test_train_benchmark_unknown_model_fails_with_one_line(capsys):
     assert "lw_vgg" in capsys.readouterr().err
 
 
-def test_benchmark_compares_engines_and_precisions_as_ratios_to_the_matmul(tmp_path, capsys):
+def test_benchmark_compares_engines_and_precisions_as_ratios_to_the_matmul(demo_run, tmp_path, capsys):
+    # The README's last step: the demo's trained model (its run folder) and the multi-task preset, each engine and
+    # precision in a fresh process.
+    run = str(demo_run[0] / "run")
     results_file = tmp_path / "bench.json"
-    assert cli.main(["benchmark", "--models", "lw_mobilenetv2", "--size", "64", "--runs", "1",
+    assert cli.main(["benchmark", "--models", run, "--size", "64", "--runs", "1",
                      "--engines", "keras", "tflite", "--precision", "float32", "bfloat16", "--matmul-size", "256",
                      "--multitask-size", "48", "64", "--json", str(results_file)]) == 0
     output = capsys.readouterr().out
@@ -130,7 +134,7 @@ def test_benchmark_compares_engines_and_precisions_as_ratios_to_the_matmul(tmp_p
     assert "Matmul float32 " in output and ", bfloat16 " in output
     rows = {(row["model"], row["engine"], row["precision"]): row for row in results["rows"]}
     assert len(rows) == 8  # two models, two engines, two precisions
-    for model in ("lw_mobilenetv2", "multitask_mobilenetv2_official"):
+    for model in (run, "multitask_mobilenetv2_official"):
         reference = rows[model, "keras", "float32"]
         assert reference["agreement"] == 1.0 and reference["gflops"] > 0
         assert rows[model, "tflite", "float32"]["agreement"] > 0.99
@@ -141,11 +145,13 @@ def test_benchmark_compares_engines_and_precisions_as_ratios_to_the_matmul(tmp_p
             if name == model and "error" not in row:
                 assert row["matmul_ratio"] == pytest.approx(
                     reference["gflops"] / (row["best_latency_ms"] / 1000) / results["ceiling"][precision])
-    assert rows["lw_mobilenetv2", "keras", "float32"]["depth_difference"] is None
+    assert rows[run, "keras", "float32"]["depth_difference"] is None
     assert rows["multitask_mobilenetv2_official", "tflite", "float32"]["depth_difference"] < 1e-3
-    line = next(line for line in output.splitlines() if line.startswith("| lw_mobilenetv2 | tflite | float32 |"))
+    line = next(line for line in output.splitlines() if line.startswith(f"| {run} | tflite | float32 |"))
     assert line.count("|") == 11
-    assert any(line.startswith("lw_mobilenetv2: fastest float32 engine ") and "keras takes" in line
+    keras_line = next(line for line in output.splitlines() if line.startswith(f"| {run} | keras | float32 |"))
+    assert keras_line.strip("|").split("|")[6].strip() == "100.00 %"  # the agreement column
+    assert any(line.startswith(f"{run}: fastest float32 engine ") and "keras takes" in line
                for line in output.splitlines())
     with pytest.raises(SystemExit) as exit_info:  # argparse: not a choice
         cli.main(["benchmark", "--precision", "float16"])

@@ -5,6 +5,8 @@ the weights (and their moving averages) of the same steps on one device.
 
 TensorFlow must be told to split the CPU before it initialises its devices, so each run happens in a fresh
 interpreter: this module is also the script (``python -m tests.test_distributed MODE OUT``) that trains there.
+One process trains every single-device and mirrored run; the multi-worker workers start from its initial weights
+and are compared with its single-device SGD run.
 """
 
 import dataclasses
@@ -15,6 +17,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: The largest relative difference allowed: ``max |a - b| / max |b|`` over all the trainable weights.
@@ -47,7 +50,9 @@ def _train(strategy, recipe, initial, policy="float32", halves=False):
     its loss, as two replicas compute them, and gives the sum to the optimizer (on one device, two replicas'
     sum of float32 gradients is the same sum; ``fit`` on the whole batch would round differently under
     ``mixed_bfloat16``, by far more than a decay counted twice, and Adam magnifies float32 rounding of gradients
-    near 0).
+    near 0). These reference runs build the optimizer's variables first, so that ``step`` is traced once (its
+    first call would otherwise trace it twice, once only to create them); ``fit``, the code under test, builds
+    them lazily as training does.
     """
     import tensorflow as tf
     import tf_keras as keras
@@ -105,6 +110,8 @@ def _train(strategy, recipe, initial, policy="float32", halves=False):
                 summed = gradients if summed is None else [a + b for a, b in zip(summed, gradients)]
             model.optimizer.apply_gradients(zip(summed, model.trainable_variables))
 
+        with strategy.scope():
+            model.optimizer.build(model.trainable_variables)
         for _ in range(STEPS):
             step()
         _Record(model).on_epoch_end(STEPS - 1)
@@ -136,15 +143,13 @@ def _main(mode, out):
         # what the decay counted once per replica (the bug this guards against) would have given
         twice = dataclasses.replace(_recipe("sgd"), weight_decay=2 * DECAY)
         _save(out, "sgd_twice_the_decay", _train(one_device, twice, initial, halves=True))
-    elif mode == "single":
-        _save(out, "sgd_single", _train(tf.distribute.get_strategy(), _recipe("sgd"), initial, halves=True))
     elif mode == "worker":
         strategy = training.make_strategy("multiworker")
         assert strategy.num_replicas_in_sync == 2
         index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
         _save(out, f"sgd_worker{index}", _train(strategy, _recipe("sgd"), initial))
     else:
-        raise ValueError(f"unknown mode {mode!r}; use mirrored, single or worker.")
+        raise ValueError(f"unknown mode {mode!r}; use mirrored or worker.")
 
 
 def _start(mode, out, tf_config=None):
@@ -187,8 +192,16 @@ def _assert_same_run(out, name, reference):
         assert difference <= TOLERANCE, f"{name} vs {reference}: {key} differ by {difference:.2e} relative"
 
 
-def test_two_mirrored_replicas_update_as_one_device_in_every_precision(tmp_path):
-    _finish([_start("mirrored", tmp_path)], timeout=600)
+@pytest.fixture(scope="module")
+def mirrored_runs(tmp_path_factory):
+    """The folder of the ``mirrored`` process's results: ``initial.npz`` and every single-device and mirrored run."""
+    out = tmp_path_factory.mktemp("distributed")
+    _finish([_start("mirrored", out)], timeout=600)
+    return out
+
+
+def test_two_mirrored_replicas_update_as_one_device_in_every_precision(mirrored_runs):
+    tmp_path = mirrored_runs
     for optimizer, policy in RUNS:
         _assert_same_run(tmp_path, f"{optimizer}_{policy}_mirrored", f"{optimizer}_{policy}_single")
     # fit on the whole batch on one device too (float32 rounds the same sums differently, by ~1e-7)
@@ -210,8 +223,10 @@ def _free_ports(count):
             s.close()
 
 
-def test_two_multi_worker_mirrored_workers_update_as_one_device(tmp_path):
-    _finish([_start("single", tmp_path)], timeout=300)  # writes the initial weights the workers start from
+def test_two_multi_worker_mirrored_workers_update_as_one_device(mirrored_runs):
+    # the workers start from the initial weights of the mirrored process; its single-device SGD run (the float32
+    # step of two half-batch gradients summed) is the reference
+    tmp_path = mirrored_runs
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes = []
     try:
@@ -221,7 +236,7 @@ def test_two_multi_worker_mirrored_workers_update_as_one_device(tmp_path):
     finally:
         _finish(processes, timeout=300)
     for index in range(2):
-        _assert_same_run(tmp_path, f"sgd_worker{index}", "sgd_single")
+        _assert_same_run(tmp_path, f"sgd_worker{index}", "sgd_float32_single")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """``refinenet-tf doctor`` and the validation benchmark: what they print and measure, on tiny models."""
 
+import functools
 import math
 import re
 
@@ -15,7 +16,11 @@ def _number(pattern, text):
     return float(match.group(1))
 
 
-def test_doctor_prints_devices_versions_and_a_training_run(capsys):
+def test_doctor_prints_devices_versions_and_a_training_run(capsys, monkeypatch, tiny_backbone):
+    # the command's report is what is tested: its training run builds the preset's decoder on the tiny test
+    # backbone (test_doctor_with_xla_and_mixed_precision measures the same function directly)
+    monkeypatch.setattr(doctor, "measure_training_steps", functools.partial(
+        doctor.measure_training_steps, backbone=tiny_backbone, decoder_features=8))
     status = cli.main(["doctor", "--model", "lw_mobilenetv2", "--size", "32", "--batch-size", "2", "--steps", "4"])
     out = capsys.readouterr().out
     assert status == 0
@@ -56,7 +61,9 @@ def test_measure_validation_counts_sizes(tiny_backbone):
         doctor.measure_validation("lw_mobilenetv2", min_side=16)
 
 
-def test_train_benchmark_validation_table(capsys):
+def test_train_benchmark_validation_table(capsys, monkeypatch, tiny_backbone):
+    monkeypatch.setattr(doctor, "measure_validation", functools.partial(
+        doctor.measure_validation, backbone=tiny_backbone, decoder_features=8))
     status = cli.main(["train-benchmark", "--validation", "--models", "lw_mobilenetv2", "--size", "48",
                        "--validation-images", "3", "--jit", "off"])
     out = capsys.readouterr().out

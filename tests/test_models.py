@@ -15,8 +15,26 @@ from refinenet_tf import models
 from refinenet_tf.models import backbones, layers
 
 
-def test_slim_resnet101_parameter_count_is_pinned():
-    model = refinenet_tf.RefineNet(num_classes=21, backbone="resnet101", backbone_weights=None)
+@pytest.fixture(scope="module")
+def preset_model(request):
+    """``models.build(preset, num_classes=21, backbone_weights=None)`` of the preset named by an indirect parameter,
+    built once for every test of this module that asks for it.
+
+    Building a real preset takes seconds (slim RefineNet-152: ~10 s on 2 cores) and most of them are looked at by
+    several tests (parameter counts, structure, odd sizes). A module-scoped parametrized fixture makes pytest run
+    the tests of one preset together and keep one model at a time; nothing here changes a model's weights.
+    """
+    return models.build(request.param, num_classes=21, backbone_weights=None)
+
+
+def _shared(*presets, **parametrize):
+    """Parametrizes a test with the shared model of each preset (the ``preset_model`` fixture)."""
+    return pytest.mark.parametrize("preset_model", presets, indirect=True, **parametrize)
+
+
+@_shared("slim_resnet101")
+def test_slim_resnet101_parameter_count_is_pinned(preset_model):
+    model = preset_model  # RefineNet(num_classes=21, backbone="resnet101", variant="slim")
     # keras.applications.ResNet101(include_top=False):                                       42,658,176
     # four 1x1 reductions to 256, no bias, + BatchNorm (4 x 256 each): (2048+1024+512+256)*256 + 4*1024
     #                                                                                          =   987,136
@@ -32,13 +50,14 @@ def test_slim_resnet101_parameter_count_is_pinned():
     assert model.get_layer("classifier").activation == "relu", "slim applies a ReLU to its logits"
 
 
-@pytest.mark.parametrize("backbone", ["resnet50", "resnet101", "resnet152"])
-def test_builds_on_each_resnet_and_takes_odd_sizes(backbone):
-    model = refinenet_tf.RefineNet(num_classes=5, backbone=backbone, backbone_weights=None)
+@_shared("slim_resnet50", "slim_resnet101", "slim_resnet152", ids=["resnet50", "resnet101", "resnet152"])
+def test_builds_on_each_resnet_and_takes_odd_sizes(preset_model):
+    model = preset_model  # RefineNet(num_classes=21, backbone=backbone): the slim decoder on each ResNet
+    backbone = models.get(model.name).backbone
     assert model.get_layer(backbone).name == backbone
     sizes = [(33, 47), (375, 500)] if backbone == "resnet101" else [(33, 47)]
     for height, width in sizes:
-        assert tuple(model(tf.zeros([1, height, width, 3])).shape) == (1, height, width, 5)
+        assert tuple(model(tf.zeros([1, height, width, 3])).shape) == (1, height, width, 21)
 
 
 def test_logits_at_quarter_resolution_without_upsampling():
@@ -48,7 +67,8 @@ def test_logits_at_quarter_resolution_without_upsampling():
 
 
 def test_uint8_and_float_inputs_agree(tiny_backbone):
-    model = refinenet_tf.RefineNet(num_classes=3, backbone=tiny_backbone, backbone_weights=None)
+    model = refinenet_tf.RefineNet(num_classes=3, backbone=tiny_backbone, backbone_weights=None,
+                                   decoder_features=8)
     images = np.random.default_rng(0).integers(0, 256, (2, 37, 41, 3)).astype(np.uint8)
     np.testing.assert_allclose(model.predict(images, verbose=0), model.predict(images.astype(np.float32),
                                                                                verbose=0), atol=1e-5)
@@ -78,9 +98,8 @@ def test_saved_model_round_trip_gives_identical_outputs(tiny_backbone, tmp_path)
     images = np.random.default_rng(3).uniform(0, 255, (1, 45, 51, 3)).astype(np.float32)
     path = str(tmp_path / "saved_model")
     model.save(path, save_format="tf")
-    expected = model.predict(images, verbose=0)
-    np.testing.assert_array_equal(keras.models.load_model(path).predict(images, verbose=0), expected)
-    # The raw SavedModel runs without refinenet_tf, in a fresh process.
+    # The raw SavedModel runs without refinenet_tf, in a fresh process: started first, so that its TensorFlow
+    # start-up and loading overlap with the Keras loading below (each takes seconds).
     np.save(tmp_path / "images.npy", images)
     script = textwrap.dedent(f"""
         import numpy as np, tensorflow as tf
@@ -88,7 +107,12 @@ def test_saved_model_round_trip_gives_identical_outputs(tiny_backbone, tmp_path)
         out = loaded.signatures["serving_default"](tf.constant(np.load({str(tmp_path / 'images.npy')!r})))
         np.save({str(tmp_path / 'out.npy')!r}, list(out.values())[0].numpy())
     """)
-    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True) as fresh:
+        expected = model.predict(images, verbose=0)
+        np.testing.assert_array_equal(keras.models.load_model(path).predict(images, verbose=0), expected)
+        _, stderr = fresh.communicate(timeout=300)
+    assert fresh.returncode == 0, stderr[-3000:]
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-5)
 
 
@@ -133,12 +157,14 @@ def test_imagenet_weights_are_asked_of_keras(monkeypatch):
 
     monkeypatch.setitem(backbones.BACKBONES, "resnet50", backbones.BackboneSpec(
         recording_builder, spec.taps, spec.preprocessing))
-    refinenet_tf.RefineNet(num_classes=21, backbone="resnet50", backbone_weights="imagenet")
+    # the Light-Weight decoder: the backbone is built the same way under every decoder, and this one builds fastest
+    refinenet_tf.RefineNet(num_classes=21, backbone="resnet50", backbone_weights="imagenet", variant="light_weight")
     assert calls == ["imagenet"]
 
 
-def test_preprocessing_is_the_backbones_own():
-    model = refinenet_tf.RefineNet(num_classes=2, backbone="resnet50", backbone_weights=None)
+@_shared("slim_resnet50")
+def test_preprocessing_is_the_backbones_own(preset_model):
+    model = preset_model  # RefineNet(backbone="resnet50")
     assert model.get_layer("preprocessing").mode == "caffe"
     assert isinstance(model.get_layer("upsample_logits"), layers.ResizeToMatch)
 
@@ -257,9 +283,9 @@ OFFICIAL_TRAINABLE = {
 }
 
 
-@pytest.mark.parametrize("preset", sorted(PRESET_TRAINABLE))
-def test_every_keras_backbone_preset_has_its_derived_parameter_count(preset):
-    model = models.build(preset, num_classes=21, backbone_weights=None)
+@_shared(*sorted(PRESET_TRAINABLE))
+def test_every_keras_backbone_preset_has_its_derived_parameter_count(preset_model):
+    model, preset = preset_model, preset_model.name  # models.build(preset, num_classes=21, backbone_weights=None)
     assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == PRESET_TRAINABLE[preset]
 
 
@@ -271,8 +297,9 @@ def test_the_difference_to_the_official_release_is_derived(preset):
     assert round(official / 1e6, 2 if published >= 100 else 1 if published < 10 else 0) == published
 
 
-def test_paper_variant_structure():
-    model = refinenet_tf.RefineNet(num_classes=21, backbone="resnet50", backbone_weights=None, variant="paper")
+@_shared("refinenet_resnet50")
+def test_paper_variant_structure(preset_model):
+    model = preset_model  # RefineNet(num_classes=21, backbone="resnet50", variant="paper")
     decoder = [layer for layer in model.layers if layer.name not in ("images", "preprocessing", "resnet50")]
     assert not any("batch_norm" in w.name or "gamma" in w.name for layer in decoder for w in layer.weights)
     assert [l.name for l in model.layers if isinstance(l, keras.layers.Dropout)] == [
@@ -284,8 +311,9 @@ def test_paper_variant_structure():
     assert model.get_layer("fusion_p4").interpolation == "bilinear_align_corners"
 
 
-def test_light_weight_variant_structure():
-    model = refinenet_tf.LightWeightRefineNet(num_classes=21, backbone="resnet50", backbone_weights=None)
+@_shared("lw_resnet50")
+def test_light_weight_variant_structure(preset_model):
+    model = preset_model  # LightWeightRefineNet(num_classes=21, backbone="resnet50")
     assert not [l for l in model.layers if isinstance(l, (layers.ResidualConvUnit, layers.RefineBlock))]
     convs = [l for l in model.layers if isinstance(l, layers.ConvBNReLU) and l.name != "classifier"]
     assert convs and all(l.kernel_size == 1 for l in convs)
@@ -295,8 +323,9 @@ def test_light_weight_variant_structure():
     assert model.get_layer("fusion_p2").interpolation == "bilinear_align_corners"
 
 
-def test_light_weight_mobilenetv2_fuses_six_levels():
-    model = refinenet_tf.LightWeightRefineNet(num_classes=21, backbone="mobilenetv2", backbone_weights=None)
+@_shared("lw_mobilenetv2")
+def test_light_weight_mobilenetv2_fuses_six_levels(preset_model):
+    model = preset_model  # LightWeightRefineNet(num_classes=21, backbone="mobilenetv2")
     assert len(model.get_layer("mobilenetv2").outputs) == 6
     fusion_widths = {name: [conv.conv.kernel.shape[2] for conv in model.get_layer(name).convs]
                      for name in ("fusion_p5", "fusion_p4", "fusion_p3", "fusion_p2")}
@@ -304,14 +333,14 @@ def test_light_weight_mobilenetv2_fuses_six_levels():
                              "fusion_p2": [256, 24]}
 
 
-@pytest.mark.parametrize("variant, backbone", [("paper", "resnet50"), ("light_weight", "resnet50"),
-                                               ("light_weight", "mobilenetv2"), ("slim", "mobilenetv2")])
+@_shared("refinenet_resnet50", "lw_resnet50", "lw_mobilenetv2", "slim_mobilenetv2",
+         ids=["paper-resnet50", "light_weight-resnet50", "light_weight-mobilenetv2", "slim-mobilenetv2"])
 @pytest.mark.parametrize("size", [(33, 47), (625, 468)])
-def test_variants_take_odd_sizes(variant, backbone, size):
-    if size == (625, 468) and variant == "paper":
+def test_variants_take_odd_sizes(preset_model, size):
+    model = preset_model  # RefineNet(num_classes=21, backbone=backbone, variant=variant)
+    if size == (625, 468) and models.get(model.name).variant == "paper":
         size = (125, 94)  # the paper decoder at 625x468 costs ~10 s on 2 cores; the odd-size logic is the same
-    model = refinenet_tf.RefineNet(num_classes=4, backbone=backbone, backbone_weights=None, variant=variant)
-    assert tuple(model(tf.zeros((1,) + size + (3,))).shape) == (1,) + size + (4,)
+    assert tuple(model(tf.zeros((1,) + size + (3,))).shape) == (1,) + size + (21,)
 
 
 @pytest.mark.parametrize("variant", ["paper", "light_weight"])

@@ -97,6 +97,7 @@ def test_optimizer_and_schedule_serialize_with_the_model(tmp_path, tiny_backbone
     model = refinenet_tf.models.build("lw_resnet50", num_classes=3, backbone_weights=None, backbone=tiny_backbone,
                                       decoder_features=8)
     training.compile_model(model, recipe, 3, steps_per_epoch=2, epochs=5)
+    model.optimizer.build(model.trainable_variables)  # now, so that fit traces its step once, not twice
     model.fit(np.zeros((2, 32, 32, 3), np.float32), np.zeros((2, 32, 32), np.int32), epochs=1, verbose=0)
     config = json.loads(json.dumps(keras.optimizers.serialize(model.optimizer)))
     restored = keras.optimizers.deserialize(config)

@@ -3,6 +3,7 @@ resumes only with its own settings), the default folder is new per run, weights 
 fingerprint, and a run reloads from the build arguments it recorded, whatever the recipe table says today."""
 
 import csv
+import dataclasses
 import datetime
 import inspect
 import json
@@ -15,8 +16,26 @@ import pytest
 import tf_keras as keras
 
 from refinenet_tf import cli, models, training
+from refinenet_tf.models import saving
 from refinenet_tf.training import recipes, runs
 from refinenet_tf.data import synthetic
+from tests.conftest import TINY_BACKBONE
+
+_DEMO = recipes.get_recipe("demo_shapes")
+#: demo_shapes (its name, optimizer, schedule and model settings) with the Light-Weight decoder, 16 wide, on the
+#: tiny test backbone: what these tests check of a run folder does not depend on the decoder, and this model has
+#: 40 trainable weights instead of the slim decoder's 200 (a train() call of one step took about 5 s instead of 27
+#: on the 2-core test machine: tracing the train step and the optimizer's per-weight update dominates).
+TINY_DEMO = dataclasses.replace(_DEMO, model="lw_mobilenetv2", model_kwargs={
+    **_DEMO.model_kwargs, "backbone": TINY_BACKBONE, "decoder_features": 16})
+
+
+@pytest.fixture
+def tiny_demo_shapes(monkeypatch):
+    """The recipe table's ``demo_shapes`` is :data:`TINY_DEMO` during the test (the command line takes recipes by
+    name only)."""
+    monkeypatch.setitem(recipes.RECIPES, "demo_shapes", TINY_DEMO)
+    return TINY_DEMO
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +46,21 @@ def shapes_spec(tmp_path_factory):
 
 
 def _config(spec, run_dir, tiny_backbone, **overrides):
-    arguments = dict(recipe="demo_shapes", data=spec, val_data=spec, num_classes=4, run_dir=None if run_dir is None
+    arguments = dict(recipe=TINY_DEMO, data=spec, val_data=spec, num_classes=4, run_dir=None if run_dir is None
                      else str(run_dir), epochs=1, steps_per_epoch=1, batch_size=2, crop_size=32,
                      learning_rate=3e-3, backbone_weights=None, image_every=0, verbose=0, seed=0,
                      model_kwargs={"backbone": tiny_backbone, "decoder_features": 16})
     arguments.update(overrides)
     return training.TrainConfig(**arguments)
+
+
+@pytest.fixture(scope="module")
+def finished_run(shapes_spec, tmp_path_factory):
+    """A finished run of two epochs with :func:`_config`'s settings, trained once for the tests that read it or
+    start from a copy of it (never changed: a test that changes a run copies it first)."""
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    training.train(_config(shapes_spec, run_dir, TINY_BACKBONE, epochs=2))
+    return run_dir
 
 
 def _snapshot(folder):
@@ -49,10 +77,10 @@ def _epochs_logged(run_dir):
 
 # --- runs never mix ------------------------------------------------------------------------------------------
 
-def test_a_finished_run_is_refused_untouched_and_replaced_only_with_overwrite(shapes_spec, tmp_path, tiny_backbone,
-                                                                              capsys):
+def test_a_finished_run_is_refused_untouched_and_replaced_only_with_overwrite(shapes_spec, finished_run, tmp_path,
+                                                                              tiny_backbone, capsys):
     run_dir = tmp_path / "run"
-    training.train(_config(shapes_spec, run_dir, tiny_backbone, epochs=2))
+    shutil.copytree(finished_run, run_dir)  # a run of 2 epochs that train() finished
     assert runs.run_state(run_dir) == "finished" and _epochs_logged(run_dir) == ["0", "1"]
     first = json.load(open(run_dir / "config.json"))["fingerprint"]
     before = _snapshot(run_dir)
@@ -104,7 +132,8 @@ def test_an_interrupted_run_resumes_only_with_its_own_settings(shapes_spec, tmp_
     assert _epochs_logged(run_dir) == ["0", "1"] and runs.run_state(run_dir) == "finished"
 
 
-def test_the_default_run_folder_is_new_per_run(shapes_spec, tmp_path, tiny_backbone, monkeypatch, capsys):
+def test_the_default_run_folder_is_new_per_run(shapes_spec, tmp_path, tiny_backbone, monkeypatch, capsys,
+                                               tiny_demo_shapes):
     monkeypatch.chdir(tmp_path)
     config = _config(shapes_spec, None, tiny_backbone)
     assert re.fullmatch(r"checkpoints/demo_shapes-\d{8}-\d{6}", config.run_dir), config.run_dir
@@ -144,11 +173,10 @@ def test_best_weights_of_another_run_are_never_compared_against_or_kept(tmp_path
     assert runs.read_weights_record(path)["epoch"] == 1, "a worse epoch replaced the best weights"
 
 
-def test_a_run_folder_refuses_weights_another_run_wrote(shapes_spec, tmp_path, tiny_backbone):
-    training.train(_config(shapes_spec, tmp_path / "a", tiny_backbone))
+def test_a_run_folder_refuses_weights_another_run_wrote(shapes_spec, finished_run, tmp_path, tiny_backbone):
     training.train(_config(shapes_spec, tmp_path / "b", tiny_backbone, learning_rate=1e-3))
-    for name in ("best.weights.h5", "best.weights.h5.json"):
-        shutil.copy(tmp_path / "a" / name, tmp_path / "b" / name)
+    for name in ("best.weights.h5", "best.weights.h5.json"):  # the weights of another run (finished_run)
+        shutil.copy(finished_run / name, tmp_path / "b" / name)
     with pytest.raises(ValueError, match=r"best\.weights\.h5' were written by another run"):
         runs.load_inference_model(str(tmp_path / "b"))
 
@@ -181,18 +209,19 @@ def test_a_run_records_its_full_build_arguments_and_reloads_from_them(shapes_spe
     assert [w.shape for w in reloaded.weights] == [w.shape for w in model.weights]
 
 
-def test_a_run_written_before_build_arguments_were_recorded_still_loads(shapes_spec, tmp_path, tiny_backbone):
+def test_a_run_written_before_build_arguments_were_recorded_still_loads(finished_run, tmp_path):
     run_dir = tmp_path / "run"
-    model, _ = training.train(_config(shapes_spec, run_dir, tiny_backbone))
+    shutil.copytree(finished_run, run_dir)
     config = json.load(open(run_dir / "config.json"))
     del config["model"]  # as config.json was written before: the recorded recipe settings rebuild it
     (run_dir / "config.json").write_text(json.dumps(config))
-    assert runs.load_inference_model(str(run_dir)).count_params() == model.count_params()
+    trained = saving.load_model(str(run_dir / "model.keras"), compile=False)  # the model as the run trained it
+    assert runs.load_inference_model(str(run_dir)).count_params() == trained.count_params()
 
 
 def test_user_recipes_register_by_name(shapes_spec, tmp_path, tiny_backbone, monkeypatch):
     monkeypatch.setattr(recipes, "RECIPES", dict(recipes.RECIPES))
-    mine = recipes.Recipe("registered_test", "slim_mobilenetv2", "this test", learning_rate=3e-3, crop_size=32)
+    mine = recipes.Recipe("registered_test", "lw_mobilenetv2", "this test", learning_rate=3e-3, crop_size=32)
     assert recipes.register_recipe(mine) is mine and "registered_test" in recipes.list_recipes()
     with pytest.raises(ValueError, match="'demo_shapes' is already registered; pass overwrite=True"):
         recipes.register_recipe(recipes.Recipe("demo_shapes", "lw_resnet50", "another"))

@@ -131,18 +131,22 @@ def _best_seconds(call, repeats, warmup=0):
     return min(times), sorted(times)[len(times) // 2]
 
 
-def measure_matmul(n=4096, repeats=5, dtype="float32"):
-    """GFLOP/s of an ``n x n`` matmul in TensorFlow in ``dtype`` (``"float32"`` or ``"bfloat16"``; best of
-    ``repeats`` after a warm-up): the practical compute ceiling the engines' effective rates are compared with."""
+def measure_matmul(n=4096, repeats=5, dtypes=("float32",)):
+    """GFLOP/s of an ``n x n`` matmul in TensorFlow in each of ``dtypes`` (``"float32"``, ``"bfloat16"``; best of
+    ``repeats`` after a warm-up): the practical compute ceiling the engines' effective rates are compared with.
+    Returns ``{dtype: {"n", "dtype", "gflops_per_second", "device"}}``."""
     import tensorflow as tf
 
     device = "/GPU:0" if tf.config.list_physical_devices("GPU") else "/CPU:0"
-    with tf.device(device):
-        a = tf.cast(tf.random.normal([n, n]), dtype)
-        b = tf.cast(tf.random.normal([n, n]), dtype)
-        product = tf.function(lambda: tf.reduce_sum(tf.cast(tf.matmul(a, b), tf.float32)))
-        best, _ = _best_seconds(lambda: product().numpy(), repeats, warmup=1)
-    return {"n": n, "dtype": dtype, "gflops_per_second": 2 * n ** 3 / best / 1e9, "device": device}
+    results = {}
+    for dtype in dtypes:
+        with tf.device(device):
+            a = tf.cast(tf.random.normal([n, n]), dtype)
+            b = tf.cast(tf.random.normal([n, n]), dtype)
+            product = tf.function(lambda: tf.reduce_sum(tf.cast(tf.matmul(a, b), tf.float32)))
+            best, _ = _best_seconds(lambda: product().numpy(), repeats, warmup=1)
+        results[dtype] = {"n": n, "dtype": dtype, "gflops_per_second": 2 * n ** 3 / best / 1e9, "device": device}
+    return results
 
 
 def _agreement_images(image_paths, size):
@@ -293,7 +297,7 @@ def run_benchmark(model_names=BENCHMARK_MODELS, size=512, runs=5, engine_names=B
     import tempfile
 
     log = log or (lambda line: None)
-    matmul = {precision: in_fresh_process("measure_matmul", matmul_size, 5, precision) for precision in precisions}
+    matmul = in_fresh_process("measure_matmul", matmul_size, 5, list(precisions))
     log(f"Machine: {platform.machine()}, {os.cpu_count()} cores, {matmul[precisions[0]]['device']}; AMX: "
         f"{'yes' if _cpu_has_amx() else 'no'}. Batch 1, random weights (trained-like batch norm statistics).")
     log("Matmul " + ", ".join(f"{p} {m['gflops_per_second']:.0f} GFLOP/s" for p, m in matmul.items())
@@ -312,7 +316,7 @@ def run_benchmark(model_names=BENCHMARK_MODELS, size=512, runs=5, engine_names=B
                                      folder, log)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    closing = {precision: in_fresh_process("measure_matmul", matmul_size, 5, precision) for precision in precisions}
+    closing = in_fresh_process("measure_matmul", matmul_size, 5, list(precisions))
     ceiling = {p: max(matmul[p]["gflops_per_second"], closing[p]["gflops_per_second"]) for p in precisions}
     _log_engine_table(rows, ceiling, size, runs, log)
     if agreement:

@@ -24,7 +24,7 @@ def _demo(args):
     from refinenet_tf.cli import demo
 
     demo.run_demo(args.output, task=args.task, epochs=args.epochs, num_train=args.num_train, num_val=args.num_val,
-                  seed=args.seed)
+                  seed=args.seed, steps_per_epoch=args.steps_per_epoch)
     return 0
 
 
@@ -450,6 +450,8 @@ def _add_demo_parser(commands):
                       help="folder for the data, the run and the PNGs (default: checkpoints/demo, "
                       "checkpoints/demo_joint for --task joint)")
     demo.add_argument("--epochs", type=_positive_int, default=None, help="epochs (default: the demo recipe's)")
+    demo.add_argument("--steps-per-epoch", type=_positive_int, default=None,
+                      help="training steps per epoch (default: one pass over the training scenes)")
     demo.add_argument("--num-train", type=_positive_int, default=None,
                       help="training scenes (default: 400; 300 for --task joint)")
     demo.add_argument("--num-val", type=_positive_int, default=None,
