@@ -32,6 +32,12 @@ def _check_logits(actual, expected):
     return difference, spread
 
 
+def _logits(model, image):
+    """The model's output on one image, called directly: ``predict`` would first trace a predict function for
+    this single batch (about 2 s for ResNet-50, more than the call)."""
+    return model(image[None], training=False).numpy()
+
+
 def _generated_image(height, width, seed):
     """A smooth colour gradient with noise: structure at every scale, values over all of [0, 255]."""
     rng = np.random.default_rng(seed)
@@ -73,7 +79,7 @@ def test_oracle_resnet_v1_101_on_a_voc_image_at_512(voc_sample_dir, tmp_path):
 def test_oracle_resnet_v1_50_on_a_generated_image(reference_50):
     model = convert_slim.load_slim_checkpoint(reference_50["prefix"], upsample_logits=False)
     assert model.name == "seed_resnet_v1_50" and model.output_shape[-1] == 5
-    difference, spread = _check_logits(model.predict(reference_50["image"][None], verbose=0), reference_50["logits"])
+    difference, spread = _check_logits(_logits(model, reference_50["image"]), reference_50["logits"])
     print(f"\nResNet-50 oracle at {SMALL_SIZE}: max |keras - slim| = {difference:.3g}, logits range {spread:.4g}")
     # slim's REGULARIZATION_LOSSES: weight_decay * l2_loss(w) for every conv kernel, backbone and decoder
     np.testing.assert_allclose(float(sum(model.losses)), reference_50["regularization"], rtol=1e-5)
@@ -85,7 +91,7 @@ def test_ema_takes_the_shadow_variables(reference_50):
     model = convert_slim.load_slim_checkpoint(reference_50["prefix"], ema=True, upsample_logits=False)
     shadowed, raw = reference_50["ema_logits"], reference_50["logits"]
     assert np.max(np.abs(shadowed - raw)) > 0.1 * np.ptp(raw), "the shadows must change the logits"
-    _check_logits(model.predict(reference_50["image"][None], verbose=0), shadowed)
+    _check_logits(_logits(model, reference_50["image"]), shadowed)
     tensors = read_checkpoint(reference_50["prefix"])
     np.testing.assert_array_equal(
         model.get_layer("classifier").conv.bias.numpy(),
@@ -146,7 +152,7 @@ def test_optimizer_state_is_left_out_and_any_scope_numbering_fits(reference_50, 
         tensors["beta1_power"] = np.float32(0.9)
         tensors["Variable"] = np.float32(1e-4)  # the reference training's learning rate
     model = convert_slim.load_slim_checkpoint(_edited(reference_50, tmp_path, edit), upsample_logits=False)
-    _check_logits(model.predict(reference_50["image"][None], verbose=0), reference_50["logits"])
+    _check_logits(_logits(model, reference_50["image"]), reference_50["logits"])
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +168,7 @@ def test_cli_convert_writes_a_model_that_load_model_and_predict_take(reference_5
     assert model.name == "seed_resnet_v1_50" and model.output_shape == (None, None, None, 5)
     # the saved model upsamples the logits; at 1/4 they are the reference demo's, with the shadows (--ema)
     quarter = model.get_layer("classifier").output
-    logits = keras.Model(model.input, quarter).predict(reference_50["image"][None], verbose=0)
+    logits = _logits(keras.Model(model.input, quarter), reference_50["image"])
     _check_logits(logits, reference_50["ema_logits"])
     # predict on an image of an odd size (the reference code needs multiples of 32; refinenet_tf does not)
     image = _generated_image(75, 110, seed=9)

@@ -12,6 +12,7 @@ from PIL import Image
 import refinenet_tf
 from refinenet_tf import cli, data
 from refinenet_tf.data import decoding, sources, transforms, visualization
+from tests.conftest import TINY_BACKBONE
 
 
 @pytest.fixture
@@ -322,28 +323,40 @@ def test_bad_specs_fail_clearly(spec, message):
 
 # --- every source feeds model.fit ------------------------------------------------------------------------------
 
-def _fit_one_epoch(dataset, tiny_backbone, num_classes):
-    # What is proven is that the source's batches go through fit: the smallest decoder (Light-Weight: 40 variables
-    # on the tiny backbone, the slim decoder has 200), plain SGD, and its variables built before the first step so
-    # that fit traces its train function once, not twice (the first trace only creates the optimizer's variables).
-    model = refinenet_tf.RefineNet(num_classes=num_classes, backbone=tiny_backbone, backbone_weights=None,
-                                   variant="light_weight", decoder_features=8)
-    model.compile(optimizer="sgd",
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255))
-    model.optimizer.build(model.trainable_variables)
-    history = model.fit(dataset, epochs=1, verbose=0)
-    assert np.isfinite(history.history["loss"][0])
+@pytest.fixture(scope="module")
+def fit_one_epoch():
+    """``fit_one_epoch(dataset, num_classes)``: one epoch of ``model.fit`` on ``dataset``, whose loss must be finite.
+
+    What is proven is that a source's batches go through ``fit``, so one compiled model per class count serves the
+    whole module (a dataset whose batches have a spec already traced reuses the train function, any other traces
+    it anew): the smallest decoder (Light-Weight: 40 variables on the tiny backbone, the slim decoder has 200),
+    plain SGD, and its variables built before the first step, so that ``fit`` traces once, not twice.
+    """
+    models = {}
+
+    def fit(dataset, num_classes):
+        if num_classes not in models:
+            model = refinenet_tf.RefineNet(num_classes=num_classes, backbone=TINY_BACKBONE, backbone_weights=None,
+                                           variant="light_weight", decoder_features=8)
+            model.compile(optimizer="sgd",
+                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255))
+            model.optimizer.build(model.trainable_variables)
+            models[num_classes] = model
+        history = models[num_classes].fit(dataset, epochs=1, verbose=0)
+        assert np.isfinite(history.history["loss"][0])
+
+    return fit
 
 
-def test_voc_and_folder_sources_feed_model_fit(voc_spec, folder_dataset, tiny_backbone):
-    _fit_one_epoch(data.make_dataset(voc_spec, "train", batch_size=2, crop_size=64, seed=0), tiny_backbone, 21)
+def test_voc_and_folder_sources_feed_model_fit(voc_spec, folder_dataset, fit_one_epoch):
+    fit_one_epoch(data.make_dataset(voc_spec, "train", batch_size=2, crop_size=64, seed=0), 21)
     images, masks = folder_dataset
     _write_pair(images, masks, "more")
     folder = data.make_dataset(f"folder:{images}:{masks}?num_classes=3", batch_size=2, crop_size=32, seed=0)
-    _fit_one_epoch(folder, tiny_backbone, 3)
+    fit_one_epoch(folder, 3)
 
 
-def test_tfds_voc2012_segmentation_feeds_model_fit(voc_dir, tmp_path, tiny_backbone):
+def test_tfds_voc2012_segmentation_feeds_model_fit(voc_dir, tmp_path, fit_one_epoch):
     import tensorflow_datasets as tfds
 
     manual_dir = os.path.dirname(os.path.dirname(voc_dir))  # holds VOCdevkit/VOC2012, used read-only
@@ -353,7 +366,7 @@ def test_tfds_voc2012_segmentation_feeds_model_fit(voc_dir, tmp_path, tiny_backb
     for example in data.read_examples(spec, "val"):
         png = os.path.join(voc_dir, "SegmentationClass", example["id"].numpy().decode() + ".png")
         np.testing.assert_array_equal(example["mask"], np.array(Image.open(png)))
-    _fit_one_epoch(data.make_dataset(spec, "train", batch_size=2, crop_size=64, seed=0), tiny_backbone, 21)
+    fit_one_epoch(data.make_dataset(spec, "train", batch_size=2, crop_size=64, seed=0), 21)
 
 
 def _voc_aug_layout(voc_dir, root):
@@ -371,7 +384,7 @@ def _voc_aug_layout(voc_dir, root):
     return ids
 
 
-def test_voc_aug_reads_train_aug_with_sbd_masks_and_feeds_fit(voc_dir, tmp_path, tiny_backbone):
+def test_voc_aug_reads_train_aug_with_sbd_masks_and_feeds_fit(voc_dir, tmp_path, fit_one_epoch):
     ids = _voc_aug_layout(voc_dir, tmp_path)
     source = data.resolve(f"voc_aug:{tmp_path}", "train")
     assert [e[0] for e in source.examples] == ids
@@ -380,14 +393,14 @@ def test_voc_aug_reads_train_aug_with_sbd_masks_and_feeds_fit(voc_dir, tmp_path,
     for example in data.read_examples(source):
         png = os.path.join(voc_dir, "SegmentationClass", example["id"].numpy().decode() + ".png")
         np.testing.assert_array_equal(example["mask"], np.array(Image.open(png)))
-    _fit_one_epoch(data.make_dataset(source, batch_size=2, crop_size=64, seed=0), tiny_backbone, 21)
+    fit_one_epoch(data.make_dataset(source, batch_size=2, crop_size=64, seed=0), 21)
 
 
 @pytest.mark.parametrize("name, element, num_classes", [
     ("oxford_iiit_pet", {"segmentation_mask": np.array([[[1], [2], [3], [2]]] * 4, np.uint8)}, 2),
     ("scene_parse150", {"annotation": np.array([[[0] * 3, [5] * 3, [150] * 3, [9] * 3]] * 4, np.uint8)}, 150),
 ])
-def test_tfds_adapters_feed_model_fit(monkeypatch, tiny_backbone, name, element, num_classes):
+def test_tfds_adapters_feed_model_fit(monkeypatch, fit_one_epoch, name, element, num_classes):
     # The real datasets cannot be downloaded here: stand in for tfds.load with elements of their structure.
     import tensorflow_datasets as tfds
 
@@ -403,7 +416,7 @@ def test_tfds_adapters_feed_model_fit(monkeypatch, tiny_backbone, name, element,
     _, masks = next(iter(dataset))
     assert calls == [(name, "validation", False, True, 0)]  # training shuffles the shards, seeded
     assert set(np.unique(masks.numpy())) <= set(range(num_classes)) | {255}
-    _fit_one_epoch(dataset, tiny_backbone, num_classes)
+    fit_one_epoch(dataset, num_classes)
 
 
 # --- Throughput: does the pipeline keep up with the step? -------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 import tf_keras as keras
 
 from refinenet_tf import export, models
+from refinenet_tf.export import exporters
 from refinenet_tf.inference import engines
 from refinenet_tf.models import multitask
 
@@ -106,7 +107,7 @@ def test_openvino_export_runs_in_a_fresh_process_and_as_an_engine(tiny_backbone,
                           str(tmp_path / "outputs.npz")], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip().splitlines()[-1] == (
-        '[["a", "b", "c", "d"], "%s", "[?,?,?,3]", "<Type: \'uint8_t\'>"]' % export.PREPROCESSING)
+        '[["a", "b", "c", "d"], "%s", "[?,?,?,3]", "<Type: \'uint8_t\'>"]' % exporters.PREPROCESSING)
     expected = engines.make_engine("keras", model, scales=(0.75, 1.0))(images)
     _assert_same_segmentation(dict(np.load(tmp_path / "outputs.npz")), expected)
     # the engine from the file takes the export's augmentation and metadata

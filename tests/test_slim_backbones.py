@@ -109,7 +109,8 @@ def test_imagenet_checkpoint_round_trips_into_backbone_weights(imagenet_checkpoi
     prefix, stored, image = imagenet_checkpoint
     assert os.path.isfile(prefix) and not os.path.exists(prefix + ".index"), "one V1 file, as TF-slim's"
     assert stored["resnet_v1_50/logits/weights"].shape == (1, 1, 2048, 1000) and "global_step" in stored
-    model = refinenet_tf.RefineNet(num_classes=3, backbone="resnet_v1_50", backbone_weights=prefix)
+    # a narrow decoder: the backbone and its weights are what is checked
+    model = refinenet_tf.RefineNet(num_classes=3, backbone="resnet_v1_50", backbone_weights=prefix, decoder_features=8)
     backbone = model.get_layer("resnet_v1_50")
     table = slim_backbones.checkpoint_table(backbone)
     variables = {weight.name[:-2]: weight for weight in backbone.weights}
