@@ -1,4 +1,6 @@
-"""The Python examples of the README and of the documentation pages run as written, each in a fresh interpreter.
+"""The Python examples of the README and of the documentation pages run as written: each page in a fresh
+interpreter, each block in a namespace and a folder of its own (a block that sets the environment in an interpreter
+of its own).
 
 They run in a fresh folder that holds what a reader has after ``make demo``: the demo's data in the VOC layout
 under ``checkpoints/demo/data`` (written here by the same writer, smaller). The pages about converting downloaded
@@ -8,6 +10,7 @@ The CLI reference is checked in ``tests/test_docs.py``.
 """
 
 import glob
+import json
 import os
 import re
 import subprocess
@@ -71,21 +74,81 @@ PAGE_FILES = {
 }
 
 
-@pytest.mark.parametrize("page, index, block", BLOCKS, ids=[f"{page}:{index}" for page, index, _ in BLOCKS])
-def test_python_block_runs(page, index, block, demo_data, tmp_path):
+# Runs one page's blocks in one fresh interpreter (TensorFlow starts once per page, not once per block): each block
+# in a namespace of its own (a name defined by an earlier block is not there), in a folder of its own that holds
+# the reader's files, its prints captured; a failing block leaves the next ones to run.
+_PAGE_RUNNER = """
+import contextlib, io, json, os, sys, traceback
+blocks, results_file = json.loads(sys.argv[1]), sys.argv[2]
+results = []
+for folder, block in blocks:
+    os.chdir(folder)
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            exec(compile(block, folder, "exec"), {"__name__": "__main__"})
+        error = None
+    except BaseException:
+        error = traceback.format_exc()
+    results.append({"stdout": printed.getvalue(), "error": error})
+    with open(results_file, "w") as stream:
+        json.dump(results, stream)
+"""
+
+
+def _alone(block):
+    """A block that sets the environment (``TF_USE_LEGACY_KERAS`` before the first TensorFlow import) needs an
+    interpreter of its own."""
+    return "os.environ" in block
+
+
+@pytest.fixture(scope="module")
+def run_page(demo_data, tmp_path_factory):
+    """``run_page(page)``: ``[{"stdout": ..., "error": traceback or None}]``, one per block of ``page``, each block
+    run once as a reader runs it (see ``_PAGE_RUNNER``) in a folder with the demo's data and the page's files."""
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     environment.pop("TF_USE_LEGACY_KERAS", None)
-    workdir = tmp_path / "reader"
-    workdir.mkdir()
-    (workdir / "checkpoints").symlink_to(demo_data / "checkpoints")
-    if page in PAGE_FILES:
-        PAGE_FILES[page](workdir)
-    result = subprocess.run([sys.executable, "-c", block], cwd=workdir, env=environment, capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0, f"{page} block {index} failed:\n{block}\n{result.stderr[-3000:]}"
+    pages = {}
+
+    def run(page):
+        if page not in pages:
+            root = tmp_path_factory.mktemp("reader")
+            files = root / "files"
+            files.mkdir()
+            if page in PAGE_FILES:
+                PAGE_FILES[page](files)
+            folders = []
+            for index in range(len(_python_blocks(page))):
+                folder = root / f"block_{index}"
+                folder.mkdir()
+                (folder / "checkpoints").symlink_to(demo_data / "checkpoints")
+                for name in os.listdir(files):
+                    (folder / name).symlink_to(files / name)
+                folders.append(str(folder))
+            blocks = list(zip(folders, _python_blocks(page)))
+            groups = [[item] for item in blocks if _alone(item[1])] + [[item for item in blocks if not _alone(item[1])]]
+            results = {}
+            for number, group in enumerate(group for group in groups if group):
+                results_file = root / f"results_{number}.json"
+                run = subprocess.run([sys.executable, "-c", _PAGE_RUNNER, json.dumps(group), str(results_file)],
+                                     env=environment, capture_output=True, text=True, timeout=900)
+                done = json.loads(results_file.read_text()) if results_file.exists() else []
+                for (folder, _), result in zip(group, done + [None] * (len(group) - len(done))):
+                    results[folder] = result or {"stdout": "", "error": f"the interpreter ended (exit code "
+                                                                        f"{run.returncode}):\n{run.stderr[-3000:]}"}
+            pages[page] = [results[folder] for folder in folders]
+        return pages[page]
+
+    return run
+
+
+@pytest.mark.parametrize("page, index, block", BLOCKS, ids=[f"{page}:{index}" for page, index, _ in BLOCKS])
+def test_python_block_runs(page, index, block, run_page):
+    result = run_page(page)[index]
+    assert result["error"] is None, f"{page} block {index} failed:\n{block}\n{result['error'][-3000:]}"
     # Each `print(...)  # expected` comment in the block is checked against what it printed.
     expected = [c.strip() for c in re.findall(r"^print\(.*\)\s+#\s*(.*)$", block, flags=re.M)]
-    printed = [line.strip() for line in result.stdout.splitlines()]
+    printed = [line.strip() for line in result["stdout"].splitlines()]
     for value in expected:
         value = value.split(":")[0] if value.startswith("(") and "):" in value else value
         assert any(line.startswith(value) for line in printed), (value, printed)

@@ -250,19 +250,32 @@ def measure_multitask(model_name=MULTITASK_MODEL, height=480, width=640, num_cla
             "latency_ms": 1000 * median, "best_latency_ms": 1000 * best, "peak_rss_mib": rss_mib("VmHWM")}
 
 
+def _check_engine(engine, precision):
+    """Raises the ``ValueError`` or ``ImportError`` with which ``engine`` refuses ``precision`` whatever the model
+    (a precision it never runs, its optional package missing), so that no process is started to learn it."""
+    import warnings
+
+    from refinenet_tf.inference import engines
+
+    with warnings.catch_warnings():  # the emulated-bfloat16 warning belongs to the measuring process
+        warnings.simplefilter("ignore")
+        engines.check_precision(precision, engine, engines.engine_class(engine).supports_bfloat16)
+
+
 def _engine_rows(model_name, size, runs, engine_names, precisions, image_paths, folder, log):
     """:func:`measure_engine` for each engine and precision of one model, each in a fresh process, with the
     agreement of each with the ``keras`` float32 engine; an engine that fails (a missing extra, a precision it
-    refuses) gets its one-line error instead."""
+    refuses: both known before any process starts) gets its one-line error instead."""
     rows, reference = [], None
     for precision in precisions:
         for engine in engine_names:
             outputs = os.path.join(folder, f"{len(rows)}.npz")
             first = reference is None
             try:
+                _check_engine(engine, precision)
                 row = in_fresh_process("measure_engine", model_name, engine, precision, list(size), runs, 2,
                                        outputs, list(image_paths), first)
-            except RuntimeError as error:
+            except (RuntimeError, ValueError, ImportError) as error:
                 row = {"model": model_name, "engine": engine, "precision": precision,
                        "error": str(error).strip().splitlines()[-1][:200]}
             else:

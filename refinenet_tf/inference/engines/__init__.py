@@ -55,8 +55,8 @@ import numpy as np
 
 from refinenet_tf._checks import check_scales
 
-__all__ = ["ENGINES", "EXTRAS", "OUTPUTS", "PRECISIONS", "Engine", "cached_engine", "engine_for_path",
-           "make_engine", "native_bfloat16"]
+__all__ = ["ENGINES", "EXTRAS", "OUTPUTS", "PRECISIONS", "Engine", "cached_engine", "engine_class",
+           "engine_for_path", "make_engine", "native_bfloat16"]
 
 #: engine name -> ``"module:Class"``, imported when the engine is chosen
 ENGINES = {
@@ -202,7 +202,13 @@ def check_precision(precision, engine, supports_bfloat16):
     return precision
 
 
-def _engine_class(name):
+def engine_class(name):
+    """The :class:`Engine` subclass named ``name`` (one of :data:`ENGINES`), its module imported now.
+
+    Raises:
+        ValueError: for an unknown ``name``.
+        ImportError: when the engine's optional package is not installed (the message says which extra).
+    """
     if name not in ENGINES:
         raise ValueError(f"engine={name!r} is not one of {tuple(ENGINES)}.")
     module_name, class_name = ENGINES[name].split(":")
@@ -224,7 +230,7 @@ def make_engine(name, source, **options):
         ValueError: for an unknown ``name`` or option.
         ImportError: when the engine's optional package is not installed (the message says which extra).
     """
-    return _engine_class(name)(source, **options)
+    return engine_class(name)(source, **options)
 
 
 _CACHE = weakref.WeakKeyDictionary()  # keras model -> {(engine, scales, flip, max_side, precision): engine}
@@ -235,7 +241,7 @@ def cached_engine(name, model, scales=(1.0,), flip=False, max_side=None, precisi
     precision and then reused (a converting engine is a snapshot of the weights when it was made). The ``keras``
     engine in float32 is not cached here: it is the model itself, cheap to make, and it reuses its traced
     function."""
-    cls = _engine_class(name)
+    cls = engine_class(name)
     if name == "keras" and precision == "float32":
         return cls(model, scales=scales, flip=flip, max_side=max_side, precision=precision)
     key = (name, check_scales(scales), bool(flip), max_side, precision)
