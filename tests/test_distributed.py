@@ -7,6 +7,11 @@ TensorFlow must be told to split the CPU before it initialises its devices, so e
 interpreter: this module is also the script (``python -m tests.test_distributed MODE OUT``) that trains there.
 One process trains every single-device and mirrored run; the multi-worker workers start from its initial weights
 and are compared with its single-device SGD run.
+
+The same processes also train the plain case (moved here from tests/test_training.py, to share their TensorFlow
+start-up): a model compiled with plain SGD and no recipe extras, fitted for 3 epochs on one device and with
+``MirroredStrategy`` (the weights must agree), and by the two ``MultiWorkerMirroredStrategy`` workers, each from
+its own identically seeded initial weights (their losses and weights must agree, and the loss must go down).
 """
 
 import dataclasses
@@ -119,6 +124,43 @@ def _train(strategy, recipe, initial, policy="float32", halves=False):
     return result
 
 
+def _fit_plain(strategy, initial, out):
+    """The plain case: the tiny Light-Weight RefineNet (BatchNorm frozen: replicas would otherwise normalise with
+    their own batches) compiled for SGD at 0.05, fitted for 3 epochs on a fixed batch of 4 under ``strategy``;
+    saves its trainable weights (flattened) and per-epoch losses to ``out``. Every run starts from ``initial``
+    (written by the first)."""
+    import tensorflow as tf  # noqa: F401 (TensorFlow first, as in every run)
+    import tf_keras as keras
+
+    import refinenet_tf
+    from refinenet_tf import training
+    from refinenet_tf.training import recipes
+    from tests import conftest  # registers the tiny backbone
+
+    keras.backend.clear_session()
+    keras.mixed_precision.set_global_policy("float32")
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        model = refinenet_tf.models.build("lw_resnet50", num_classes=3, backbone_weights=None,
+                                          backbone=conftest.TINY_BACKBONE, decoder_features=8, dropout=0)
+        if os.path.exists(initial):  # every run starts from the very same weights
+            with np.load(initial) as stored:
+                model.set_weights([stored[f"arr_{i}"] for i in range(len(stored.files))])
+        else:
+            np.savez(initial, *model.get_weights())
+        training.freeze_batch_norm(model)
+        recipe = recipes.Recipe("t", "lw_resnet50", "", optimizer="sgd", learning_rate=0.05)
+        training.compile_model(model, recipe, 3, jit_compile=False)
+    rng = np.random.default_rng(1)
+    images = rng.uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
+    masks = rng.integers(0, 3, (4, 32, 32)).astype(np.int32)
+    before = np.concatenate([w.numpy().ravel() for w in model.trainable_weights])
+    history = model.fit(images, masks, batch_size=4, epochs=3, verbose=0, shuffle=False)
+    after = np.concatenate([w.numpy().ravel() for w in model.trainable_weights])
+    assert np.abs(after - before).max() > 1e-4, "training did not move the weights"
+    np.savez(out, weights=after, losses=np.array(history.history["loss"]))
+
+
 def _save(out, name, result):
     np.savez(os.path.join(out, f"{name}.npz"), **result)
 
@@ -132,6 +174,12 @@ def _main(mode, out):
     if mode == "mirrored":
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        # the plain case: the default (one-device) strategy, then two mirrored replicas
+        plain_initial = os.path.join(out, "plain_initial.npz")
+        _fit_plain(tf.distribute.get_strategy(), plain_initial, os.path.join(out, "plain_single.npz"))
+        plain_mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        assert plain_mirrored.num_replicas_in_sync == 2
+        _fit_plain(plain_mirrored, plain_initial, os.path.join(out, "plain_mirrored.npz"))
         one_device = tf.distribute.OneDeviceStrategy("/cpu:0")
         mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         assert mirrored.num_replicas_in_sync == 2
@@ -148,6 +196,9 @@ def _main(mode, out):
         assert strategy.num_replicas_in_sync == 2
         index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
         _save(out, f"sgd_worker{index}", _train(strategy, _recipe("sgd"), initial))
+        # the plain case, from this worker's own initial weights (seeded alike in both workers)
+        _fit_plain(strategy, os.path.join(out, f"plain_initial_worker{index}.npz"),
+                   os.path.join(out, f"plain_worker{index}.npz"))
     else:
         raise ValueError(f"unknown mode {mode!r}; use mirrored or worker.")
 
@@ -223,20 +274,41 @@ def _free_ports(count):
             s.close()
 
 
-def test_two_multi_worker_mirrored_workers_update_as_one_device(mirrored_runs):
-    # the workers start from the initial weights of the mirrored process; its single-device SGD run (the float32
-    # step of two half-batch gradients summed) is the reference
-    tmp_path = mirrored_runs
+@pytest.fixture(scope="module")
+def worker_runs(mirrored_runs):
+    """The folder of ``mirrored_runs`` once two ``MultiWorkerMirroredStrategy`` workers on the loopback address have
+    added their runs to it: ``sgd_worker{0,1}.npz`` and the plain case's ``plain_worker{0,1}.npz``."""
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes = []
     try:
         for index in range(2):
             tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
-            processes.append(_start("worker", tmp_path, tf_config))
+            processes.append(_start("worker", mirrored_runs, tf_config))
     finally:
         _finish(processes, timeout=300)
+    return mirrored_runs
+
+
+def test_two_multi_worker_mirrored_workers_update_as_one_device(worker_runs):
+    # the workers start from the initial weights of the mirrored process; its single-device SGD run (the float32
+    # step of two half-batch gradients summed) is the reference
     for index in range(2):
-        _assert_same_run(tmp_path, f"sgd_worker{index}", "sgd_float32_single")
+        _assert_same_run(worker_runs, f"sgd_worker{index}", "sgd_float32_single")
+
+
+def test_mirrored_strategy_on_two_cpus_matches_one_device(mirrored_runs):
+    # the plain case (formerly in tests/test_training.py), trained in the mirrored process
+    single, mirrored = (_load(mirrored_runs, name)["weights"] for name in ("plain_single", "plain_mirrored"))
+    assert single.size == mirrored.size and np.isfinite(single).all()
+    np.testing.assert_allclose(mirrored, single, rtol=1e-4, atol=1e-5)
+
+
+def test_multi_worker_mirrored_strategy_with_two_local_workers(worker_runs):
+    # the plain case (formerly in tests/test_training.py), trained by each worker from its own initial weights
+    runs = [_load(worker_runs, f"plain_worker{index}") for index in range(2)]
+    losses = [run["losses"].tolist() for run in runs]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5) and losses[0][-1] < losses[0][0]
+    np.testing.assert_allclose(runs[0]["weights"], runs[1]["weights"], rtol=1e-6)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from refinenet_tf.inference import evaluation
 from refinenet_tf.models import outputs as model_outputs
 from refinenet_tf.training import runs
 from refinenet_tf.data import visualization
+from tests.conftest import TINY_BACKBONE
 
 # --------------------------------------------------------------------------------------- a model we can reason about
 
@@ -176,7 +177,8 @@ def test_bad_scales_are_refused(scales):
 
 
 def test_predict_returns_arrays_at_each_input_size(tiny_backbone):
-    model = models.RefineNet(num_classes=5, backbone=tiny_backbone, backbone_weights=None, variant="light_weight")
+    model = models.RefineNet(num_classes=5, backbone=tiny_backbone, backbone_weights=None, variant="light_weight",
+                             decoder_features=8)
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (h, w, 3)).astype(np.uint8) for h, w in ((33, 47), (64, 31), (1, 1))]
     results = inference.predict(model, images, scales=(0.75, 1.25), flip=True, return_probabilities=True)
@@ -217,10 +219,14 @@ def test_the_default_path_holds_no_cache_on_weights_or_sizes_and_not_the_model(t
 # --------------------------------------------------------------------------------------- files and the CLI
 
 
-@pytest.fixture
-def tiny_model_file(tmp_path, tiny_backbone):
-    model = models.RefineNet(num_classes=21, backbone=tiny_backbone, backbone_weights=None, variant="light_weight")
-    path = str(tmp_path / "tiny.keras")
+@pytest.fixture(scope="module")
+def tiny_model_file(tmp_path_factory):
+    """A 21-class Light-Weight RefineNet on the tiny backbone with a narrow decoder, saved once for the module: the
+    tests below only read the file (their outputs go to their own folders)."""
+    keras.utils.set_random_seed(0)  # the same weights whichever test builds it
+    model = models.RefineNet(num_classes=21, backbone=TINY_BACKBONE, backbone_weights=None, variant="light_weight",
+                             decoder_features=8)
+    path = str(tmp_path_factory.mktemp("tiny_model") / "tiny.keras")
     model.save(path)
     return path
 
@@ -304,10 +310,12 @@ def test_cli_predict_evaluate_on_voc_files(tmp_path, voc_dir, tiny_model_file, c
 
 
 def test_a_checkpoint_that_does_not_fit_names_the_file(tmp_path, tiny_backbone):
-    other = models.RefineNet(num_classes=4, backbone=tiny_backbone, backbone_weights=None, variant="light_weight")
+    other = models.RefineNet(num_classes=4, backbone=tiny_backbone, backbone_weights=None, variant="light_weight",
+                             decoder_features=8)
     weights = str(tmp_path / "other.weights.h5")
     other.save_weights(weights)
-    model = models.RefineNet(num_classes=21, backbone=tiny_backbone, backbone_weights=None, variant="light_weight")
+    model = models.RefineNet(num_classes=21, backbone=tiny_backbone, backbone_weights=None, variant="light_weight",
+                             decoder_features=8)
     with pytest.raises(ValueError, match="other.weights.h5.* do not fit model"):
         runs.load_weights_checked(model, weights)
 

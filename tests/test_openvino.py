@@ -14,6 +14,7 @@ from refinenet_tf import export, models
 from refinenet_tf.export import exporters
 from refinenet_tf.inference import engines
 from refinenet_tf.models import multitask
+from tests.conftest import TINY_BACKBONE
 
 pytest.importorskip("openvino", reason="the openvino extra (part of the dev extra)")
 pytest.importorskip("onnxruntime", reason="the onnx extra (part of the dev extra)")
@@ -34,6 +35,20 @@ def _segmenter(tiny_backbone):
                                         variant="light_weight", decoder_features=8), scale=0.3)
 
 
+@pytest.fixture(scope="module")
+def segmenter():
+    """``_segmenter(tiny_backbone)``, built once for the module: no test changes its weights, and the keras
+    engine's traced function for each setting is then made once for the tests that compare with it."""
+    return _segmenter(TINY_BACKBONE)
+
+
+@pytest.fixture(scope="module")
+def multitask_model():
+    """A randomized multi-task model with all three heads on the tiny backbone, built once for the module."""
+    return _randomized(multitask.MultiTaskRefineNet(4, tasks=multitask.TASKS, backbone=TINY_BACKBONE,
+                                                    decoder_features=8))
+
+
 def _images(seed, shape):
     return np.random.default_rng(seed).integers(0, 256, shape).astype(np.uint8)
 
@@ -50,8 +65,8 @@ def _assert_same_segmentation(result, expected, atol=1e-4):
 
 
 @pytest.mark.parametrize("name", CONVERTING)
-def test_engine_gives_the_keras_engine_labels_at_any_size(name, tiny_backbone):
-    model = _segmenter(tiny_backbone)
+def test_engine_gives_the_keras_engine_labels_at_any_size(name, segmenter):
+    model = segmenter  # _segmenter(tiny_backbone)
     keras_engine = engines.make_engine("keras", model, flip=True)
     engine = engines.make_engine(name, model, flip=True)
     assert engine.outputs == ("probabilities",) and engine.num_classes == 4 and engine.flip
@@ -62,9 +77,8 @@ def test_engine_gives_the_keras_engine_labels_at_any_size(name, tiny_backbone):
 
 
 @pytest.mark.parametrize("name", CONVERTING)
-def test_engine_runs_a_multitask_model(name, tiny_backbone):
-    model = _randomized(multitask.MultiTaskRefineNet(4, tasks=multitask.TASKS, backbone=tiny_backbone,
-                                                     decoder_features=8))
+def test_engine_runs_a_multitask_model(name, multitask_model):
+    model = multitask_model  # _randomized(MultiTaskRefineNet(4, tasks=multitask.TASKS, backbone=tiny_backbone, ...))
     images = _images(2, (2, 37, 45, 3))
     expected = engines.make_engine("keras", model)(images)
     engine = engines.make_engine(name, model)
@@ -96,8 +110,8 @@ print(json.dumps([metadata["class_names"], metadata["preprocessing"], str(model.
 """
 
 
-def test_openvino_export_runs_in_a_fresh_process_and_as_an_engine(tiny_backbone, tmp_path):
-    model = _segmenter(tiny_backbone)
+def test_openvino_export_runs_in_a_fresh_process_and_as_an_engine(segmenter, tmp_path):
+    model = segmenter  # _segmenter(tiny_backbone)
     path = export.export_openvino(model, tmp_path / "model.xml", scales=(0.75, 1.0), class_names=["a", "b", "c", "d"],
                                   source="test")
     assert sorted(os.listdir(tmp_path)) == ["model.bin", "model.xml"]
@@ -123,8 +137,8 @@ def test_openvino_export_runs_in_a_fresh_process_and_as_an_engine(tiny_backbone,
         export.export_openvino(model, tmp_path / "model.bin", overwrite=True)
 
 
-def test_onnx_export_loads_as_an_engine_with_its_metadata(tiny_backbone, tmp_path):
-    model = _segmenter(tiny_backbone)
+def test_onnx_export_loads_as_an_engine_with_its_metadata(segmenter, tmp_path):
+    model = segmenter  # _segmenter(tiny_backbone)
     path = export.export_onnx(model, tmp_path / "model.onnx", class_names=["a", "b", "c", "d"], max_side=40)
     images = _images(6, (1, 30, 61, 3))
     expected = engines.make_engine("keras", model, max_side=40)(images)

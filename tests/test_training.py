@@ -1,14 +1,12 @@
 """Training: metrics and loss with the ignore label, the recipes' optimizer, fit through the API and the CLI,
-resuming, XLA, bfloat16, and tf.distribute (MirroredStrategy, MultiWorkerMirroredStrategy)."""
+resuming, XLA and bfloat16. Plain SGD under tf.distribute (MirroredStrategy on two CPUs, two
+MultiWorkerMirroredStrategy workers) is tested in tests/test_distributed.py, whose fresh processes train it beside
+the recipes' runs (one TensorFlow start instead of three)."""
 
 import csv
 import dataclasses
 import json
 import os
-import socket
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -20,8 +18,6 @@ from refinenet_tf import cli, training
 from refinenet_tf.training import recipes, runs
 from refinenet_tf.data import synthetic
 from tests.conftest import TINY_BACKBONE
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _DEMO = recipes.get_recipe("demo_shapes")
 #: demo_shapes (its name, optimizer, schedule, scales and model settings) with the Light-Weight decoder, 32 wide,
@@ -294,98 +290,6 @@ def test_cli_train_bad_data_is_one_clear_error(tmp_path, capsys):
     assert cli.main(["train", "--recipe", "demo_shapes", "--data", f"voc:{tmp_path}", "--run-dir",
                      str(tmp_path / "r"), "--backbone-weights", "none"]) == 2
     assert "no VOC 2012 folder" in capsys.readouterr().err
-
-
-# --- tf.distribute -------------------------------------------------------------------------------------------
-
-_DISTRIBUTED_STEP = textwrap.dedent("""
-    import json, os, sys
-    import numpy as np, tensorflow as tf
-    sys.path.insert(0, {root!r})
-    import tf_keras as keras
-    from tests import conftest  # registers the tiny backbone
-    import refinenet_tf
-    from refinenet_tf import training
-    from refinenet_tf.training import recipes
-
-    def run(strategy, out):
-        keras.utils.set_random_seed(0)
-        with strategy.scope():
-            model = refinenet_tf.models.build("lw_resnet50", num_classes=3, backbone_weights=None,
-                                              backbone=conftest.TINY_BACKBONE, decoder_features=8, dropout=0)
-            initial = {initial!r}
-            if os.path.exists(initial):  # every run starts from the very same weights
-                model.set_weights(list(np.load(initial, allow_pickle=False).values()))
-            else:
-                np.savez(initial, *model.get_weights())
-            training.freeze_batch_norm(model)  # replicas would otherwise normalise with their own batches
-            recipe = recipes.Recipe("t", "lw_resnet50", "", optimizer="sgd", learning_rate=0.05)
-            training.compile_model(model, recipe, 3, jit_compile=False)
-        rng = np.random.default_rng(1)
-        images = rng.uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
-        masks = rng.integers(0, 3, (4, 32, 32)).astype(np.int32)
-        before = np.concatenate([w.numpy().ravel() for w in model.trainable_weights])
-        history = model.fit(images, masks, batch_size=4, epochs=3, verbose=0, shuffle=False)
-        after = np.concatenate([w.numpy().ravel() for w in model.trainable_weights])
-        assert np.abs(after - before).max() > 1e-4, "training did not move the weights"
-        np.save(out, np.concatenate([w.numpy().ravel() for w in model.trainable_weights]))
-        return history.history["loss"]
-""")
-
-
-def _run_python(script, env=None, timeout=300):
-    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
-    return subprocess.Popen([sys.executable, "-c", script], env=environment, cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def test_mirrored_strategy_on_two_cpus_matches_one_device(tmp_path):
-    script = _DISTRIBUTED_STEP.format(root=ROOT, initial=str(tmp_path / "initial.npz")) + textwrap.dedent(f"""
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        single = run(tf.distribute.get_strategy(), {str(tmp_path / 'single.npy')!r})
-        mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-        assert mirrored.num_replicas_in_sync == 2
-        run(mirrored, {str(tmp_path / 'mirrored.npy')!r})
-        print(json.dumps(single))
-    """)
-    process = _run_python(script)
-    stdout, stderr = process.communicate(timeout=300)
-    assert process.returncode == 0, stderr[-3000:]
-    single, mirrored = np.load(tmp_path / "single.npy"), np.load(tmp_path / "mirrored.npy")
-    assert single.size == mirrored.size and np.isfinite(single).all()
-    np.testing.assert_allclose(mirrored, single, rtol=1e-4, atol=1e-5)
-
-
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def test_multi_worker_mirrored_strategy_with_two_local_workers(tmp_path):
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    processes = []
-    for index in range(2):
-        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
-        script = _DISTRIBUTED_STEP.format(root=ROOT, initial=str(tmp_path / f"initial{index}.npz")) + \
-            textwrap.dedent(f"""
-            strategy = training.make_strategy("multiworker")
-            assert strategy.num_replicas_in_sync == 2
-            losses = run(strategy, {str(tmp_path / f'worker{index}.npy')!r})
-            print(json.dumps(losses))
-        """)
-        processes.append(_run_python(script, env={"TF_CONFIG": tf_config}))
-    outputs = [process.communicate(timeout=300) for process in processes]
-    for process, (_, stderr) in zip(processes, outputs):
-        assert process.returncode == 0, stderr[-3000:]
-    losses = [json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in outputs]
-    assert losses[0] == pytest.approx(losses[1], rel=1e-5) and losses[0][-1] < losses[0][0]
-    np.testing.assert_allclose(np.load(tmp_path / "worker0.npy"), np.load(tmp_path / "worker1.npy"), rtol=1e-6)
 
 
 def test_cli_train_on_a_bad_mask_fails_with_one_line_naming_it(tmp_path, capsys, tiny_demo_shapes):

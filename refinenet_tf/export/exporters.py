@@ -68,11 +68,10 @@ METADATA_KEY = "refinenet_tf"
 PREPROCESSING = "none: uint8 RGB in [0, 255] as decoded; the model converts and normalizes it inside"
 
 
-class _Serving(tf.Module):
+class _Serving:
     """The model and the serving functions that wrap it (uint8 in; labels and probabilities out)."""
 
     def __init__(self, model, scales=(1.0,), flip=False, max_side=None):
-        super().__init__(name="refinenet_serving")
         self.model = model
         self.scales = check_scales(scales)
         self.flip, self.max_side = bool(flip), max_side
@@ -80,6 +79,16 @@ class _Serving(tf.Module):
         if self.tasks and (self.scales != (1.0,) or self.flip or max_side is not None):
             raise ValueError(f"{model.name} is a multi-task model ({', '.join(self.tasks)}): export it without "
                              "test-time augmentation (scales=(1.0,), flip=False, max_side=None).")
+
+    def variables_root(self):
+        """The object an export saves its functions' variables from: a ``tf.Module`` holding the model's
+        variables and nothing else of it. (Holding the Keras model would have TensorFlow trace every layer's call
+        for a Keras SavedModel that no export loads: most of an export's time.)"""
+        root = tf.Module(name="refinenet_serving")
+        # restored as lists: loaded.trainable_weights for fine-tuning, loaded.weights for all
+        root.trainable_weights = list(self.model.trainable_weights)
+        root.weights = list(self.model.weights)
+        return root
 
     def outputs(self, images):
         if self.tasks:
@@ -226,16 +235,14 @@ def export_saved_model(model, path, scales=(1.0,), flip=False, max_side=None, cl
     path = os.path.abspath(os.fspath(path))
     _check_target(path, overwrite, "SavedModel folder")
     serving = _Serving(model, scales, flip, max_side)
-    # restored as lists: loaded.trainable_weights for fine-tuning, loaded.weights for all
-    serving.trainable_weights = list(model.trainable_weights)
-    serving.weights = list(model.weights)
     images = tf.function(serving.serve_images, input_signature=[tf.TensorSpec(None, tf.uint8, name="images")])
     encoded = tf.function(serving.serve_bytes, input_signature=[tf.TensorSpec([None], tf.string,
                                                                               name="image_bytes")])
     temporary = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=os.path.dirname(path))
     try:
-        tf.saved_model.save(serving, temporary, signatures={"serving_default": images.get_concrete_function(),
-                                                            "serving_bytes": encoded.get_concrete_function()})
+        signatures = {"serving_default": images.get_concrete_function(),
+                      "serving_bytes": encoded.get_concrete_function()}
+        tf.saved_model.save(serving.variables_root(), temporary, signatures=signatures)
         with open(os.path.join(temporary, _METADATA), "w") as stream:
             json.dump(dict(_metadata(model, serving, class_names, source), weights="variables"), stream, indent=2)
         os.chmod(temporary, 0o777 & ~_files._umask())
@@ -294,7 +301,7 @@ def export_tflite(model, path, quantization="float32", input_size=(512, 512), sc
     serving = _Serving(model, scales, flip)
     function = tf.function(serving.outputs).get_concrete_function(
         tf.TensorSpec([1, height, width, 3], tf.uint8, name="images"))
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], serving)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], serving.variables_root())
     if quantization != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":
