@@ -20,6 +20,7 @@ Other backbones plug in with :func:`register_backbone`, e.g. a tiny one for test
 """
 
 import dataclasses
+import functools
 import os
 from typing import Callable, Mapping
 
@@ -163,20 +164,23 @@ def _check_weights(weights, spec):
 
 
 def _with_slim_arg_scope(model, weight_decay, batch_norm_momentum):
-    """Rebuilds ``model`` with slim's ``resnet_arg_scope``: L2 on conv kernels and its BatchNorm decay.
+    """Gives ``model`` slim's ``resnet_arg_scope`` in place: L2 on conv kernels and its BatchNorm decay.
 
-    Keras applications take no regularizer, so the config is edited and the weights copied over.
+    Keras applications take no regularizer, so each conv layer gets one as Keras' ``add_weight`` gives it: the
+    attribute (which its config saves, so a reloaded model has it too) and the loss on the kernel.
     """
-    config = model.get_config()
-    for layer in config["layers"]:
-        if layer["class_name"] in ("Conv2D", "DepthwiseConv2D") and weight_decay:
-            key = "depthwise_regularizer" if layer["class_name"] == "DepthwiseConv2D" else "kernel_regularizer"
-            layer["config"][key] = keras.regularizers.serialize(keras.regularizers.L2(weight_decay / 2.0))
-        if layer["class_name"] == "BatchNormalization" and batch_norm_momentum is not None:
-            layer["config"]["momentum"] = batch_norm_momentum
-    rebuilt = keras.Model.from_config(config)
-    rebuilt.set_weights(model.get_weights())
-    return rebuilt
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind in ("Conv2D", "DepthwiseConv2D") and weight_decay:
+            regularizer = keras.regularizers.L2(weight_decay / 2.0)
+            if kind == "DepthwiseConv2D":
+                layer.depthwise_regularizer, kernel = regularizer, layer.depthwise_kernel
+            else:
+                layer.kernel_regularizer, kernel = regularizer, layer.kernel
+            layer.add_loss(functools.partial(regularizer, kernel))
+        if kind == "BatchNormalization" and batch_norm_momentum is not None:
+            layer.momentum = batch_norm_momentum
+    return model
 
 
 def build_backbone(name="resnet101", weights=None, input_shape=(None, None, 3), weight_decay=None,

@@ -41,11 +41,11 @@ def load_model(path, compile=True, safe_mode=True):
 
     Example:
         >>> import os, tempfile
-        >>> from refinenet_tf import RefineNet
+        >>> from refinenet_tf import LightWeightRefineNet
         >>> path = os.path.join(tempfile.mkdtemp(), "model.keras")
-        >>> RefineNet(num_classes=2, backbone="resnet50", backbone_weights=None).save(path)
+        >>> LightWeightRefineNet(num_classes=2, backbone="mobilenetv2", backbone_weights=None).save(path)
         >>> load_model(path).name
-        'refinenet_slim_resnet50'
+        'refinenet_light_weight_mobilenetv2'
     """
     path = os.fspath(path)
     if not os.path.exists(path):
