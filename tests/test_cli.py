@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -109,8 +108,6 @@ def test_flops_bad_size_is_a_usage_error():
 
 
 def test_train_benchmark_measures_one_configuration():
-    from refinenet_tf.cli import benchmark as benchmarks
-
     row = benchmarks.measure_training("lw_mobilenetv2", 64, batch_size=2, steps=1, jit_compile=False)
     assert row["images_per_second"] > 0 and row["seconds_per_step"] > 0
     assert row["peak_rss_mib"] >= row["built_rss_mib"] > 0
@@ -209,8 +206,6 @@ def test_library_errors_are_told_in_the_commands_flags():
 
 def test_a_measurement_runs_in_a_fresh_process_by_name():
     import tensorflow as tf
-
-    from refinenet_tf.cli import benchmark as benchmarks
 
     assert benchmarks.in_fresh_process("measure_gpus") == len(tf.config.list_physical_devices("GPU"))
     with pytest.raises(RuntimeError, match="unknown measurement 'run_benchmark'"):

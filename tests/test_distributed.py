@@ -46,6 +46,22 @@ def _recipe(optimizer):
                           freeze_batch_norm=True, use_ema=True, ema_momentum=0.5)
 
 
+def _tiny_model(initial):
+    """The tiny Light-Weight RefineNet (3 classes, decoder 8 wide, no dropout), built in the current strategy's
+    scope; every run starts from the very same weights: those in ``initial`` (``.npz``), written by the first."""
+    import refinenet_tf
+    from tests import conftest  # registers the tiny backbone
+
+    model = refinenet_tf.models.build("lw_resnet50", num_classes=3, backbone_weights=None,
+                                      backbone=conftest.TINY_BACKBONE, decoder_features=8, dropout=0)
+    if os.path.exists(initial):
+        with np.load(initial) as stored:
+            model.set_weights([stored[f"arr_{i}"] for i in range(len(stored.files))])
+    else:
+        np.savez(initial, *model.get_weights())
+    return model
+
+
 def _train(strategy, recipe, initial, policy="float32", halves=False):
     """``STEPS`` steps of a tiny Light-Weight RefineNet (BatchNorm frozen, so that per-replica batches normalise
     alike) on a fixed batch of ``GLOBAL_BATCH``, compiled by ``compile_model`` for ``recipe``; returns the trainable
@@ -62,21 +78,13 @@ def _train(strategy, recipe, initial, policy="float32", halves=False):
     import tensorflow as tf
     import tf_keras as keras
 
-    import refinenet_tf
     from refinenet_tf import training
-    from tests import conftest  # registers the tiny backbone
 
     keras.backend.clear_session()
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(0)
     with strategy.scope():
-        model = refinenet_tf.models.build("lw_resnet50", num_classes=3, backbone_weights=None,
-                                          backbone=conftest.TINY_BACKBONE, decoder_features=8, dropout=0)
-        if os.path.exists(initial):  # every run starts from the very same weights
-            with np.load(initial) as stored:
-                model.set_weights([stored[f"arr_{i}"] for i in range(len(stored.files))])
-        else:
-            np.savez(initial, *model.get_weights())
+        model = _tiny_model(initial)
         training.compile_model(model, recipe, 3, steps_per_epoch=1, epochs=STEPS, jit_compile=False)
     rng = np.random.default_rng(1)
     images = rng.uniform(0, 255, (GLOBAL_BATCH, 32, 32, 3)).astype(np.float32)
@@ -132,22 +140,14 @@ def _fit_plain(strategy, initial, out):
     import tensorflow as tf  # noqa: F401 (TensorFlow first, as in every run)
     import tf_keras as keras
 
-    import refinenet_tf
     from refinenet_tf import training
     from refinenet_tf.training import recipes
-    from tests import conftest  # registers the tiny backbone
 
     keras.backend.clear_session()
     keras.mixed_precision.set_global_policy("float32")
     keras.utils.set_random_seed(0)
     with strategy.scope():
-        model = refinenet_tf.models.build("lw_resnet50", num_classes=3, backbone_weights=None,
-                                          backbone=conftest.TINY_BACKBONE, decoder_features=8, dropout=0)
-        if os.path.exists(initial):  # every run starts from the very same weights
-            with np.load(initial) as stored:
-                model.set_weights([stored[f"arr_{i}"] for i in range(len(stored.files))])
-        else:
-            np.savez(initial, *model.get_weights())
+        model = _tiny_model(initial)
         training.freeze_batch_norm(model)
         recipe = recipes.Recipe("t", "lw_resnet50", "", optimizer="sgd", learning_rate=0.05)
         training.compile_model(model, recipe, 3, jit_compile=False)

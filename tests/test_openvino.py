@@ -4,7 +4,6 @@ precision, and one-line refusals (missing extra, bfloat16 where it cannot run, a
 import os
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest

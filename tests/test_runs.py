@@ -3,7 +3,6 @@ resumes only with its own settings), the default folder is new per run, weights 
 fingerprint, and a run reloads from the build arguments it recorded, whatever the recipe table says today."""
 
 import csv
-import dataclasses
 import datetime
 import inspect
 import json
@@ -19,23 +18,15 @@ from refinenet_tf import cli, models, training
 from refinenet_tf.models import saving
 from refinenet_tf.training import recipes, runs
 from refinenet_tf.data import synthetic
-from tests.conftest import TINY_BACKBONE
+from tests.conftest import TINY_BACKBONE, tiny_demo_recipe, use_as_demo_shapes
 
-_DEMO = recipes.get_recipe("demo_shapes")
-#: demo_shapes (its name, optimizer, schedule and model settings) with the Light-Weight decoder, 16 wide, on the
-#: tiny test backbone: what these tests check of a run folder does not depend on the decoder, and this model has
-#: 40 trainable weights instead of the slim decoder's 200 (a train() call of one step took about 5 s instead of 27
-#: on the 2-core test machine: tracing the train step and the optimizer's per-weight update dominates).
-TINY_DEMO = dataclasses.replace(_DEMO, model="lw_mobilenetv2", model_kwargs={
-    **_DEMO.model_kwargs, "backbone": TINY_BACKBONE, "decoder_features": 16})
+#: the demo recipe on the tiny backbone (tests.conftest.tiny_demo_recipe), its decoder 16 wide
+TINY_DEMO = tiny_demo_recipe(16)
 
 
 @pytest.fixture
 def tiny_demo_shapes(monkeypatch):
-    """The recipe table's ``demo_shapes`` is :data:`TINY_DEMO` during the test (the command line takes recipes by
-    name only)."""
-    monkeypatch.setitem(recipes.RECIPES, "demo_shapes", TINY_DEMO)
-    return TINY_DEMO
+    return use_as_demo_shapes(monkeypatch, TINY_DEMO)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ MultiWorkerMirroredStrategy workers) is tested in tests/test_distributed.py, who
 the recipes' runs (one TensorFlow start instead of three)."""
 
 import csv
-import dataclasses
 import json
 import os
 
@@ -17,26 +16,17 @@ import refinenet_tf
 from refinenet_tf import cli, training
 from refinenet_tf.training import recipes, runs
 from refinenet_tf.data import synthetic
-from tests.conftest import TINY_BACKBONE
+from tests.conftest import tiny_demo_recipe, use_as_demo_shapes
 
-_DEMO = recipes.get_recipe("demo_shapes")
-#: demo_shapes (its name, optimizer, schedule, scales and model settings) with the Light-Weight decoder, 32 wide,
-#: on the tiny test backbone: what a run does (its folder, checkpoints, log, resume, the command line) does not
-#: depend on the decoder, and this model has 40 trainable weights instead of the slim decoder's 200 (a train()
-#: call of one step took about 5 s instead of 27 on the 2-core test machine: tracing the train step and the
-#: optimizer's per-weight update dominates). 32 wide rather than 16: its loss starts high enough (about 5) and
-#: its training mean IoU rises clearly (0.11 to 0.25 in 12 epochs of 2 steps), where 16 wide starts near the
-#: uniform 1.4 and its IoU barely moves in as many steps.
-TINY_DEMO = dataclasses.replace(_DEMO, model="lw_mobilenetv2", model_kwargs={
-    **_DEMO.model_kwargs, "backbone": TINY_BACKBONE, "decoder_features": 32})
+#: the demo recipe on the tiny backbone (tests.conftest.tiny_demo_recipe), its decoder 32 wide rather than 16:
+#: its loss starts high enough (about 5) and its training mean IoU rises clearly (0.11 to 0.25 in 12 epochs of 2
+#: steps), where 16 wide starts near the uniform 1.4 and its IoU barely moves in as many steps.
+TINY_DEMO = tiny_demo_recipe(32)
 
 
 @pytest.fixture
 def tiny_demo_shapes(monkeypatch):
-    """The recipe table's ``demo_shapes`` is :data:`TINY_DEMO` during the test (the command line takes recipes by
-    name only)."""
-    monkeypatch.setitem(recipes.RECIPES, "demo_shapes", TINY_DEMO)
-    return TINY_DEMO
+    return use_as_demo_shapes(monkeypatch, TINY_DEMO)
 
 
 @pytest.fixture(scope="module")
