@@ -3,8 +3,6 @@
 import glob
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -17,6 +15,7 @@ from refinenet_tf.export import exporters
 from refinenet_tf.models import outputs as model_outputs
 from refinenet_tf.training import recipes
 from refinenet_tf.data import synthetic
+from tests.fresh_python import FreshInterpreter
 
 _FRESH_PROCESS_HEADER = """
 import os, sys
@@ -28,55 +27,23 @@ import tensorflow as tf
 """
 
 
-_RUNNER = _FRESH_PROCESS_HEADER + """
-import contextlib, io, traceback
-# Runs scripts sent on stdin (a line with the length, then the script), each with its own globals, and answers
-# each with one JSON line: its printed output, or the traceback of its failure.
-while True:
-    size = sys.stdin.readline()
-    if not size:
-        break
-    script, printed = sys.stdin.read(int(size)), io.StringIO()
-    try:
-        with contextlib.redirect_stdout(printed):
-            exec(compile(script, "<fresh process script>", "exec"), {"__name__": "__main__"})
-        failed = False
-    except BaseException:
-        printed.write(traceback.format_exc())
-        failed = True
-    sys.__stdout__.write(json.dumps({"failed": failed, "output": printed.getvalue()}) + "\\n")
-    sys.__stdout__.flush()
-"""
-
-
 @pytest.fixture(scope="module")
-def run_fresh(tmp_path_factory):
+def run_fresh():
     """``run_fresh(script)``: runs ``script`` in a process with only TensorFlow (no refinenet_tf, no tf_keras) and
     returns what it printed; a failure of the script fails the test with its traceback.
 
-    One such process serves every script of the module (each with its own globals), so TensorFlow starts once
-    (seconds) rather than once per check; it is started when a test first asks for it, before the model fixtures
-    are built, so that its start-up overlaps with their training."""
-    stderr = open(tmp_path_factory.mktemp("fresh_process") / "stderr.txt", "w+")
-    process = subprocess.Popen([sys.executable, "-c", _RUNNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=stderr, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    One such interpreter (tests/fresh_python.py) serves every script of the module, each with its own globals, so
+    TensorFlow starts once (seconds) rather than once per check; it is started when a test first asks for it,
+    before the model fixtures are built, so that its start-up overlaps with their training."""
+    interpreter = FreshInterpreter(env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
 
     def run(script):
-        script = _FRESH_PROCESS_HEADER + textwrap.dedent(script)
-        process.stdin.write(f"{len(script)}\n{script}")
-        process.stdin.flush()
-        reply = process.stdout.readline()
-        if not reply:
-            stderr.seek(0)
-            pytest.fail(f"the TensorFlow-only process exited ({process.wait(timeout=60)}): {stderr.read()[-3000:]}")
-        reply = json.loads(reply)
-        assert not reply["failed"], reply["output"][-3000:]
-        return reply["output"]
+        result = interpreter.run(_FRESH_PROCESS_HEADER + textwrap.dedent(script))
+        assert result["error"] is None, result["error"][-3000:]
+        return result["output"]
 
     yield run
-    process.stdin.close()
-    process.wait(timeout=300)
-    stderr.close()
+    interpreter.close()
 
 
 _COLORS = np.array([[90, 90, 90], [200, 40, 40], [40, 190, 60], [50, 70, 210]])

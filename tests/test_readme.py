@@ -10,16 +10,14 @@ The CLI reference is checked in ``tests/test_docs.py``.
 """
 
 import glob
-import json
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from refinenet_tf.data import synthetic
+from tests.fresh_python import FreshInterpreter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGES = ["README.md"] + sorted(os.path.relpath(path, ROOT) for path in glob.glob(os.path.join(ROOT, "docs", "*.md")))
@@ -74,28 +72,6 @@ PAGE_FILES = {
 }
 
 
-# Runs one page's blocks in one fresh interpreter (TensorFlow starts once per page, not once per block): each block
-# in a namespace of its own (a name defined by an earlier block is not there), in a folder of its own that holds
-# the reader's files, its prints captured; a failing block leaves the next ones to run.
-_PAGE_RUNNER = """
-import contextlib, io, json, os, sys, traceback
-blocks, results_file = json.loads(sys.argv[1]), sys.argv[2]
-results = []
-for folder, block in blocks:
-    os.chdir(folder)
-    printed = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(printed):
-            exec(compile(block, folder, "exec"), {"__name__": "__main__"})
-        error = None
-    except BaseException:
-        error = traceback.format_exc()
-    results.append({"stdout": printed.getvalue(), "error": error})
-    with open(results_file, "w") as stream:
-        json.dump(results, stream)
-"""
-
-
 def _alone(block):
     """A block that sets the environment (``TF_USE_LEGACY_KERAS`` before the first TensorFlow import) needs an
     interpreter of its own."""
@@ -104,8 +80,8 @@ def _alone(block):
 
 @pytest.fixture(scope="module")
 def run_page(demo_data, tmp_path_factory):
-    """``run_page(page)``: ``[{"stdout": ..., "error": traceback or None}]``, one per block of ``page``, each block
-    run once as a reader runs it (see ``_PAGE_RUNNER``) in a folder with the demo's data and the page's files."""
+    """``run_page(page)``: ``[{"output": what it printed, "error": traceback or None}]``, one per block of
+    ``page``, each block run once as a reader runs it, in a folder with the demo's data and the page's files."""
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     environment.pop("TF_USE_LEGACY_KERAS", None)
     pages = {}
@@ -128,14 +104,13 @@ def run_page(demo_data, tmp_path_factory):
             blocks = list(zip(folders, _python_blocks(page)))
             groups = [[item] for item in blocks if _alone(item[1])] + [[item for item in blocks if not _alone(item[1])]]
             results = {}
-            for number, group in enumerate(group for group in groups if group):
-                results_file = root / f"results_{number}.json"
-                run = subprocess.run([sys.executable, "-c", _PAGE_RUNNER, json.dumps(group), str(results_file)],
-                                     env=environment, capture_output=True, text=True, timeout=900)
-                done = json.loads(results_file.read_text()) if results_file.exists() else []
-                for (folder, _), result in zip(group, done + [None] * (len(group) - len(done))):
-                    results[folder] = result or {"stdout": "", "error": f"the interpreter ended (exit code "
-                                                                        f"{run.returncode}):\n{run.stderr[-3000:]}"}
+            for group in filter(None, groups):
+                # one fresh interpreter for the group: each block in its own namespace and folder, its prints
+                # captured, a failing block leaving the next ones to run (tests/fresh_python.py)
+                interpreter = FreshInterpreter(env=environment)
+                for folder, block in group:
+                    results[folder] = interpreter.run(block, cwd=folder, name=f"{page} block")
+                interpreter.close()
             pages[page] = [results[folder] for folder in folders]
         return pages[page]
 
@@ -148,7 +123,7 @@ def test_python_block_runs(page, index, block, run_page):
     assert result["error"] is None, f"{page} block {index} failed:\n{block}\n{result['error'][-3000:]}"
     # Each `print(...)  # expected` comment in the block is checked against what it printed.
     expected = [c.strip() for c in re.findall(r"^print\(.*\)\s+#\s*(.*)$", block, flags=re.M)]
-    printed = [line.strip() for line in result["stdout"].splitlines()]
+    printed = [line.strip() for line in result["output"].splitlines()]
     for value in expected:
         value = value.split(":")[0] if value.startswith("(") and "):" in value else value
         assert any(line.startswith(value) for line in printed), (value, printed)
