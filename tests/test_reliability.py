@@ -2,7 +2,6 @@
 config files, and an inference loop that neither retraces nor grows over images of many sizes."""
 
 import csv
-import dataclasses
 import json
 import os
 import pickle
@@ -20,9 +19,9 @@ import tf_keras as keras
 from refinenet_tf import cli, models, training
 from refinenet_tf.models import backbones, saving
 from benchmarks import soak
-from refinenet_tf.training import recipes, runs
+from refinenet_tf.training import runs
 from refinenet_tf.data import synthetic
-from tests.conftest import TINY_BACKBONE
+from tests.conftest import TINY_BACKBONE, tiny_demo_recipe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,16 +37,13 @@ def shapes_spec(tmp_path_factory):
 
 
 def trainer_config(run_dir, spec):
-    """The run that the test kills twice and then finishes: demo_shapes with the Light-Weight decoder on the tiny
-    test backbone, 3 epochs of 3 steps. What is saved, killed and resumed is the same as with the slim decoder, and
-    this model has 40 trainable weights instead of 200: building and tracing it in each process took about 5 s
-    instead of 27 on the 2-core test machine."""
-    demo = recipes.get_recipe("demo_shapes")
-    recipe = dataclasses.replace(demo, model="lw_mobilenetv2")
-    return training.TrainConfig(recipe=recipe, data=spec, val_data=spec, num_classes=4, run_dir=str(run_dir),
-                                epochs=3, steps_per_epoch=3, batch_size=2, crop_size=32, learning_rate=3e-3,
-                                backbone_weights=None, verbose=0, seed=0,
-                                model_kwargs={"backbone": TINY_BACKBONE, "decoder_features": 16})
+    """The run that the test kills twice and then finishes: the demo recipe on the tiny test backbone
+    (tests.conftest.tiny_demo_recipe, decoder 16 wide), 3 epochs of 3 steps. What is saved, killed and resumed is
+    the same as with the slim decoder, and this model builds and traces in each process in about 5 s instead of
+    27 on the 2-core test machine."""
+    return training.TrainConfig(recipe=tiny_demo_recipe(16), data=spec, val_data=spec, num_classes=4,
+                                run_dir=str(run_dir), epochs=3, steps_per_epoch=3, batch_size=2, crop_size=32,
+                                learning_rate=3e-3, backbone_weights=None, verbose=0, seed=0)
 
 
 # A training run in its own process (the config of trainer_config). It announces the moment named by argv[3] by
