@@ -417,39 +417,3 @@ def test_tfds_adapters_feed_model_fit(monkeypatch, fit_one_epoch, name, element,
     assert calls == [(name, "validation", False, True, 0)]  # training shuffles the shards, seeded
     assert set(np.unique(masks.numpy())) <= set(range(num_classes)) | {255}
     fit_one_epoch(dataset, num_classes)
-
-
-# --- Throughput: does the pipeline keep up with the step? -------------------------------------------------------------
-
-def test_input_pipeline_benchmark_prints_crops_next_to_the_step(monkeypatch, capsys, voc_tiny_dir, tiny_backbone):
-    from refinenet_tf.cli import benchmark as benchmarks
-    from refinenet_tf.data import throughput
-
-    # every measurement in this process (the real command gives each a fresh one), on tiny settings: small
-    # scenes, and the preset's decoder on the tiny test backbone (the table is what is tested, not MobileNetV2)
-    monkeypatch.setattr(throughput, "_in_fresh_process", lambda name, *args: getattr(throughput, name)(*args))
-    monkeypatch.setattr(benchmarks, "in_fresh_process", lambda name, *args: getattr(benchmarks, name)(*args))
-    monkeypatch.setattr(throughput, "_VOC_SIZE", (40, 30))
-    monkeypatch.setattr(benchmarks, "benchmark_model", lambda name, seed=0: benchmarks.randomize_batch_norms(
-        refinenet_tf.models.build(name, num_classes=21, backbone_weights=None, backbone=tiny_backbone,
-                                  decoder_features=8), seed))
-    assert cli.main(["benchmark", "--input-pipeline", "--models", "lw_mobilenetv2", "--size", "32"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("Input pipeline alone:") and "32 x 32 crops/s" in lines[0]
-    assert lines[1] == "| model | crop | batch | train img/s | pipeline crops/s | pipeline x train | keeps up |"
-    cells = [cell.strip() for cell in lines[3].strip("|").split("|")]
-    assert cells[:3] == ["lw_mobilenetv2", "32", "2"] and all(float(cell) > 0 for cell in cells[3:6])
-    assert cells[6] == ("yes" if float(cells[5]) >= 4 else "NO (< 4x)")
-    # data-benchmark times the same pipeline on a dataset of yours
-    assert cli.main(["data-benchmark", f"voc:{voc_tiny_dir}", "--crop-size", "32", "--batch-size", "2",
-                     "--batches", "2", "--warmup", "1"]) == 0
-    row = capsys.readouterr().out.splitlines()[-1]
-    assert row.startswith(f"| voc:{voc_tiny_dir} (train) | 32 | 2 | False |") and float(row.split("|")[5]) > 0
-
-
-@pytest.mark.parametrize("argument, value", [("batches", 0), ("warmup", -1), ("crop_size", 0)])
-def test_input_pipeline_measurement_refuses_bad_counts(argument, value):
-    from refinenet_tf.data import throughput
-
-    with pytest.raises(ValueError, match=f"{argument} must be a"):
-        throughput.measure_input_pipeline(**{argument: value})

@@ -1,4 +1,4 @@
-"""``refinenet-tf doctor`` and the validation benchmark: what they print and measure, on tiny models."""
+"""``refinenet-tf doctor``: what it prints and measures, on tiny models."""
 
 import functools
 import math
@@ -50,23 +50,3 @@ def test_doctor_refuses_bad_input(capsys, tiny_backbone):
     status = cli.main(["doctor", "--model", "no_such_model", "--steps", "2"])
     error = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(error) == 1 and "no_such_model" in error[0]
-
-
-def test_measure_validation_counts_sizes(tiny_backbone):
-    row = doctor.measure_validation("lw_mobilenetv2", num_images=4, min_side=32, max_side=64,
-                                    backbone=tiny_backbone, decoder_features=8)
-    assert row["images"] == 4 and 1 <= row["sizes"] <= 4 and row["images_per_second"] > 0
-    assert row["xla_test_step"] is False
-    with pytest.raises(ValueError, match="min_side"):
-        doctor.measure_validation("lw_mobilenetv2", min_side=16)
-
-
-def test_train_benchmark_validation_table(capsys, monkeypatch, tiny_backbone):
-    monkeypatch.setattr(doctor, "measure_validation", functools.partial(
-        doctor.measure_validation, backbone=tiny_backbone, decoder_features=8))
-    status = cli.main(["train-benchmark", "--validation", "--models", "lw_mobilenetv2", "--size", "48",
-                       "--validation-images", "3", "--jit", "off"])
-    out = capsys.readouterr().out
-    assert status == 0
-    row = re.search(r"\| lw_mobilenetv2 \| 32-48 \| (\d) \| off \| ([\d.]+) \| ([\d.]+) \|", out)
-    assert row and 1 <= int(row.group(1)) <= 3 and float(row.group(3)) > 0

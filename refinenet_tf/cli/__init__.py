@@ -1,5 +1,6 @@
-"""The ``refinenet-tf`` command (:mod:`.commands`), ``make demo``'s job (:mod:`.demo`) and the benchmark harness of
-``refinenet-tf benchmark`` and ``train-benchmark`` (:mod:`.benchmark`)."""
+"""The ``refinenet-tf`` command (:mod:`.commands`), ``make demo``'s job (:mod:`.demo`) and the engines'
+benchmark of ``refinenet-tf benchmark`` (:mod:`.benchmark`; the training and input-pipeline benchmarks are scripts
+in the repository's ``benchmarks/``)."""
 
 from refinenet_tf._lazy import lazy_names
 

@@ -5,7 +5,8 @@ model, each engine (:mod:`refinenet_tf.inference.engines`) and precision, its la
 GFLOP/s as a ratio to the float32 or bfloat16 matmul rate measured in the same run, the labels' agreement with
 the ``keras`` float32 engine (and the depth difference of the multi-task model); then the same agreement on a
 trained model and real images. Each measurement runs in a fresh Python process (:func:`in_fresh_process`), so
-that its peak resident memory and its threads are its own. ``refinenet-tf train-benchmark`` times training.
+that its peak resident memory and its threads are its own. ``benchmarks/training.py`` in the repository times
+training.
 """
 
 import json
@@ -17,8 +18,7 @@ from refinenet_tf import _processes
 
 __all__ = ["BENCHMARK_ENGINES", "BENCHMARK_MODELS", "MULTITASK_MODEL", "TARGETS", "in_fresh_process",
            "measure_engine", "measure_gpus", "measure_matmul", "measure_multitask",
-           "benchmark_model", "measure_training", "randomize_batch_norms", "rss_mib", "run_benchmark",
-           "run_training_benchmarks"]
+           "benchmark_model", "randomize_batch_norms", "rss_mib", "run_benchmark"]
 
 #: The default models of ``refinenet-tf benchmark``: the two with speed targets.
 BENCHMARK_MODELS = ("slim_resnet101", "lw_resnet50")
@@ -78,38 +78,6 @@ def benchmark_model(model_name, seed=0):
     keras.utils.set_random_seed(seed)
     num_classes = 40 if model_name == MULTITASK_MODEL else 21
     return randomize_batch_norms(models.build(model_name, num_classes=num_classes, backbone_weights=None), seed)
-
-
-def measure_training(model_name, size, batch_size=1, steps=3, jit_compile=False, warmup=1):
-    """Trains ``model_name`` (random weights) on random data and measures one configuration, in this process.
-
-    Returns:
-        A dict: images/s over ``steps`` timed steps (after ``warmup`` untimed ones, which include tracing),
-        seconds per step, resident memory after building and peak resident memory (MiB).
-    """
-    import numpy as np
-    import tf_keras as keras
-
-    from refinenet_tf import training
-    from refinenet_tf.training import recipes
-
-    model = benchmark_model(model_name)
-    recipe = recipes.Recipe("benchmark", model_name, "", optimizer="sgd", learning_rate=1e-3)
-    training.compile_model(model, recipe, 21, jit_compile=jit_compile)
-    built_rss = rss_mib()
-    rng = np.random.default_rng(0)
-    images = rng.uniform(0, 255, (batch_size, size, size, 3)).astype(np.float32)
-    masks = rng.integers(0, 21, (batch_size, size, size)).astype(np.int32)
-    for _ in range(warmup):
-        model.train_on_batch(images, masks)
-    start = time.perf_counter()
-    for _ in range(steps):
-        model.train_on_batch(images, masks)
-    seconds = (time.perf_counter() - start) / steps
-    keras.backend.clear_session()
-    return {"model": model_name, "size": size, "batch_size": batch_size, "jit_compile": jit_compile,
-            "seconds_per_step": seconds, "images_per_second": batch_size / seconds, "built_rss_mib": built_rss,
-            "peak_rss_mib": rss_mib("VmHWM")}
 
 
 def in_fresh_process(function, *arguments):
@@ -382,20 +350,6 @@ def _log_engine_table(rows, ceiling, size, runs, log):
             line += (f"; fastest bfloat16 engine {best['engine']} at {best['matmul_ratio']:.2f} x the bfloat16 matmul"
                      f" (target {TARGETS['bfloat16_amx']} where the CPU has AMX)")
         log(line)
-
-
-def run_training_benchmarks(model_names, sizes, batch_size=1, steps=3, jit_options=(False, True), log=print):
-    """Runs :func:`measure_training` for every combination, each in a fresh process; returns the rows."""
-    rows = []
-    for model_name in model_names:
-        for size in sizes:
-            for jit_compile in jit_options:
-                row = in_fresh_process("measure_training", model_name, size, batch_size, steps, jit_compile)
-                rows.append(row)
-                log(f"| {row['model']} | {size}x{size} | {batch_size} | {jit_compile} | "
-                    f"{row['seconds_per_step']:.2f} | {row['images_per_second']:.2f} | {row['built_rss_mib']:.0f} | "
-                    f"{row['peak_rss_mib']:.0f} |")
-    return rows
 
 
 def _main(argv):

@@ -57,41 +57,6 @@ def _size(text):
     return height, width
 
 
-def _flops(args):
-    import tf_keras as keras
-
-    from refinenet_tf import models
-    from refinenet_tf.models import profiling
-
-    names = args.models or models.list_models()
-    unknown = [name for name in names if name not in models.PRESETS]
-    if unknown:
-        raise ValueError(f"unknown model(s) {unknown}; use names from {models.list_models()}")
-    sizes = [tuple(size) for size in args.size]
-    size_names = [f"{h}x{w}" for h, w in sizes]
-    print(f"FLOPs counted by the TensorFlow profiler on the inference graph, batch 1, {args.num_classes} classes; "
-          "GMACs = GFLOPs / 2 (a multiply-add is 2 FLOPs). Published figures: see each preset's source.")
-    header = (["model", "variant", "backbone", "parameters (M)", "trainable (M)", "published (M)"]
-              + [f"GFLOPs {s}" for s in size_names] + [f"GMACs {s}" for s in size_names]
-              + ["published VOC12 test mIoU"])
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for name in names:
-        preset = models.get(name)
-        model = preset.build(num_classes=args.num_classes, backbone_weights=None)
-        report = profiling.model_report(model, sizes)
-        published = preset.published
-        row = [name, preset.variant, preset.backbone, f"{report['parameters'] / 1e6:.2f}",
-               f"{report['trainable_parameters'] / 1e6:.2f}", str(published.get("parameters_millions", "-"))]
-        row += [f"{report['gflops'][s]:.1f}" for s in size_names]
-        row += [f"{report['gflops'][s] / 2:.1f}" for s in size_names]
-        row += [str(published.get("voc2012_test_miou", "-"))]
-        print("| " + " | ".join(row) + " |", flush=True)
-        del model
-        keras.backend.clear_session()
-    return 0
-
-
 def _check_data(args):
     from refinenet_tf import data
 
@@ -102,56 +67,6 @@ def _check_data(args):
     print(f"{report.source}: {report.examples} examples, {len(report.problems)} problem(s); pixels per mask "
           f"value: {pixels or '-'}")
     return 0 if report.ok else 1
-
-
-def _data_benchmark(args):
-    from refinenet_tf.data import throughput
-
-    result = throughput.measure_input_pipeline(args.spec, args.split, crop_size=args.crop_size,
-                                               batch_size=args.batch_size, batches=args.batches, warmup=args.warmup,
-                                               color=args.color)
-    print(f"| source | crop | batch | colour | images/s |\n|---|---|---|---|---|\n"
-          f"| {result['source']} | {args.crop_size} | {args.batch_size} | {args.color} | "
-          f"{result['images_per_second']:.1f} |")
-    return 0
-
-
-def _train_benchmark(args):
-    import os
-    import platform
-
-    from refinenet_tf import models
-
-    unknown = [name for name in args.models if name not in models.PRESETS]
-    if unknown:
-        raise ValueError(f"unknown model(s) {unknown}; use names from {models.list_models()}")
-    jit = {"off": (False,), "on": (True,), "both": (False, True)}[args.jit]
-    if args.validation:
-        return _validation_benchmark(args, jit)
-    print(f"Training step on random data, random weights, 21 classes, SGD; {platform.machine()}, "
-          f"{os.cpu_count()} cores; each row in a fresh process (peak RSS is that process's).")
-    print("| model | input | batch | XLA | s/step | images/s | RSS after build (MiB) | peak RSS (MiB) |")
-    print("|---|---|---|---|---|---|---|---|", flush=True)
-    benchmarks.run_training_benchmarks(args.models, args.size, batch_size=args.batch_size, steps=args.steps,
-                                       jit_options=jit, log=lambda line: print(line, flush=True))
-    return 0
-
-
-def _validation_benchmark(args, jit_options):
-    from refinenet_tf.training import doctor
-
-    print(f"Validation (evaluate, batch 1) of {args.validation_images} generated images of mixed sizes, sides "
-          "between half the input side and the input side; random weights, 4 classes; XLA on: Keras' XLA test "
-          "step (one compile per size, compiles counted in the time); off: the package's plain test step.")
-    print("| model | sides | sizes | XLA test step | seconds | images/s |\n|---|---|---|---|---|---|", flush=True)
-    for model in args.models:
-        for side in args.size:
-            for jit in jit_options:
-                row = doctor.measure_validation(model, num_images=args.validation_images,
-                                                min_side=max(32, side // 2), max_side=side, xla_test_step=jit)
-                print(f"| {model} | {max(32, side // 2)}-{side} | {row['sizes']} | {'on' if jit else 'off'} | "
-                      f"{row['seconds']:.1f} | {row['images_per_second']:.2f} |", flush=True)
-    return 0
 
 
 def _doctor(args):
@@ -174,20 +89,6 @@ def _benchmark(args):
                          "models (run folders, .keras files)")
     if args.json:
         _files.writable_folder(os.path.dirname(os.path.abspath(args.json)), "the folder of --json")
-    if args.input_pipeline:
-        from refinenet_tf.data import throughput
-
-        def measure_step(name, size, batch_size, steps):
-            return benchmarks.in_fresh_process("measure_training", name, size, batch_size, steps)
-
-        results = throughput.run_input_pipeline_benchmark(names, measure_step, args.size,
-                                                          log=lambda line: print(line, flush=True))
-        if args.json:
-            import json
-
-            with _files.atomic_path(args.json, suffix=".json") as temporary, open(temporary, "w") as stream:
-                json.dump(results, stream, indent=2, default=str)
-        return 0
     for image in args.agreement_images or ():
         if not os.path.isfile(image):
             raise FileNotFoundError(f"--agreement-images: {image!r} is not a file.")
@@ -541,30 +442,7 @@ def _add_benchmark_parser(commands):
     bench.add_argument("--agreement-images", nargs="+", metavar="IMAGE",
                        help="real images for --agreement-model (default: a synthetic scene)")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    bench.add_argument("--input-pipeline", action="store_true",
-                       help="instead, whether the input pipeline keeps up: augmented SIZE x SIZE crops/s on "
-                       "VOC-sized JPEGs next to each model's training images/s (batch 2, SGD) on in-memory data "
-                       "and fed by the pipeline, each in a fresh process")
     bench.set_defaults(run=_benchmark)
-
-
-def _add_train_benchmark_parser(commands):
-    train_bench = commands.add_parser("train-benchmark", help="training images/s and peak memory per step",
-                                      description="Time training steps of model presets on random data (each "
-                                      "configuration in a fresh process) and print images/s and peak memory.")
-    train_bench.add_argument("--models", nargs="+", default=["lw_resnet50", "slim_resnet101"], metavar="MODEL",
-                             help="presets (default: %(default)s)")
-    train_bench.add_argument("--size", type=_positive_int, nargs="+", default=[256, 512],
-                             help="square input sides (default: %(default)s)")
-    train_bench.add_argument("--batch-size", type=_positive_int, default=1, help="batch size (default: 1)")
-    train_bench.add_argument("--steps", type=_positive_int, default=3, help="timed steps (default: 3)")
-    train_bench.add_argument("--jit", choices=["off", "on", "both"], default="both",
-                             help="XLA off, on or both (default: %(default)s)")
-    train_bench.add_argument("--validation", action="store_true",
-                             help="time validation instead: images of mixed sizes, XLA test step off / on")
-    train_bench.add_argument("--validation-images", type=_positive_int, default=50,
-                             help="images per --validation run (default: %(default)s)")
-    train_bench.set_defaults(run=_train_benchmark)
 
 
 def _add_doctor_parser(commands):
@@ -588,19 +466,6 @@ def _add_doctor_parser(commands):
     doctor.add_argument("--strategy", default="default", choices=options.STRATEGIES,
                         help="tf.distribute strategy, e.g. mirrored for all GPUs (default: %(default)s)")
     doctor.set_defaults(run=_doctor)
-
-
-def _add_flops_parser(commands):
-    flops = commands.add_parser("flops", help="parameters and FLOPs of the model presets (TF profiler)",
-                                description="Build each preset with random weights and print a table of its "
-                                "parameters and FLOPs (TensorFlow profiler on the inference graph) next to the "
-                                "published figures.")
-    flops.add_argument("models", nargs="*", metavar="MODEL", help="presets (default: all; see "
-                       "refinenet_tf.models.list_models())")
-    flops.add_argument("--size", type=_size, action="append", metavar="HxW",
-                       help="input size, repeatable (default: 512x512 and 625x468)")
-    flops.add_argument("--num-classes", type=_positive_int, default=21, help="classes (default: %(default)s)")
-    flops.set_defaults(run=_flops)
 
 
 def _add_evaluate_parser(commands):
@@ -685,21 +550,6 @@ def _add_check_data_parser(commands):
     check.set_defaults(run=_check_data)
 
 
-def _add_data_benchmark_parser(commands):
-    bench = commands.add_parser("data-benchmark", help="images/s of the training input pipeline",
-                                description="Time the training pipeline (decode, random scale, crop, flip) and "
-                                "print images per second.")
-    bench.add_argument("spec", metavar="SPEC", help=_SPEC_HELP)
-    bench.add_argument("--split", default="train", help="split (default: %(default)s)")
-    bench.add_argument("--crop-size", type=_positive_int, default=512, help="crop side (default: %(default)s)")
-    bench.add_argument("--batch-size", type=_positive_int, default=8, help="batch size (default: %(default)s)")
-    bench.add_argument("--batches", type=_positive_int, default=30, help="timed batches (default: %(default)s)")
-    bench.add_argument("--warmup", type=int, default=3, help="untimed batches first (default: %(default)s)")
-    bench.add_argument("--color", action=argparse.BooleanOptionalAction, default=False,
-                       help="colour distortion (default: off)")
-    bench.set_defaults(run=_data_benchmark)
-
-
 def _add_convert_parser(commands):
     convert = commands.add_parser("convert", help="convert a TF-slim or official PyTorch checkpoint to .keras",
                                   description="Read a foreign checkpoint (never unpickling code), map every tensor "
@@ -740,11 +590,9 @@ def build_parser():
                                      "for TensorFlow / Keras.")
     parser.add_argument("--version", action="version", version=f"refinenet_tf {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_demo_parser, _add_train_parser, _add_benchmark_parser, _add_train_benchmark_parser,
-                _add_doctor_parser,
-                _add_flops_parser, _add_evaluate_parser, _add_predict_parser, _add_export_parser,
-                _add_check_data_parser, _add_data_benchmark_parser,
-                _add_convert_parser):
+    for add in (_add_demo_parser, _add_train_parser, _add_benchmark_parser, _add_doctor_parser,
+                _add_evaluate_parser, _add_predict_parser, _add_export_parser,
+                _add_check_data_parser, _add_convert_parser):
         add(commands)
     for subparser in _leaf_parsers(parser):
         subparser.add_argument("--verbose", action="store_true",
@@ -768,8 +616,6 @@ def main(argv=None):
     for dest, flag in getattr(args, "required_options", {}).items():
         if getattr(args, dest) is None:
             args.parser.error(f"the following arguments are required: {flag}")
-    if getattr(args, "command", None) == "flops" and not args.size:
-        args.size = [(512, 512), (625, 468)]
     if not args.verbose:
         _quiet_tensorflow()
     try:

@@ -9,7 +9,7 @@ Example:
 """
 
 from refinenet_tf.data import (checks, decoding, distillation, nyu_depth_v2_segmentation, pipeline, sources,
-                               throughput, transforms, voc2012_segmentation)
+                               transforms, voc2012_segmentation)
 from refinenet_tf.data.checks import DatasetReport, check_dataset
 from refinenet_tf.data.decoding import DataError
 from refinenet_tf.data.distillation import fill_missing_labels

@@ -1,7 +1,7 @@
 """Model size and FLOPs, counted by the TensorFlow profiler on the model's concrete function.
 
 The profiler counts a multiply-add as two floating-point operations (FLOPs). Papers often quote
-multiply-accumulates (MACs) as "FLOPs"; :func:`model_report` gives both.
+multiply-accumulates (MACs) as "FLOPs": half the profiler's count.
 """
 
 import numpy as np
@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from refinenet_tf._checks import positive_int
 
-__all__ = ["count_flops", "count_parameters", "flops_by_op", "model_report"]
+__all__ = ["count_flops", "count_parameters", "flops_by_op"]
 
 
 def count_parameters(model):
@@ -61,11 +61,3 @@ def flops_by_op(model, height, width, batch_size=1):
         logger.setLevel(level)
     return {child.name: int(child.total_float_ops) for child in profile.children if child.total_float_ops}
 
-
-def model_report(model, sizes=((512, 512),)):
-    """Parameters and FLOPs of ``model`` at each ``(height, width)`` in ``sizes``, as a dict."""
-    total, trainable = count_parameters(model)
-    report = {"model": model.name, "parameters": total, "trainable_parameters": trainable, "gflops": {}}
-    for height, width in sizes:
-        report["gflops"][f"{height}x{width}"] = count_flops(model, height, width) / 1e9
-    return report

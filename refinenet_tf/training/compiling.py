@@ -141,8 +141,8 @@ def compile_model(model, recipe, num_classes, learning_rate=None, steps_per_epoc
 
 
 def resolve_jit_compile(jit_compile="auto"):
-    """``"auto"`` -> XLA when a GPU is visible; on the CPUs we measured it was slower (``refinenet-tf
-    train-benchmark``; the documentation's Training page has the figures)."""
+    """``"auto"`` -> XLA when a GPU is visible; on the CPUs we measured it was slower
+    (``benchmarks/training.py``; the documentation's Training page has the figures)."""
     if jit_compile == "auto":
         return bool(tf.config.list_physical_devices("GPU"))
     if not isinstance(jit_compile, bool):

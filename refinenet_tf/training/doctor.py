@@ -3,11 +3,9 @@
 :func:`environment_report` lists the devices, whether XLA compiles on each, whether float16 and bfloat16 run
 there, and the versions. :func:`measure_training_steps` trains a few steps on generated scenes and reports
 images per second, how many times the train function was traced and the loss of the first and last steps.
-:func:`measure_validation` times validation on images of mixed sizes with the package's plain test step and with
-Keras' XLA-compiled one (one compile per size). Nothing here assumes a CPU or a GPU: it measures what it finds.
+Nothing here assumes a CPU or a GPU: it measures what it finds.
 """
 
-import functools
 import platform
 import time
 
@@ -21,7 +19,7 @@ from refinenet_tf.training.compiling import (compile_model, mixed_precision_poli
                                              xla_train_step_function)
 from refinenet_tf.training.loop import make_strategy
 
-__all__ = ["environment_report", "measure_training_steps", "measure_validation", "run_doctor"]
+__all__ = ["environment_report", "measure_training_steps", "run_doctor"]
 
 
 def _runs_on(device, function):
@@ -170,39 +168,6 @@ def measure_training_steps(model="lw_mobilenetv2", size=128, batch_size=4, steps
                 "loss_before": timer.losses[0], "loss_after": timer.losses[-1], "seconds": seconds}
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
-
-
-def measure_validation(model="lw_mobilenetv2", num_images=50, min_side=64, max_side=160, xla_test_step=False,
-                       seed=0, **model_kwargs):
-    """Validation images per second over ``num_images`` images of mixed sizes, batch 1, as ``fit`` validates.
-
-    Each image's height and width are drawn between ``min_side`` and ``max_side`` (multiples of 8), so nearly
-    every image has a size of its own, as in VOC val. ``xla_test_step=False`` is the package's way
-    (:func:`refinenet_tf.training.compile_model`: a plain test step); True compiles the test step with XLA as
-    Keras' ``compile(jit_compile=True)`` does, which compiles once per size.
-
-    Returns:
-        A dict: ``images_per_second`` (``evaluate`` over all images, compiles included: what a validation epoch
-        costs), ``sizes`` (distinct image sizes), ``seconds``.
-    """
-    if not 32 <= min_side <= max_side:
-        raise ValueError(f"need 32 <= min_side <= max_side, got min_side={min_side}, max_side={max_side}.")
-    rng = np.random.default_rng(seed)
-    sides = rng.integers(min_side // 8, max_side // 8 + 1, (num_images, 2)) * 8
-    keras.utils.set_random_seed(seed)
-    network = models.build(model, num_classes=4, backbone_weights=None, **model_kwargs)
-    compile_model(network, _doctor_recipe(model, 1e-3), 4, jit_compile=False)
-    if xla_test_step:
-        network.jit_compile = True  # Keras' own XLA for every step, the test step included
-    scenes = [_generated_scenes(1, int(height), int(width), seed + index)
-              for index, (height, width) in enumerate(sides)]
-    dataset = functools.reduce(tf.data.Dataset.concatenate,
-                               [tf.data.Dataset.from_tensors(scene) for scene in scenes])  # batches of 1, in memory
-    start = time.perf_counter()
-    network.evaluate(dataset, verbose=0)
-    seconds = time.perf_counter() - start
-    return {"model": model, "images": num_images, "sizes": len({tuple(side) for side in sides.tolist()}),
-            "xla_test_step": xla_test_step, "images_per_second": num_images / seconds, "seconds": seconds}
 
 
 def run_doctor(model="lw_mobilenetv2", size=128, batch_size=4, steps=20, jit_compile="auto", mixed_precision=False,
