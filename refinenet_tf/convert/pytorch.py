@@ -231,12 +231,8 @@ def load_state_dict(checkpoint):
         raise ConversionError(f"{checkpoint} cannot be read as a PyTorch checkpoint of tensors with "
                               f"torch.load(weights_only=True) ({first_line}); give the official .pth / .pth.tar "
                               "file, which holds only tensors.") from None
-    state = loaded
-    if isinstance(loaded, dict):
-        for key in _WRAPPER_KEYS:
-            if isinstance(loaded.get(key), dict):
-                state = loaded[key]
-                break
+    wrapped = [loaded[key] for key in _WRAPPER_KEYS if isinstance(loaded, dict) and isinstance(loaded.get(key), dict)]
+    state = wrapped[0] if wrapped else loaded
     if not isinstance(state, dict) or not state:
         raise ConversionError(f"{checkpoint} holds {type(state).__name__}, not a state dict of tensors (nor one "
                               f"under any of {list(_WRAPPER_KEYS)}).")
@@ -317,7 +313,6 @@ def convert_checkpoint(checkpoint, output, architecture, num_classes=None, overw
         raise ValueError(f"output={output!r} must be a .keras file.")
     if os.path.exists(output) and not overwrite:
         raise FileExistsError(f"output={output!r} exists; pass overwrite=True to replace it.")
-    _architecture(architecture)
     model = convert(checkpoint, architecture, num_classes=num_classes)
     with _files.atomic_path(output, suffix=".keras") as temporary:
         model.save(temporary)

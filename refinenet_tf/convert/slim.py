@@ -69,12 +69,7 @@ def _conv_scope(index):
 
 def _checkpoint_conv_indices(names):
     """The numbers of the ``feature_fusion/Conv*`` scopes in the checkpoint, sorted (``Conv`` is 0)."""
-    indices = []
-    for name in names:
-        match = _FUSION_CONV.match(name)
-        if match:
-            indices.append(int(match.group(1) or 0))
-    return sorted(indices)
+    return sorted(int(match.group(1) or 0) for match in map(_FUSION_CONV.match, names) if match)
 
 
 def decoder_table(model, checkpoint_names=()):
@@ -196,10 +191,8 @@ def load_slim_checkpoint(checkpoint, num_classes=None, ema=False, **kwargs):
     _check_shadows(tensors, scope, ema)
     model = models.build(f"seed_{scope}", num_classes=classes, backbone_weights=None, decoder_features=features,
                          **kwargs)
-    backbone = model.get_layer(scope)
-    table = dict(slim_backbones.checkpoint_table(backbone))
-    table.update(decoder_table(model, tensors))
-    table = _take_shadows(table, ema)
+    table = _take_shadows({**slim_backbones.checkpoint_table(model.get_layer(scope)), **decoder_table(model, tensors)},
+                          ema)
     assign_weights(model, tensors, table, tensors.path, ignored=slim_backbones.ignored_variables(tensors, table))
     return model
 

@@ -7,6 +7,8 @@ NaN, negative, a size other than its image's) is a problem line naming it, which
 import dataclasses
 from typing import Optional, Tuple
 
+import numpy as np
+
 from refinenet_tf.data import decoding, sources
 
 __all__ = ["DatasetReport", "check_dataset"]
@@ -58,8 +60,7 @@ def check_dataset(source, split="train", num_classes=None, ignore_value=None):
     if not isinstance(source, sources.FileSource):
         raise ValueError(f"check_dataset reads files; {source.name} is a TFDS dataset, which TFDS validated when "
                          "it was prepared.")
-    problems = []
-    class_pixels = {}
+    problems, class_pixels = [], {}
     depths = source.depths or ("",) * len(source.examples)
     depth_pixels, low, high = 0, float("inf"), 0.0
     for (_, image_path, mask_path), depth_path in zip(source.examples, depths):
@@ -78,7 +79,7 @@ def check_dataset(source, split="train", num_classes=None, ignore_value=None):
             continue
         if not mask_path:
             continue
-        values, counts = _unique(mask)
+        values, counts = np.unique(mask, return_counts=True)
         for value, count in zip(values, counts):
             class_pixels[int(value)] = class_pixels.get(int(value), 0) + int(count)
     report = DatasetReport(source.name, len(source.examples), problems, dict(sorted(class_pixels.items())),
@@ -88,9 +89,3 @@ def check_dataset(source, split="train", num_classes=None, ignore_value=None):
         report.depth_pixels = depth_pixels
         report.depth_range = (low, high) if depth_pixels else None
     return report
-
-
-def _unique(mask):
-    import numpy as np
-
-    return np.unique(mask, return_counts=True)

@@ -67,11 +67,8 @@ def image_size(path):
     Lets a caller refuse a huge image before it takes memory; unreadable files raise :class:`DataError` as in
     :func:`read_image`.
     """
-    image = _open(path, "image", load=False)
-    try:
+    with _open(path, "image", load=False) as image:
         return image.size
-    finally:
-        image.close()
 
 
 def read_image(path, contents=None):

@@ -75,11 +75,8 @@ def _file_pipeline(source, shuffle, seed, repeat, cache):
     names, load, decode = _file_examples(source)
     count = len(source.examples)
     deterministic = seed is not None or not shuffle
-    if cache:
-        dataset = names.map(load, num_parallel_calls=_AUTOTUNE, deterministic=True).cache(
-            "" if cache is True else str(cache))
-    else:
-        dataset = names
+    dataset = names.map(load, num_parallel_calls=_AUTOTUNE, deterministic=True).cache(
+        "" if cache is True else str(cache)) if cache else names
     if shuffle:
         dataset = dataset.shuffle(count, seed=seed, reshuffle_each_iteration=True)
     if repeat:
@@ -237,38 +234,34 @@ def make_dataset(source, split="train", batch_size=8, training=None, crop_size=5
     if training:
         seeds = tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)
         dataset = tf.data.Dataset.zip((dataset, seeds))
+        options = dict(crop_size=crop_size, min_scale=min_scale, max_scale=max_scale, flip=flip, color=color,
+                       ignore_value=ignore)
 
         def augment(example, example_seed):
             if has_depth:
                 image, mask, depth = transforms.train_transform_rgbd(
-                    example["image"], example["mask"], example["depth"], example_seed, crop_size=crop_size,
-                    min_scale=min_scale, max_scale=max_scale, flip=flip, color=color, ignore_value=ignore,
-                    scale_depth=scale_depth)
+                    example["image"], example["mask"], example["depth"], example_seed, scale_depth=scale_depth,
+                    **options)
                 return image, {"segmentation": tf.cast(mask, tf.int32), "depth": depth}
-            image, mask = transforms.train_transform(
-                example["image"], example["mask"], example_seed, crop_size=crop_size, min_scale=min_scale,
-                max_scale=max_scale, flip=flip, color=color, ignore_value=ignore)
+            image, mask = transforms.train_transform(example["image"], example["mask"], example_seed, **options)
             return image, tf.cast(mask, tf.int32)
 
         dataset = dataset.map(augment, num_parallel_calls=_AUTOTUNE, deterministic=seed is not None)
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    elif has_depth:
-        dataset = dataset.map(lambda e: (tf.cast(e["image"], tf.float32), {
-            "segmentation": tf.cast(e["mask"], tf.int32), "depth": e["depth"]}), num_parallel_calls=_AUTOTUNE)
-        if batch_size == 1:
-            dataset = dataset.batch(1)
-        else:
-            dataset = dataset.padded_batch(
-                batch_size, padded_shapes=([None, None, 3], {"segmentation": [None, None], "depth": [None, None]}),
-                padding_values=(tf.constant(0.0), {"segmentation": tf.constant(ignore, tf.int32),
-                                                   "depth": tf.constant(0.0)}), drop_remainder=drop_remainder)
     else:
-        dataset = dataset.map(lambda e: (tf.cast(e["image"], tf.float32), tf.cast(e["mask"], tf.int32)),
-                              num_parallel_calls=_AUTOTUNE)
+        def whole(e):
+            mask = tf.cast(e["mask"], tf.int32)
+            return tf.cast(e["image"], tf.float32), {"segmentation": mask, "depth": e["depth"]} if has_depth else mask
+
+        dataset = dataset.map(whole, num_parallel_calls=_AUTOTUNE)
+        label_shape, label_padding = [None, None], tf.constant(ignore, tf.int32)
+        if has_depth:
+            label_shape = {"segmentation": label_shape, "depth": [None, None]}
+            label_padding = {"segmentation": label_padding, "depth": tf.constant(0.0)}
         if batch_size == 1:
             dataset = dataset.batch(1)
         else:
-            dataset = dataset.padded_batch(
-                batch_size, padded_shapes=([None, None, 3], [None, None]),
-                padding_values=(tf.constant(0.0), tf.constant(ignore, tf.int32)), drop_remainder=drop_remainder)
+            dataset = dataset.padded_batch(batch_size, padded_shapes=([None, None, 3], label_shape),
+                                           padding_values=(tf.constant(0.0), label_padding),
+                                           drop_remainder=drop_remainder)
     return dataset.prefetch(_AUTOTUNE)

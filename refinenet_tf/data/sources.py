@@ -146,8 +146,7 @@ def voc_source(path, split="train", augmented=False):
         augmented: for ``split="train"``, read ``train_aug.txt`` and ``SegmentationClassAug``.
     """
     root = _voc_root(path)
-    mask_folder = "SegmentationClass"
-    list_name = split
+    mask_folder, list_name = "SegmentationClass", split
     if augmented and split in ("train", "train_aug"):
         mask_folder, list_name = "SegmentationClassAug", "train_aug"
     what = f"{'voc_aug' if augmented else 'voc'}:{path} ({split})"
@@ -339,11 +338,8 @@ def resolve(spec, split="train", num_classes=None, ignore_value=None):
         source = tfds_source(name, split, data_dir or None)
     else:
         raise ValueError(f"data spec {spec!r}: unknown kind {kind!r}; use voc, voc_aug, folder or tfds.")
-    overrides = {}
-    if num_classes is not None:
-        overrides["num_classes"] = num_classes
-    if ignore_value is not None:
-        overrides["ignore_value"] = ignore_value
+    overrides = {key: value for key, value in (("num_classes", num_classes), ("ignore_value", ignore_value))
+                 if value is not None}
     return dataclasses.replace(source, **overrides) if overrides else source
 
 

@@ -49,8 +49,7 @@ def _shape_mask(rng, kind, rows, cols, height, width):
 def _border(mask):
     """Pixels within one pixel of the mask's edge (VOC marks object boundaries as 255)."""
     padded = np.pad(mask, 1, mode="edge")
-    eroded = mask.copy()
-    dilated = mask.copy()
+    eroded, dilated = mask.copy(), mask.copy()
     for dy in (0, 1, 2):
         for dx in (0, 1, 2):
             window = padded[dy:dy + mask.shape[0], dx:dx + mask.shape[1]]
@@ -94,18 +93,14 @@ def write_shapes_dataset(root, num_train=400, num_val=100, height=160, width=160
                for name in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation")}
     for folder in folders.values():
         os.makedirs(folder, exist_ok=True)
-    palette = visualization.voc_palette().reshape(-1).tolist()
     rng = np.random.default_rng(seed)
-    splits = {"train": num_train, "val": num_val}
-    for split, count in splits.items():
+    for split, count in (("train", num_train), ("val", num_val)):
         ids = []
         for index in range(count):
             example_id = f"{split}_{index:05d}"
             image, labels = render_scene(rng, height, width)
             Image.fromarray(image).save(os.path.join(folders["JPEGImages"], f"{example_id}.jpg"), quality=95)
-            mask = Image.fromarray(labels)
-            mask.putpalette(palette)
-            mask.save(os.path.join(folders["SegmentationClass"], f"{example_id}.png"))
+            visualization.save_label_png(os.path.join(folders["SegmentationClass"], f"{example_id}.png"), labels)
             ids.append(example_id)
         with open(os.path.join(folders["ImageSets/Segmentation"], f"{split}.txt"), "w") as stream:
             stream.write("\n".join(ids) + "\n")
@@ -215,7 +210,6 @@ def write_rgbd_dataset(root, num_train=400, num_val=100, height=160, width=160, 
     folders = {name: os.path.join(root, name) for name in ("images", "masks", "depth")}
     for folder in folders.values():
         os.makedirs(folder, exist_ok=True)
-    palette = visualization.voc_palette().reshape(-1).tolist()
     rng = np.random.default_rng(seed)
     specs = {}
     for split, count in (("train", num_train), ("val", num_val)):
@@ -232,9 +226,7 @@ def write_rgbd_dataset(root, num_train=400, num_val=100, height=160, width=160, 
             image, labels, depth = render_rgbd_scene(rng, height, width)
             Image.fromarray(image).save(os.path.join(folders["images"], f"{example_id}.jpg"), quality=95)
             if index not in no_mask:
-                mask = Image.fromarray(labels)
-                mask.putpalette(palette)
-                mask.save(os.path.join(folders["masks"], f"{example_id}.png"))
+                visualization.save_label_png(os.path.join(folders["masks"], f"{example_id}.png"), labels)
             if index not in no_depth:
                 stored = np.round(depth * RGBD_DEPTH_SCALE).astype(np.uint16)
                 Image.fromarray(stored).save(os.path.join(folders["depth"], f"{example_id}.png"))

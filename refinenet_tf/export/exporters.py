@@ -54,7 +54,6 @@ from refinenet_tf import _files
 from refinenet_tf._checks import check_scales
 from refinenet_tf.data import visualization
 from refinenet_tf.data.sources import class_names_for
-from refinenet_tf.models import layers
 from refinenet_tf.models import outputs as model_outputs
 from refinenet_tf.options import QUANTIZATIONS
 
@@ -91,8 +90,8 @@ class _Serving:
         return root
 
     def outputs(self, images):
-        if self.tasks:
-            return _task_outputs(self.model, images)
+        if self.tasks:  # one forward pass at the input size (a multi-task model takes no augmentation)
+            return model_outputs.segment_outputs(self.model, images)
         probabilities = model_outputs.segment(self.model, images, self.scales, self.flip, self.max_side)
         return {"labels": tf.argmax(probabilities, axis=-1, output_type=tf.int32), "probabilities": probabilities}
 
@@ -145,30 +144,6 @@ def _num_classes(model):
     if isinstance(shape, dict):
         shape = shape.get("segmentation")
     return None if shape is None else shape[-1]
-
-
-def _task_outputs(model, images):
-    """A multi-task model's serving outputs from one forward pass, at the input size: ``labels`` and
-    ``probabilities`` (softmax of the bilinearly resized logits, as :func:`refinenet_tf.models.outputs.segment`),
-    ``depth`` ``[N, H, W]`` and unit ``normals``."""
-    images = tf.cast(images, tf.float32)
-    size = layers._spatial_size(images)
-    predictions = model(images, training=False)
-    resized = {task: model_outputs._resize_to(tf.cast(value, tf.float32), size)
-               for task, value in predictions.items()}
-    outputs = {}
-    if "segmentation" in resized:
-        probabilities = tf.nn.softmax(resized["segmentation"], axis=-1)
-        outputs.update(labels=tf.argmax(probabilities, axis=-1, output_type=tf.int32), probabilities=probabilities)
-    if "depth" in resized:
-        # tf.squeeze, not [..., 0]: on the output of `_resize_to`'s tf.cond (an OpenVINO If), OpenVINO's CPU plugin
-        # (2026.4) ran that strided slice of the size-1 channel as a view of a buffer it frees and reuses while the
-        # segmentation head runs, so with both heads `depth` read stale heap bytes (1e37, 6e-41, ...). Squeeze is
-        # the same values and OpenVINO keeps it right (ONNX and TensorFlow too).
-        outputs["depth"] = tf.squeeze(resized["depth"], axis=-1)
-    if "normals" in resized:
-        outputs["normals"] = tf.math.l2_normalize(resized["normals"], axis=-1, epsilon=1e-12)
-    return outputs
 
 
 def _validated(images):
@@ -238,8 +213,8 @@ def export_saved_model(model, path, scales=(1.0,), flip=False, max_side=None, cl
     images = tf.function(serving.serve_images, input_signature=[tf.TensorSpec(None, tf.uint8, name="images")])
     encoded = tf.function(serving.serve_bytes, input_signature=[tf.TensorSpec([None], tf.string,
                                                                               name="image_bytes")])
-    temporary = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=os.path.dirname(path))
-    try:
+    with tempfile.TemporaryDirectory(prefix=".tmp-" + os.path.basename(path) + "-", dir=os.path.dirname(path),
+                                     ignore_cleanup_errors=True) as temporary:
         signatures = {"serving_default": images.get_concrete_function(),
                       "serving_bytes": encoded.get_concrete_function()}
         tf.saved_model.save(serving.variables_root(), temporary, signatures=signatures)
@@ -247,8 +222,6 @@ def export_saved_model(model, path, scales=(1.0,), flip=False, max_side=None, cl
             json.dump(dict(_metadata(model, serving, class_names, source), weights="variables"), stream, indent=2)
         os.chmod(temporary, 0o777 & ~_files._umask())
         _replace_folder(temporary, path)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
     return path
 
 
@@ -403,15 +376,13 @@ def export_openvino(model, path, scales=(1.0,), flip=False, max_side=None, class
     _check_target(path, overwrite, "OpenVINO file")
     _check_target(weights, overwrite, "OpenVINO weights file")
     converted = openvino_model(model, scales, flip, max_side, class_names, source)
-    folder = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=os.path.dirname(path))
-    try:
+    with tempfile.TemporaryDirectory(prefix=".tmp-" + os.path.basename(path) + "-", dir=os.path.dirname(path),
+                                     ignore_cleanup_errors=True) as folder:
         openvino.save_model(converted, os.path.join(folder, "model.xml"), compress_to_fp16=False)
         for name in ("model.bin", "model.xml"):
             os.chmod(os.path.join(folder, name), 0o666 & ~_files._umask())
         os.replace(os.path.join(folder, "model.bin"), weights)
         os.replace(os.path.join(folder, "model.xml"), path)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
     return path
 
 
@@ -427,11 +398,8 @@ def read_metadata(path):
     what = (f"{path!r} has no refinenet_tf metadata: give an export written by refinenet_tf.export (a SavedModel "
             "folder, .tflite, .onnx or OpenVINO .xml).")
     try:
-        if os.path.isdir(path):
-            with open(os.path.join(path, _METADATA)) as stream:
-                return json.load(stream)
-        if path.endswith(".tflite"):
-            with open(path + ".json") as stream:
+        if os.path.isdir(path) or path.endswith(".tflite"):
+            with open(os.path.join(path, _METADATA) if os.path.isdir(path) else path + ".json") as stream:
                 return json.load(stream)
         if path.endswith(".onnx"):
             import onnx

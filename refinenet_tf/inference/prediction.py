@@ -125,22 +125,12 @@ def predict(model, images, scales=(1.0,), flip=False, max_side=None, return_prob
     single = isinstance(images, np.ndarray) and images.ndim == 3
     batch = [images] if single else list(images)
     run = engine_for(model, engine, scales, flip, max_side, precision)
+    wanted = ("labels", "depth", "normals") + (("probabilities",) if return_probabilities else ())
     results = []
     for index, image in enumerate(batch):
         outputs = run(_as_uint8_batch(image, f"images[{index}]"))
-        results.append(Prediction(
-            labels=outputs["labels"][0] if "labels" in outputs else None,
-            probabilities=outputs["probabilities"][0] if return_probabilities and "probabilities" in outputs
-            else None,
-            depth=outputs["depth"][0] if "depth" in outputs else None,
-            normals=outputs["normals"][0] if "normals" in outputs else None))
+        results.append(Prediction(**{name: outputs[name][0] for name in wanted if name in outputs}))
     return results[0] if single else results
-
-
-def _check_segments(engine):
-    if "probabilities" not in engine.outputs:
-        raise ValueError(f"{engine!r} has no segmentation output ({', '.join(engine.outputs)}); predict "
-                         "segments images.")
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -211,12 +201,6 @@ def _check_outputs_and_write_legend(paths, output_dir, suffixes, num_classes, pa
     return stems, palette
 
 
-def _write_labels(stem, image, labels, palette, overlay_alpha):
-    """``STEM.png`` (palette PNG of the labels) and ``STEM_overlay.png``; returns the first's path."""
-    visualization.save_image_png(stem + "_overlay.png", visualization.overlay(image, labels, overlay_alpha, palette))
-    return visualization.save_label_png(stem + ".png", labels, palette)
-
-
 def _read_each_image(paths, num_classes, max_pixels, skip_errors, progress, failed, max_side_hint=True):
     """Yields ``(path, image)`` for each readable image of ``paths``, with a progress bar; an image above
     ``max_pixels`` or unreadable raises its one-line error, or with ``skip_errors`` goes into ``failed``
@@ -280,7 +264,8 @@ def predict_files(model, inputs, output_dir, scales=(1.0,), flip=False, max_side
         A dict: ``written`` (input path -> its label PNG) and ``failed`` (input path -> error message).
     """
     run = engine_for(model, engine, scales, flip, max_side, precision)
-    _check_segments(run)
+    if "probabilities" not in run.outputs:
+        raise ValueError(f"{run!r} has no segmentation output ({', '.join(run.outputs)}); predict segments images.")
     paths = collect_images(inputs)
     depth = "depth" in run.outputs
     suffixes = (".png", "_overlay.png") + (("_depth.png", "_depth_mm.png") if depth else ()) + \
@@ -292,7 +277,10 @@ def predict_files(model, inputs, output_dir, scales=(1.0,), flip=False, max_side
                                         max_side_hint=not depth):
         outputs = run(image[None])
         stem = os.path.join(output_dir, stems[path])
-        written[path] = _write_labels(stem, image, outputs["labels"][0], palette, overlay_alpha)
+        labels = outputs["labels"][0]
+        visualization.save_image_png(stem + "_overlay.png",
+                                     visualization.overlay(image, labels, overlay_alpha, palette))
+        written[path] = visualization.save_label_png(stem + ".png", labels, palette)
         if depth:
             visualization.save_image_png(stem + "_depth.png", visualization.colorize_depth(outputs["depth"][0],
                                                                                              max_depth))

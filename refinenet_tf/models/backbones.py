@@ -82,12 +82,10 @@ _KERAS_RESNET_WEIGHTS = ("keras.applications ImageNet weights (converted from th
 
 #: The registry of backbones known by name.
 BACKBONES = {
-    "resnet50": BackboneSpec(_application(keras.applications.ResNet50), _resnet_taps((3, 4, 6, 3)),
-                             "caffe", _KERAS_RESNET_WEIGHTS),
-    "resnet101": BackboneSpec(_application(keras.applications.ResNet101), _resnet_taps((3, 4, 23, 3)),
-                              "caffe", _KERAS_RESNET_WEIGHTS),
-    "resnet152": BackboneSpec(_application(keras.applications.ResNet152), _resnet_taps((3, 8, 36, 3)),
-                              "caffe", _KERAS_RESNET_WEIGHTS),
+    # keras.applications' ResNets have torchvision's blocks per stage.
+    **{f"resnet{depth}": BackboneSpec(_application(getattr(keras.applications, f"ResNet{depth}")),
+                                      _resnet_taps(blocks), "caffe", _KERAS_RESNET_WEIGHTS)
+       for depth, blocks in torch_backbones.RESNET_BLOCKS.items()},
     # The ends of the stages with 24, 32, 64, 96, 160 and 320 channels (the official LW-RefineNet's l3..l8).
     "mobilenetv2": BackboneSpec(
         _application(keras.applications.MobileNetV2),
@@ -95,27 +93,19 @@ BACKBONES = {
          "P5a": "block_15_add", "P5": "block_16_project_BN"},
         "tf", "keras.applications MobileNetV2 (alpha 1.0) ImageNet weights, downloaded by keras on first use"),
     # TF-slim's resnet_v1 layer for layer (the reference code's backbone): TF-slim checkpoints load into them.
-    "resnet_v1_50": _slim_resnet("resnet_v1_50"),
-    "resnet_v1_101": _slim_resnet("resnet_v1_101"),
-    "resnet_v1_152": _slim_resnet("resnet_v1_152"),
+    **{name: _slim_resnet(name) for name in ("resnet_v1_50", "resnet_v1_101", "resnet_v1_152")},
 }
 
 _TORCH_WEIGHTS = ("no download: weights come from an official PyTorch release checkpoint through "
                   "refinenet_tf.convert.pytorch (see docs/official_checkpoints.md)")
 
 
-def _torch_resnet(depth):
-    def build(weights=None, input_shape=(None, None, 3)):
-        return torch_backbones.build_resnet(depth, weights=weights, input_shape=input_shape)
-    return BackboneSpec(build, torch_backbones.resnet_taps(depth), "torch", _TORCH_WEIGHTS)
-
-
 # The official releases' layouts (torchvision's ResNets, the Light-Weight RefineNet MobileNetV2), with their
 # preprocessing (RGB / 255, ImageNet mean and std); see refinenet_tf.models.torch_backbones.
 BACKBONES.update({
-    "resnet50_torch": _torch_resnet(50),
-    "resnet101_torch": _torch_resnet(101),
-    "resnet152_torch": _torch_resnet(152),
+    **{f"resnet{depth}_torch": BackboneSpec(functools.partial(torch_backbones.build_resnet, depth),
+                                            torch_backbones.resnet_taps(depth), "torch", _TORCH_WEIGHTS)
+       for depth in (50, 101, 152)},
     "mobilenetv2_lw_torch": BackboneSpec(torch_backbones.build_lw_mobilenetv2, torch_backbones.lw_mobilenetv2_taps(),
                                          "torch", _TORCH_WEIGHTS),
 })

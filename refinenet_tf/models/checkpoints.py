@@ -83,28 +83,11 @@ def assign_weights(model, tensors, table, source, ignored=()):
         refinenet_tf.models.checkpoints.ConversionError: demo.pth does not fit model 'sequential...': model weights with no source in the table: fc/bias
     """
     variables = weight_names(model)
-    problems = []
     unknown_transforms = sorted({transform for _, transform in table.values() if transform not in TRANSFORMS})
     if unknown_transforms:
         raise ValueError(f"Unknown transforms {unknown_transforms}; use those of TRANSFORMS: {sorted(TRANSFORMS)}.")
-    missing = {foreign for foreign, _ in table.values() if foreign not in tensors}
-    if missing:
-        problems.append(f"missing from the checkpoint: {_listed(missing)}")
     used = collections.Counter(foreign for foreign, _ in table.values())
-    unused = set(tensors) - set(used) - set(ignored)
-    if unused:
-        problems.append(f"checkpoint tensors that fit no model weight: {_listed(unused)}")
-    twice = {foreign for foreign, count in used.items() if count > 1}
-    if twice:
-        problems.append(f"checkpoint tensors mapped to more than one weight: {_listed(twice)}")
-    unfilled = set(variables) - set(table)
-    if unfilled:
-        problems.append(f"model weights with no source in the table: {_listed(unfilled)}")
-    not_in_model = set(table) - set(variables)
-    if not_in_model:
-        problems.append(f"table entries for weights the model lacks: {_listed(not_in_model)}")
-    values = []
-    wrong_shapes = []
+    values, wrong_shapes = [], []
     for name, (foreign, transform) in sorted(table.items()):
         if foreign not in tensors or name not in variables:
             continue
@@ -114,8 +97,13 @@ def assign_weights(model, tensors, table, source, ignored=()):
             wrong_shapes.append(f"{foreign} {tuple(np.shape(tensors[foreign]))} -> {name} {expected}")
         else:
             values.append((variables[name], value.astype(variables[name].dtype.as_numpy_dtype)))
-    if wrong_shapes:
-        problems.append(f"wrong shapes (checkpoint -> model): {_listed(wrong_shapes)}")
+    problems = [f"{what}: {_listed(names)}" for what, names in (
+        ("missing from the checkpoint", {foreign for foreign in used if foreign not in tensors}),
+        ("checkpoint tensors that fit no model weight", set(tensors) - set(used) - set(ignored)),
+        ("checkpoint tensors mapped to more than one weight", {name for name, count in used.items() if count > 1}),
+        ("model weights with no source in the table", set(variables) - set(table)),
+        ("table entries for weights the model lacks", set(table) - set(variables)),
+        ("wrong shapes (checkpoint -> model)", wrong_shapes)) if names]
     if problems:
         raise ConversionError(f"{source} does not fit model {model.name!r}: " + "; ".join(problems))
     keras.backend.batch_set_value(values)

@@ -49,9 +49,7 @@ _FUSION_GROUPS = (("P5", "P5a"), ("P4", "P4a"), ("P3",), ("P2",))
 
 
 def _check_tasks(tasks):
-    if isinstance(tasks, str):
-        tasks = (tasks,)
-    tasks = tuple(tasks)
+    tasks = (tasks,) if isinstance(tasks, str) else tuple(tasks)
     unknown = [task for task in tasks if task not in TASKS]
     if not tasks or unknown or len(set(tasks)) != len(tasks):
         raise ValueError(f"tasks={tasks!r}: give distinct tasks among {TASKS}, e.g. ('segmentation', 'depth').")

@@ -125,7 +125,11 @@ def segment_outputs(model, images, scales=(1.0,), flip=False, max_side=None):
         result["probabilities"] = totals["probabilities"] / views
         result["labels"] = tf.argmax(result["probabilities"], axis=-1, output_type=tf.int32)
     if "depth" in totals:
-        result["depth"] = totals["depth"][..., 0] / views
+        # tf.squeeze, not [..., 0]: on the output of `_resize_to`'s tf.cond (an OpenVINO If), OpenVINO's CPU plugin
+        # (2026.4) ran that strided slice of the size-1 channel as a view of a buffer it frees and reuses while the
+        # segmentation head runs, so with both heads an export's `depth` read stale heap bytes (1e37, 6e-41, ...).
+        # Squeeze is the same values and OpenVINO keeps it right (ONNX and TensorFlow too).
+        result["depth"] = tf.squeeze(totals["depth"], axis=-1) / views
     if "normals" in totals:
         result["normals"] = tf.math.l2_normalize(totals["normals"], axis=-1, epsilon=1e-12)
     return result

@@ -55,10 +55,7 @@ class ModelPreset:
             >>> sorted(get("multitask_mobilenetv2_official").arguments(num_classes=40)["tasks"])
             ['depth', 'segmentation']
         """
-        kwargs.setdefault("backbone", self.backbone)
-        kwargs.setdefault("name", self.name)
-        for option, value in self.options.items():
-            kwargs.setdefault(option, value)
+        kwargs = {**self.options, "backbone": self.backbone, "name": self.name, **kwargs}
         if self.builder is None:
             kwargs["variant"] = self.variant
         bound = inspect.signature(self.build_function).bind(num_classes=num_classes,

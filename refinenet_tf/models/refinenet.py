@@ -106,8 +106,7 @@ def _light_weight_decoder(features, *, num_classes, decoder_features, weight_dec
     x = None
     if "P5a" in features and "P4a" in features:
         # Official MobileNetV2 form: the two levels of each of strides 32 and 16 are fused together.
-        groups = (("P5", "P5a"), ("P4", "P4a"), ("P3",), ("P2",))
-        for group in groups:
+        for group in (("P5", "P5a"), ("P4", "P4a"), ("P3",), ("P2",)):
             name = group[0].lower()
             paths = ([x] if x is not None else []) + [features[level] for level in group]
             fused = layers.MultiResolutionFusion(decoder_features, 1, interpolation=interpolation,

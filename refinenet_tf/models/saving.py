@@ -10,7 +10,6 @@ models have no assets (a file that has some goes through ``keras.models.load_mod
 
 import json
 import os
-import shutil
 import tempfile
 import zipfile
 
@@ -79,11 +78,8 @@ def _load(path, compile, safe_mode):
         config = json.loads(archive.read(_CONFIG))
         if not compile:
             config["compile_config"] = None
-        folder = tempfile.mkdtemp(prefix="refinenet_tf-")
-        try:
+        with tempfile.TemporaryDirectory(prefix="refinenet_tf-", ignore_cleanup_errors=True) as folder:
             weights = archive.extract(_WEIGHTS, folder)
             model = keras.saving.deserialize_keras_object(config, safe_mode=safe_mode)
             model.load_weights(weights)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
     return model

@@ -213,8 +213,7 @@ def checkpoint_table(backbone, scope=None):
         elif isinstance(layer, keras.layers.BatchNormalization):
             conv_scope = _slim_conv_scope(layer.name[:-len("_bn")], scope)
             for weight in _BATCH_NORM_WEIGHTS:
-                variable = getattr(layer, weight)
-                table[variable.name[:-2]] = (f"{conv_scope}/BatchNorm/{weight}", "identity")
+                table[getattr(layer, weight).name[:-2]] = (f"{conv_scope}/BatchNorm/{weight}", "identity")
     return table
 
 

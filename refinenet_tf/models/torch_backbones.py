@@ -153,9 +153,8 @@ def build_lw_mobilenetv2(weights=None, input_shape=(None, None, 3)):
 
 
 def _stage_end(layer):
-    expansion, out_channels, blocks, strides = MOBILENETV2_STAGES[layer - 2]
-    last = f"layer{layer}_block{blocks}"
-    return f"{last}_add" if blocks > 1 else f"{last}_project_bn"
+    blocks = MOBILENETV2_STAGES[layer - 2][2]
+    return f"layer{layer}_block{blocks}_" + ("add" if blocks > 1 else "project_bn")
 
 
 def lw_mobilenetv2_taps():

@@ -21,6 +21,7 @@ import os
 
 import numpy as np  # noqa: F401  (the examples)
 
+from refinenet_tf.inference import prediction
 from refinenet_tf.inference.prediction import Prediction
 
 __all__ = ["Segmenter"]
@@ -119,8 +120,6 @@ class Segmenter:
         ``"openvino"``, ``"onnxruntime"``, ``"tflite"``, ``"saved_model"`` (converted once and kept), at
         ``precision`` (``"float32"`` or ``"bfloat16"``), with test-time augmentation (``scales``, ``flip``,
         ``max_side``; segmentation-only models)."""
-        from refinenet_tf.inference import prediction
-
         self._check_trained(allow_untrained)
         return prediction.engine_for(self.model, engine, scales, flip, max_side, precision)
 
@@ -138,8 +137,6 @@ class Segmenter:
         Returns:
             A :class:`Prediction` for one image, a list of them for a sequence.
         """
-        from refinenet_tf.inference import prediction
-
         run = self.engine(engine, scales, flip, max_side, precision, allow_untrained)
         return prediction.predict(run, images, return_probabilities=return_probabilities)
 
@@ -149,8 +146,6 @@ class Segmenter:
         :func:`refinenet_tf.inference.predict_files`, whose ``options`` it takes: ``palette``, ``probabilities``,
         ``overlay_alpha``, ``skip_errors``, ``progress``, ``max_pixels``, ``max_depth``): label PNGs and overlays,
         and for a depth head the depth PNGs. Returns its ``{"written", "failed"}`` record."""
-        from refinenet_tf.inference import prediction
-
         run = self.engine(engine, scales, flip, max_side, precision, allow_untrained)
         options.setdefault("class_names", self.class_names)
         return prediction.predict_files(run, inputs, output_dir, **options)

@@ -57,20 +57,16 @@ class PredictionImages(keras.callbacks.Callback):
         if isinstance(outputs, dict):  # a multi-task model: masks are {"segmentation": ..., "depth": ...}
             masks, depths = self.masks["segmentation"], self.masks["depth"]
             predicted_depth, outputs = outputs["depth"][..., 0], outputs["segmentation"]
-        predictions = np.stack([visualization.colorize(p) for p in outputs.argmax(-1)])
-        labels = np.stack([visualization.colorize(m) for m in masks.astype(np.uint8)])
-        count = len(self.images)
+        pictures = {"input": self.images.astype(np.uint8),
+                    "label": np.stack([visualization.colorize(m) for m in masks.astype(np.uint8)]),
+                    "prediction": np.stack([visualization.colorize(p) for p in outputs.argmax(-1)])}
+        if depths is not None:
+            top = float(max(depths.max(), 1e-3))
+            pictures["depth"] = np.stack([visualization.colorize_depth(d, top) for d in depths])
+            pictures["predicted_depth"] = np.stack([visualization.colorize_depth(d, top) for d in predicted_depth])
         with self.writer.as_default():
-            tf.summary.image("input", self.images.astype(np.uint8), step=epoch, max_outputs=count)
-            tf.summary.image("label", labels, step=epoch, max_outputs=count)
-            tf.summary.image("prediction", predictions, step=epoch, max_outputs=count)
-            if depths is not None:
-                top = float(max(depths.max(), 1e-3))
-                tf.summary.image("depth", np.stack([visualization.colorize_depth(d, top) for d in depths]),
-                                 step=epoch, max_outputs=count)
-                tf.summary.image("predicted_depth", np.stack([visualization.colorize_depth(d, top)
-                                                              for d in predicted_depth]), step=epoch,
-                                 max_outputs=count)
+            for tag, images in pictures.items():
+                tf.summary.image(tag, images, step=epoch, max_outputs=len(self.images))
         self.writer.flush()
 
 
@@ -114,11 +110,9 @@ class SafeCheckpoint(keras.callbacks.Callback):
             self._bests.update(best if isinstance(self.monitor, dict) else {self.monitor: best})
 
     def _improved(self, logs):
-        for name, mode in self._modes.items():
-            value = logs.get(name)
-            if value is None or not (value > self._bests[name] if mode == "max" else value < self._bests[name]):
-                return False
-        return True
+        return all(logs.get(name) is not None and (logs[name] > self._bests[name] if mode == "max"
+                                                   else logs[name] < self._bests[name])
+                   for name, mode in self._modes.items())
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}

@@ -42,11 +42,9 @@ Example:
     'onnxruntime'
 """
 
-import contextlib
 import functools
 import importlib
 import os
-import shutil
 import tempfile
 import warnings
 import weakref
@@ -137,9 +135,7 @@ class Engine:
             labels = raw.get("labels")
             result["labels"] = (probabilities.argmax(-1) if labels is None else np.asarray(labels)).astype(np.int32)
             result["probabilities"] = probabilities
-        for output in ("depth", "normals"):
-            if output in raw:
-                result[output] = np.asarray(raw[output], np.float32)
+        result.update({output: np.asarray(raw[output], np.float32) for output in ("depth", "normals") if output in raw})
         return result
 
     def _take_export_settings(self, metadata):
@@ -274,11 +270,6 @@ def outputs_of(metadata):
     return found + tuple(task for task in ("depth", "normals") if task in tasks)
 
 
-@contextlib.contextmanager
 def temporary_folder(prefix):
     """A temporary folder, deleted on exit: where a converting engine writes the export it then loads."""
-    folder = tempfile.mkdtemp(prefix=f"refinenet_tf-{prefix}-")
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=f"refinenet_tf-{prefix}-", ignore_cleanup_errors=True)

@@ -26,8 +26,7 @@ class OnnxRuntimeEngine(Engine):
 
     def _load(self, source):
         if isinstance(source, keras.Model):
-            proto = export.onnx_model(source, self.scales, self.flip, self.max_side)
-            content = proto.SerializeToString()
+            content = export.onnx_model(source, self.scales, self.flip, self.max_side).SerializeToString()
         else:
             content = os.fspath(source)
             if not content.endswith(".onnx") or not os.path.isfile(content):

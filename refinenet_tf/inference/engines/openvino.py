@@ -57,11 +57,8 @@ class OpenVinoEngine(Engine):
             model = core.read_model(path)
             self._take_export_settings(metadata)
         self._compiled = core.compile_model(model, _DEVICE, {"INFERENCE_PRECISION_HINT": _HINTS[self.precision]})
-        self._names = {}
-        for output in self._compiled.outputs:
-            names = output.get_names() & set(OUTPUTS + ("labels",))
-            if names:
-                self._names[output] = names.pop()
+        self._names = {output: names.pop() for output in self._compiled.outputs
+                       if (names := output.get_names() & set(OUTPUTS + ("labels",)))}
         self._describe_outputs(metadata, {name: (metadata.get("num_classes") or 0,) for name in self._names.values()})
 
     def _run(self, images):
