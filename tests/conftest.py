@@ -12,20 +12,6 @@ from refinenet_tf.models import backbones  # noqa: E402
 
 TINY_BACKBONE = "tiny_test_backbone"
 
-#: The slowest test files, slowest first (their durations in a full run). setup.cfg runs the suite with
-#: ``--dist loadfile --no-loadscope-reorder``: the two workers take whole files in collection order, so the long
-#: files start first and the short ones fill in at the end, instead of one worker finishing a long file alone.
-SLOWEST_FIRST = ("test_readme.py", "test_cli.py", "test_multitask_training.py", "test_models.py",
-                 "test_distributed.py", "test_convert_slim.py", "test_export.py", "test_training.py",
-                 "test_convert_pytorch.py", "test_notebooks.py", "test_xla.py", "test_mixed_precision.py",
-                 "test_runs.py", "test_reliability.py", "test_docstrings.py")
-
-
-def pytest_collection_modifyitems(items):
-    """Orders the files as :data:`SLOWEST_FIRST`, the others after them as collected (tests keep their order)."""
-    rank = {name: index for index, name in enumerate(SLOWEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
-
 
 def _build_tiny_backbone(weights=None, input_shape=(None, None, 3)):
     """Four strided conv stages (strides 4, 8, 16, 32; 8-32 channels): a stand-in for a ResNet in tests."""
