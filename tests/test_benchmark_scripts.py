@@ -23,7 +23,10 @@ def tiny_presets(monkeypatch, tiny_backbone):
 def test_training_step_measures_one_configuration(tiny_presets):
     row = training.measure_training("lw_mobilenetv2", 64, batch_size=2, steps=1, jit_compile=False)
     assert row["images_per_second"] > 0 and row["seconds_per_step"] > 0
-    assert row["peak_rss_mib"] >= row["built_rss_mib"] > 0
+    # the peak (VmHWM) is at least the resident memory after building (VmRSS), up to the few MiB by which Linux
+    # lets its per-thread RSS counters run ahead of the peak it records (proc(5): "inaccurate because of a
+    # kernel-internal scalability optimization"); here, in-process on a tiny model, memory hardly grows after build
+    assert row["peak_rss_mib"] >= row["built_rss_mib"] - 16 and row["built_rss_mib"] > 0
 
 
 def test_unknown_model_fails_with_one_line(capsys):
