@@ -28,9 +28,7 @@ def run_flops(names, sizes, num_classes=21, log=print):
     from refinenet_tf import models
     from refinenet_tf.models import profiling
 
-    unknown = [name for name in names if name not in models.PRESETS]
-    if unknown:
-        raise ValueError(f"unknown model(s) {unknown}; use names from {models.list_models()}")
+    presets = [models.get(name) for name in names]  # an unknown name fails here, before any build
     size_names = [f"{height}x{width}" for height, width in sizes]
     log(f"FLOPs counted by the TensorFlow profiler on the inference graph, batch 1, {num_classes} classes; "
         "GMACs = GFLOPs / 2 (a multiply-add is 2 FLOPs). Published figures: see each preset's source.")
@@ -40,8 +38,7 @@ def run_flops(names, sizes, num_classes=21, log=print):
     log("| " + " | ".join(header) + " |")
     log("|" + "---|" * len(header))
     rows = []
-    for name in names:
-        preset = models.get(name)
+    for name, preset in zip(names, presets):
         model = preset.build(num_classes=num_classes, backbone_weights=None)
         total, trainable = profiling.count_parameters(model)
         gflops = [profiling.count_flops(model, height, width) / 1e9 for height, width in sizes]

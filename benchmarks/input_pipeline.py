@@ -143,9 +143,11 @@ def main(argv=None):
             log(f"| source | crop | batch | colour | images/s |\n|---|---|---|---|---|\n| {result['source']} | "
                 f"{args.crop_size} | {args.batch_size} | {args.color} | {result['images_per_second']:.1f} |")
             return 0
-        unknown = [name for name in args.models if name not in models.PRESETS]
-        if unknown:
-            raise ValueError(f"--models: unknown {unknown}; use names from {models.list_models()}")
+        for name in args.models:
+            try:
+                models.get(name)
+            except ValueError as error:
+                raise ValueError(f"--models: {error}") from None
         rows = run_input_pipeline_benchmark(args.models, args.size, log=log)
         if args.json:
             with _files.atomic_path(args.json, suffix=".json") as temporary, open(temporary, "w") as stream:
@@ -157,7 +159,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1].startswith("measure_"):  # in_fresh_process: FUNCTION JSON_ARGUMENTS
-        print(json.dumps(globals()[sys.argv[1]](*json.loads(sys.argv[2]))))
-    else:
-        sys.exit(main())
+    from refinenet_tf import _processes
+
+    _processes.run_script(main, {"measure_input_pipeline": measure_input_pipeline})

@@ -12,7 +12,6 @@ compiles once per size: the reason :func:`refinenet_tf.training.compile_model` k
 
 import argparse
 import functools
-import json
 import os
 import platform
 import sys
@@ -156,10 +155,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     from refinenet_tf import models
 
-    unknown = [name for name in args.models if name not in models.PRESETS]
-    if unknown:
-        print(f"benchmarks/training.py: error: --models: unknown {unknown}; use names from "
-              f"{models.list_models()}", file=sys.stderr)
+    try:
+        for name in args.models:
+            models.get(name)
+    except ValueError as error:
+        print(f"benchmarks/training.py: error: --models: {error}", file=sys.stderr)
         return 2
     jit = {"off": (False,), "on": (True,), "both": (False, True)}[args.jit]
     log = functools.partial(print, flush=True)
@@ -171,7 +171,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1].startswith("measure_"):  # in_fresh_process: FUNCTION JSON_ARGUMENTS
-        print(json.dumps(globals()[sys.argv[1]](*json.loads(sys.argv[2]))))
-    else:
-        sys.exit(main())
+    from refinenet_tf import _processes
+
+    _processes.run_script(main, {"measure_training": measure_training, "measure_validation": measure_validation})

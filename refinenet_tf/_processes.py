@@ -15,3 +15,22 @@ def in_fresh_process(module, function, *arguments, cwd=None):
     if result.returncode != 0:
         raise RuntimeError(f"{module}.{function}{tuple(arguments)} failed:\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def print_measurement(argv, measurements):
+    """The other side of :func:`in_fresh_process`: ``argv`` is ``[FUNCTION, JSON_ARGUMENTS]``; prints
+    ``measurements[FUNCTION](*arguments)`` as JSON, its last line. ``measurements`` maps names to functions."""
+    function, arguments = argv
+    if function not in measurements:
+        raise SystemExit(f"unknown measurement {function!r}; use one of {sorted(measurements)}")
+    print(json.dumps(measurements[function](*json.loads(arguments))))
+
+
+def run_script(main, measurements):
+    """The entry of a script that measures in fresh processes: ``SCRIPT FUNCTION JSON_ARGUMENTS`` with a name
+    of ``measurements`` (as :func:`in_fresh_process` runs it) prints that measurement; anything else exits with
+    ``main()``'s status."""
+    if len(sys.argv) == 3 and sys.argv[1] in measurements:
+        print_measurement(sys.argv[1:], measurements)
+    else:
+        sys.exit(main())

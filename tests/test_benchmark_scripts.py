@@ -2,12 +2,15 @@
 ``benchmarks/flops.py``): what they measure and print, on tiny models and data. They stay out of the wheel; these tests keep them working."""
 
 import functools
+import json
 import re
+import sys
 
 import pytest
 
 import refinenet_tf
 from benchmarks import flops, input_pipeline, training
+from refinenet_tf import _processes
 from refinenet_tf.cli import benchmark
 
 
@@ -80,6 +83,18 @@ def test_input_pipeline_runs_in_a_fresh_process():
     # the scripts' own way to measure: `python -m benchmarks.input_pipeline` from the repository's root
     row = input_pipeline.in_fresh_process("measure_input_pipeline", None, "train", 32, 2, 1, 0, False, 2)
     assert row["images_per_second"] > 0 and row["source"].startswith("VOC-sized JPEGs")
+
+
+def test_a_script_runs_a_measurement_by_name_or_else_its_command_line(monkeypatch, capsys):
+    # the scripts' entry (_processes.run_script): what in_fresh_process starts prints the named measurement's JSON
+    measurements = {"measure_sum": lambda a, b: {"sum": a + b}}
+    monkeypatch.setattr(sys, "argv", ["script.py", "measure_sum", "[2, 3]"])
+    _processes.run_script(lambda: pytest.fail("the command line ran instead of the measurement"), measurements)
+    assert json.loads(capsys.readouterr().out.splitlines()[-1]) == {"sum": 5}
+    monkeypatch.setattr(sys, "argv", ["script.py", "measure_other", "[]"])  # not a measurement of the script
+    with pytest.raises(SystemExit) as exit_info:
+        _processes.run_script(lambda: 7, measurements)
+    assert exit_info.value.code == 7
 
 
 @pytest.mark.parametrize("argument, value", [("batches", 0), ("warmup", -1), ("crop_size", 0)])

@@ -9,7 +9,6 @@ that its peak resident memory and its threads are its own. ``benchmarks/training
 training.
 """
 
-import json
 import os
 import sys
 import time
@@ -355,11 +354,7 @@ def _log_engine_table(rows, ceiling, size, runs, log):
 def _main(argv):
     """``python -m refinenet_tf.cli.benchmark FUNCTION JSON_ARGUMENTS``: prints the function's JSON result (see
     :func:`in_fresh_process`)."""
-    function, arguments = argv
-    if function not in __all__ or not function.startswith("measure_"):
-        raise SystemExit(f"unknown measurement {function!r}; use one of "
-                         f"{[name for name in __all__ if name.startswith('measure_')]}")
-    print(json.dumps(globals()[function](*json.loads(arguments))))
+    _processes.print_measurement(argv, {name: globals()[name] for name in __all__ if name.startswith("measure_")})
 
 
 if __name__ == "__main__":
