@@ -303,7 +303,8 @@ def save_backbone(checkpoint_prefix, image, resnet="resnet_v1_50", seed=0):
             initialize(session, values)
             tf1.train.Saver(tf1.global_variables(), write_version=tf1.train.SaverDef.V1).save(
                 session, checkpoint_prefix, write_meta_graph=False)
-            stored = {variable.op.name: session.run(variable) for variable in tf1.global_variables()}
+            # one run for all of them: a run per variable re-prunes the graph each time (14 s for resnet_v1_101)
+            stored = session.run({variable.op.name: variable for variable in tf1.global_variables()})
             pools = ("pool2", "pool3", "pool4", "pool5")
             features = session.run([end_points[pool] for pool in pools], {images: image[None].astype(np.float32)})
     return {**stored, **{pool: feature for pool, feature in zip(pools, features)}}
