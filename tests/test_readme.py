@@ -1,6 +1,6 @@
-"""The Python examples of the README and of the documentation pages run as written: each page in a fresh
-interpreter, each block in a namespace and a folder of its own (a block that sets the environment in an interpreter
-of its own).
+"""The Python examples of the README and of the documentation pages run as written, each block in a namespace and a
+folder of its own, in a fresh interpreter that the pages share (TensorFlow starts once, not once per page; Keras'
+state is cleared between pages). A block that sets the environment runs in an interpreter of its own.
 
 They run in a fresh folder that holds what a reader has after ``make demo``: the demo's data in the VOC layout
 under ``checkpoints/demo/data`` (written here by the same writer, smaller). The pages about converting downloaded
@@ -78,6 +78,15 @@ def _alone(block):
     return "os.environ" in block
 
 
+#: Run between two pages in their shared interpreter: the next page starts with an empty Keras graph, as in a new one.
+_BETWEEN_PAGES = """
+import gc, sys
+if "tf_keras" in sys.modules:
+    sys.modules["tf_keras"].backend.clear_session()
+gc.collect()
+"""
+
+
 @pytest.fixture(scope="module")
 def run_page(demo_data, tmp_path_factory):
     """``run_page(page)``: ``[{"output": what it printed, "error": traceback or None}]``, one per block of
@@ -85,6 +94,7 @@ def run_page(demo_data, tmp_path_factory):
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     environment.pop("TF_USE_LEGACY_KERAS", None)
     pages = {}
+    shared = []  # the interpreter the pages share, started by the first page
 
     def run(page):
         if page not in pages:
@@ -105,16 +115,28 @@ def run_page(demo_data, tmp_path_factory):
             groups = [[item] for item in blocks if _alone(item[1])] + [[item for item in blocks if not _alone(item[1])]]
             results = {}
             for group in filter(None, groups):
-                # one fresh interpreter for the group: each block in its own namespace and folder, its prints
-                # captured, a failing block leaving the next ones to run (tests/fresh_python.py)
-                interpreter = FreshInterpreter(env=environment)
+                # each block in its own namespace and folder, its prints captured, a failing block leaving the next
+                # ones to run (tests/fresh_python.py); a block that sets the environment in a fresh interpreter
+                alone = _alone(group[0][1])
+                if alone:
+                    interpreter = FreshInterpreter(env=environment)
+                else:
+                    if shared:
+                        cleared = shared[0].run(_BETWEEN_PAGES, name="between pages")
+                        assert cleared["error"] is None, cleared["error"]
+                    else:
+                        shared.append(FreshInterpreter(env=environment))
+                    interpreter = shared[0]
                 for folder, block in group:
                     results[folder] = interpreter.run(block, cwd=folder, name=f"{page} block")
-                interpreter.close()
+                if alone:
+                    interpreter.close()
             pages[page] = [results[folder] for folder in folders]
         return pages[page]
 
-    return run
+    yield run
+    for interpreter in shared:
+        interpreter.close()
 
 
 @pytest.mark.parametrize("page, index, block", BLOCKS, ids=[f"{page}:{index}" for page, index, _ in BLOCKS])
