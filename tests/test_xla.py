@@ -1,10 +1,12 @@
-"""XLA where it pays: the train step compiles once, validation never per image size, generator data never aborts.
+"""XLA where it pays: the train step compiles once and learns, validation never compiles per image size, generator
+data never aborts.
 
 Each case runs in a fresh process with XLA's module dump on (``XLA_FLAGS=--xla_dump_to=DIR``) and counts the
 modules XLA compiled per function: one file ``module_NNNN.<function>.before_optimizations.txt`` per compile.
 """
 
 import collections
+import json
 import os
 import re
 import subprocess
@@ -20,10 +22,11 @@ from refinenet_tf.training import recipes
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
-# Writes a VOC layout: 4 training scenes of 48 x 48 and 12 validation scenes of 12 sizes, then trains 2 steps
-# with jit_compile=True through refinenet_tf.training.train (its folder pipeline, BackupAndRestore, checkpoints).
+# Writes a VOC layout: 4 training scenes of 48 x 48 and 12 validation scenes of 12 sizes, then trains 4 epochs of 2
+# steps with jit_compile=True through refinenet_tf.training.train (its folder pipeline, BackupAndRestore,
+# checkpoints): the loss must go down and the run's config.json record the XLA step.
 _VOC_RUN = """
-import os, sys
+import json, os, sys
 sys.path.insert(0, {tests_dir!r})
 import conftest  # registers the tiny test backbone
 import numpy as np
@@ -47,14 +50,16 @@ for index in range(12):
     mask.save(os.path.join(voc, "SegmentationClass", ids[-1] + ".png"))
 with open(os.path.join(voc, "ImageSets", "Segmentation", "val.txt"), "w") as stream:
     stream.write("\\n".join(ids) + "\\n")
-recipe = recipes.Recipe("xla_test", "lw_mobilenetv2", "test", optimizer="adam", learning_rate=1e-3, crop_size=32,
-                        batch_size=2, epochs=2)
+recipe = recipes.Recipe("xla_test", "lw_mobilenetv2", "test", optimizer="adam", learning_rate=3e-3, crop_size=32,
+                        batch_size=2, epochs=4)
 config = training.TrainConfig(recipe, f"voc:{{voc}}", val_data=f"voc:{{voc}}", run_dir=os.path.join(root, "run"),
                               steps_per_epoch=2, backbone_weights=None, jit_compile=True, image_every=0,
                               verbose=0, model_kwargs={{"backbone": conftest.TINY_BACKBONE, "decoder_features": 8}})
 model, history = training.train(config)
 print("validated", len(history.history["val_loss"]), "epochs; xla train step:",
       training.xla_train_step_function(model) is not None)
+print("losses", json.dumps(history.history["loss"]))
+print("recorded jit_compile", json.load(open(os.path.join(root, "run", "config.json")))["jit_compile"])
 """
 
 # Validation from a Python generator (3 sizes) beside an XLA train step; then training data from a generator.
@@ -115,9 +120,11 @@ def _run_with_xla_dump(script, tmp_path, timeout=600):
 
 def test_validation_of_12_sizes_compiles_the_train_step_once_and_the_test_step_never(tmp_path):
     stdout, _, compiles = _run_with_xla_dump(_VOC_RUN, tmp_path)
-    assert "validated 2 epochs; xla train step: True" in stdout
+    assert "validated 4 epochs; xla train step: True" in stdout and "recorded jit_compile True" in stdout
+    losses = json.loads(re.search(r"^losses (.*)$", stdout, flags=re.M).group(1))
+    assert len(losses) == 4 and losses[-1] < losses[0], losses  # the XLA step learns
     train_compiles = {name: count for name, count in compiles.items() if "train_step" in name}
-    assert sum(train_compiles.values()) == 1, compiles  # one crop shape: one compile, through both epochs
+    assert sum(train_compiles.values()) == 1, compiles  # one crop shape: one compile, through every epoch
     assert sum(compiles.values()) - 1 <= 3, compiles  # the test step: no compile per size (at most 3 allowed)
 
 
