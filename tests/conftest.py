@@ -1,6 +1,7 @@
 """Shared fixtures: quiet TensorFlow, fixed seeds, and a tiny registered backbone for fast model tests."""
 
 import os
+import textwrap
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -71,6 +72,37 @@ def _fresh_keras_state():
 @pytest.fixture
 def tiny_backbone():
     return TINY_BACKBONE
+
+
+_TENSORFLOW_ONLY_HEADER = """
+import os, sys
+sys.modules["refinenet_tf"] = None  # any import of refinenet_tf or tf_keras now fails: only TensorFlow is allowed
+sys.modules["tf_keras"] = None
+import json
+import numpy as np
+import tensorflow as tf
+"""
+
+
+@pytest.fixture(scope="session")
+def run_fresh():
+    """``run_fresh(script)``: runs ``script`` in a fresh process where only TensorFlow (and NumPy) can be imported,
+    not refinenet_tf nor tf_keras, as a user serving an export runs it; returns what it printed. A failure of the
+    script fails the test with its traceback.
+
+    One such interpreter (tests/fresh_python.py) serves every script of the session (of each xdist worker), each with
+    its own globals, so TensorFlow starts once (seconds) rather than once per check."""
+    from tests.fresh_python import FreshInterpreter
+
+    interpreter = FreshInterpreter(env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+
+    def run(script):
+        result = interpreter.run(_TENSORFLOW_ONLY_HEADER + textwrap.dedent(script))
+        assert result["error"] is None, result["error"][-3000:]
+        return result["output"]
+
+    yield run
+    interpreter.close()
 
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))

@@ -8,9 +8,7 @@ and compares the Keras model's 1/4-resolution logits (the layer ``classifier``) 
 
 import glob
 import os
-import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -266,19 +264,7 @@ def test_wrong_architecture_fails_naming_the_file_and_keys(mobilenet, tmp_path):
         converter.convert(tmp_path / "nope.pth", "lw_resnet50_official")
 
 
-_FRESH = """
-import json, sys
-sys.modules["refinenet_tf"] = None  # only TensorFlow in this process
-sys.modules["tf_keras"] = None
-import numpy as np
-import tensorflow as tf
-images = np.load(sys.argv[2])
-labels = tf.saved_model.load(sys.argv[1]).signatures["serving_default"](images=tf.constant(images))["labels"]
-np.save(sys.argv[3], labels.numpy())
-"""
-
-
-def test_convert_save_export_and_run_in_a_fresh_process(mobilenet, tmp_path, capsys):
+def test_convert_save_export_and_run_in_a_fresh_process(mobilenet, tmp_path, capsys, run_fresh):
     model, state = mobilenet
     checkpoint = _save(state, tmp_path / "mbv2_voc.pth.tar")
     output = tmp_path / "mbv2_voc.keras"
@@ -289,9 +275,11 @@ def test_convert_save_export_and_run_in_a_fresh_process(mobilenet, tmp_path, cap
     saved_model = export.export_saved_model(loaded, str(tmp_path / "saved_model"))
     images = np.concatenate([_generated_image(97, 131, seed) for seed in (1, 2)])
     np.save(tmp_path / "images.npy", images)
-    subprocess.run([sys.executable, "-c", textwrap.dedent(_FRESH), saved_model, str(tmp_path / "images.npy"),
-                    str(tmp_path / "labels.npy")], check=True, timeout=300,
-                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    run_fresh(f"""
+        images = np.load({str(tmp_path / "images.npy")!r})
+        serve = tf.saved_model.load({saved_model!r}).signatures["serving_default"]
+        np.save({str(tmp_path / "labels.npy")!r}, serve(images=tf.constant(images))["labels"].numpy())
+    """)
     labels = np.load(tmp_path / "labels.npy")
     with torch.no_grad():
         logits = model(torch_reference.preprocess(images))

@@ -3,7 +3,6 @@
 import glob
 import json
 import os
-import textwrap
 
 import numpy as np
 import pytest
@@ -15,36 +14,6 @@ from refinenet_tf.export import exporters
 from refinenet_tf.models import outputs as model_outputs
 from refinenet_tf.training import recipes
 from refinenet_tf.data import synthetic
-from tests.fresh_python import FreshInterpreter
-
-_FRESH_PROCESS_HEADER = """
-import os, sys
-sys.modules["refinenet_tf"] = None  # any import of refinenet_tf or tf_keras now fails: only TensorFlow is allowed
-sys.modules["tf_keras"] = None
-import json
-import numpy as np
-import tensorflow as tf
-"""
-
-
-@pytest.fixture(scope="module")
-def run_fresh():
-    """``run_fresh(script)``: runs ``script`` in a process with only TensorFlow (no refinenet_tf, no tf_keras) and
-    returns what it printed; a failure of the script fails the test with its traceback.
-
-    One such interpreter (tests/fresh_python.py) serves every script of the module, each with its own globals, so
-    TensorFlow starts once (seconds) rather than once per check; it is started when a test first asks for it,
-    before the model fixtures are built, so that its start-up overlaps with their training."""
-    interpreter = FreshInterpreter(env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-
-    def run(script):
-        result = interpreter.run(_FRESH_PROCESS_HEADER + textwrap.dedent(script))
-        assert result["error"] is None, result["error"][-3000:]
-        return result["output"]
-
-    yield run
-    interpreter.close()
-
 
 _COLORS = np.array([[90, 90, 90], [200, 40, 40], [40, 190, 60], [50, 70, 210]])
 

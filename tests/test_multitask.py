@@ -175,19 +175,6 @@ def test_task_output_rejects_an_unknown_transform():
         refinenet_tf.models.layers.TaskOutput("log")
 
 
-_FRESH_EXPORT = """
-import sys
-sys.modules["refinenet_tf"] = None  # only TensorFlow in this process
-sys.modules["tf_keras"] = None
-import numpy as np
-import tensorflow as tf
-images = np.load(sys.argv[2])
-serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
-outputs = serve(images=tf.constant(images))
-np.savez(sys.argv[3], **{name: value.numpy() for name, value in outputs.items()})
-"""
-
-
 def _randomized_tiny_multitask(tiny_backbone, tasks=("segmentation", "depth")):
     model = multitask.MultiTaskRefineNet(4, tasks=tasks, backbone=tiny_backbone, decoder_features=8)
     rng = np.random.default_rng(3)
@@ -196,27 +183,21 @@ def _randomized_tiny_multitask(tiny_backbone, tasks=("segmentation", "depth")):
     return model
 
 
-def test_exported_saved_model_gives_labels_and_depth_in_a_fresh_process(tiny_backbone, tmp_path):
-    import os
-    import subprocess
-    import sys
-
+def test_exported_saved_model_gives_labels_and_depth_in_a_fresh_process(tiny_backbone, tmp_path, run_fresh):
     from refinenet_tf import export
 
     model = _randomized_tiny_multitask(tiny_backbone, multitask.TASKS)
     images = np.random.default_rng(4).integers(0, 256, (2, 37, 45, 3)).astype(np.uint8)
     path = export.export_saved_model(model, str(tmp_path / "saved_model"))
     np.save(tmp_path / "images.npy", images)
-    # The fresh process starts first: its TensorFlow start-up and loading overlap with this process' own loading
-    # of the export (serving_bytes, below), each several seconds.
-    with subprocess.Popen([sys.executable, "-c", _FRESH_EXPORT, path, str(tmp_path / "images.npy"),
-                           str(tmp_path / "outputs.npz")], stderr=subprocess.PIPE, text=True,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")) as fresh:
-        loaded = tf.saved_model.load(path).signatures["serving_bytes"]
-        encoded = [tf.io.encode_png(images[0]), tf.io.encode_png(images[1, :30, :40])]
-        result = loaded(image_bytes=tf.stack(encoded))
-        _, stderr = fresh.communicate(timeout=300)
-    assert fresh.returncode == 0, stderr[-3000:]
+    run_fresh(f"""
+        images = np.load({str(tmp_path / "images.npy")!r})
+        outputs = tf.saved_model.load({path!r}).signatures["serving_default"](images=tf.constant(images))
+        np.savez({str(tmp_path / "outputs.npz")!r}, **{{name: value.numpy() for name, value in outputs.items()}})
+    """)
+    loaded = tf.saved_model.load(path).signatures["serving_bytes"]
+    encoded = [tf.io.encode_png(images[0]), tf.io.encode_png(images[1, :30, :40])]
+    result = loaded(image_bytes=tf.stack(encoded))
     served = np.load(tmp_path / "outputs.npz")
     expected = model(images, training=False)
     depth = expected["depth"].numpy()[..., 0]

@@ -2,8 +2,6 @@
 decoders (before any download)."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -107,12 +105,13 @@ def test_the_command_line_refuses_an_untrained_preset_before_any_download(tmp_pa
     assert status == 0 and os.path.exists(tmp_path / "out" / "in.png")
 
 
-def test_export_goes_through_the_task_and_loads_in_a_fresh_process(model_file, tmp_path):
+def test_export_goes_through_the_task_and_loads_in_a_fresh_process(model_file, tmp_path, run_fresh):
     segmenter = Segmenter.from_preset(model_file)
     path = segmenter.export(str(tmp_path / "saved"))
-    code = ("import numpy as np, tensorflow as tf; s = tf.saved_model.load(%r).signatures['serving_default']; "
-            "print(s(images=tf.constant(np.zeros((1, 33, 47, 3), np.uint8)))['labels'].shape)" % path)
-    printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert printed.stdout.strip() == "(1, 33, 47)", printed.stderr[-2000:]
+    printed = run_fresh(f"""
+        serve = tf.saved_model.load({path!r}).signatures["serving_default"]
+        print(serve(images=tf.constant(np.zeros((1, 33, 47, 3), np.uint8)))["labels"].shape)
+    """)
+    assert printed.strip() == "(1, 33, 47)", printed
     with pytest.raises(ValueError, match="format='png'"):
         segmenter.export(str(tmp_path / "x"), format="png")
