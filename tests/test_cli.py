@@ -172,9 +172,7 @@ def test_library_errors_are_told_in_the_commands_flags():
     assert cli_commands.as_flags("max_pixels= and run_dir", commands["predict"]) == "--max-pixels and run_dir"
 
 
-def test_a_measurement_runs_in_a_fresh_process_by_name():
-    import tensorflow as tf
-
-    assert benchmarks.in_fresh_process("measure_gpus") == len(tf.config.list_physical_devices("GPU"))
+def test_a_fresh_process_runs_only_measurements():
+    # (the benchmark test above runs measure_matmul and measure_engine in fresh processes by name)
     with pytest.raises(RuntimeError, match="unknown measurement 'run_benchmark'"):
         benchmarks.in_fresh_process("run_benchmark")

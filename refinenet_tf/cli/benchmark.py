@@ -16,7 +16,7 @@ import time
 from refinenet_tf import _processes
 
 __all__ = ["BENCHMARK_ENGINES", "BENCHMARK_MODELS", "MULTITASK_MODEL", "TARGETS", "in_fresh_process",
-           "measure_engine", "measure_gpus", "measure_matmul", "measure_multitask",
+           "measure_engine", "measure_matmul", "measure_multitask",
            "benchmark_model", "randomize_batch_norms", "rss_mib", "run_benchmark"]
 
 #: The default models of ``refinenet-tf benchmark``: the two with speed targets.
@@ -184,13 +184,6 @@ def _cpu_has_amx():
     from refinenet_tf.inference import engines
 
     return "amx_bf16" in engines._cpu_flags()
-
-
-def measure_gpus():
-    """The number of GPUs TensorFlow sees, in this process."""
-    import tensorflow as tf
-
-    return len(tf.config.list_physical_devices("GPU"))
 
 
 def measure_multitask(model_name=MULTITASK_MODEL, height=480, width=640, num_classes=40, runs=5, warmup=2):
