@@ -3,11 +3,15 @@
     .venv/bin/python benchmarks/training.py [--models lw_resnet50 slim_resnet101] [--size 256 512]
         [--batch-size 1] [--steps 3] [--jit off|on|both]
     .venv/bin/python benchmarks/training.py --validation [--validation-images 50] ...
+    .venv/bin/python benchmarks/training.py --update [--optimizer adam] ...
 
 The training table times ``train_on_batch`` on random data (random weights, 21 classes, SGD), each configuration
 in a fresh process, so that its peak resident memory is its own. ``--validation`` times ``evaluate`` (batch 1) on
 generated images of mixed sizes with the package's plain test step and with Keras' XLA-compiled one, which
 compiles once per size: the reason :func:`refinenet_tf.training.compile_model` keeps the test step plain.
+``--update`` times the first step (tracing included) and the next steps with the recipes' optimizer, whose update
+is one fused TensorFlow op per variable (:mod:`refinenet_tf.training.optimizers`), and with Keras' own optimizer of
+the same settings, each in a fresh process.
 """
 
 import argparse
@@ -51,6 +55,56 @@ def measure_training(model_name, size, batch_size=1, steps=3, jit_compile=False,
     return {"model": model_name, "size": size, "batch_size": batch_size, "jit_compile": jit_compile,
             "seconds_per_step": seconds, "images_per_second": batch_size / seconds, "built_rss_mib": built_rss,
             "peak_rss_mib": rss_mib("VmHWM")}
+
+
+def measure_update(model_name, size, batch_size=1, steps=3, optimizer="adam", update="fused"):
+    """One training configuration with the recipes' optimizer (``update="fused"``:
+    :class:`~refinenet_tf.training.optimizers.AdamWithMultipliers` or ``SGDWithMultipliers``, momentum 0.9) or
+    Keras' own of the same settings (``"keras"``), in this process: ``model_name`` with random weights on random
+    data, the optimizer's variables built before the first step (as :func:`refinenet_tf.training.compile_model`
+    does), so that the first step is traced once.
+
+    Returns:
+        A dict: ``first_step_seconds`` (tracing, graph optimisation and the step), ``seconds_per_step`` (the median
+        of ``steps`` steps after it), ``update_first_seconds`` and ``update_ms``: the optimizer's update alone
+        (``apply_gradients`` of random gradients in a ``tf.function``) traced and run once, then the median of 10.
+    """
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from refinenet_tf.cli.benchmark import _best_seconds, benchmark_model
+    from refinenet_tf.training import optimizers
+
+    if update not in ("fused", "keras") or optimizer not in ("adam", "sgd"):
+        raise ValueError(f"update={update!r} and optimizer={optimizer!r}: use 'fused' or 'keras', 'adam' or 'sgd'.")
+    classes = {("adam", "fused"): optimizers.AdamWithMultipliers, ("adam", "keras"): keras.optimizers.Adam,
+               ("sgd", "fused"): optimizers.SGDWithMultipliers, ("sgd", "keras"): keras.optimizers.SGD}
+    settings = {"momentum": 0.9} if optimizer == "sgd" else {}
+    model = benchmark_model(model_name)
+    model.compile(classes[optimizer, update](1e-3, **settings),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255))
+    model.optimizer.build(model.trainable_variables)
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (batch_size, size, size, 3)).astype(np.float32)
+    masks = rng.integers(0, 21, (batch_size, size, size)).astype(np.int32)
+    start = time.perf_counter()
+    model.train_on_batch(images, masks)
+    first = time.perf_counter() - start
+    _, median = _best_seconds(lambda: model.train_on_batch(images, masks), steps)
+
+    alone = classes[optimizer, update](1e-3, **settings)
+    variables = [tf.Variable(variable) for variable in model.trainable_variables]
+    gradients = [tf.constant(rng.normal(0, 1e-3, variable.shape).astype(np.float32)) for variable in variables]
+    alone.build(variables)
+    apply = tf.function(lambda: alone.apply_gradients(zip(gradients, variables)))
+    start = time.perf_counter()
+    apply()
+    update_first = time.perf_counter() - start
+    _, update_median = _best_seconds(apply, 10)
+    return {"model": model_name, "size": size, "batch_size": batch_size, "optimizer": optimizer, "update": update,
+            "first_step_seconds": first, "seconds_per_step": median, "update_first_seconds": update_first,
+            "update_ms": 1000 * update_median}
 
 
 def measure_validation(model="lw_mobilenetv2", num_images=50, min_side=64, max_side=160, xla_test_step=False,
@@ -122,6 +176,26 @@ def run_training_benchmarks(model_names, sizes, batch_size=1, steps=3, jit_optio
     return rows
 
 
+def run_update_benchmarks(model_names, sizes, batch_size=1, steps=3, optimizer="adam", log=print):
+    """Runs :func:`measure_update` with the fused and with Keras' update for every model and size, each in a fresh
+    process; logs the table, returns the rows."""
+    log(f"First training step (tracing included) and later steps, {optimizer}: the recipes' optimizer (one fused "
+        f"TensorFlow op per variable) against Keras' own; random data and weights, 21 classes; "
+        f"{platform.machine()}, {os.cpu_count()} cores; each row in a fresh process.")
+    log("| model | input | batch | optimizer | update | first step (s) | s/step | update alone: first call (s) | "
+        "update (ms) |\n|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for model_name in model_names:
+        for size in sizes:
+            for update in ("keras", "fused"):
+                row = in_fresh_process("measure_update", model_name, size, batch_size, steps, optimizer, update)
+                rows.append(row)
+                log(f"| {model_name} | {size}x{size} | {batch_size} | {optimizer} | {update} | "
+                    f"{row['first_step_seconds']:.1f} | {row['seconds_per_step']:.3f} | "
+                    f"{row['update_first_seconds']:.1f} | {row['update_ms']:.1f} |")
+    return rows
+
+
 def run_validation_benchmarks(model_names, sides, num_images=50, jit_options=(False, True), log=print):
     """Runs :func:`measure_validation` for every combination, in this process; logs the table, returns the rows."""
     log(f"Validation (evaluate, batch 1) of {num_images} generated images of mixed sizes, sides between half the "
@@ -152,6 +226,9 @@ def main(argv=None):
     parser.add_argument("--validation", action="store_true",
                         help="time validation instead: images of mixed sizes, XLA test step off / on")
     parser.add_argument("--validation-images", type=int, default=50, help="images per --validation run")
+    parser.add_argument("--update", action="store_true",
+                        help="time the first and later steps with the recipes' fused optimizer update and with Keras'")
+    parser.add_argument("--optimizer", choices=["adam", "sgd"], default="adam", help="the optimizer of --update")
     args = parser.parse_args(argv)
     from refinenet_tf import models
 
@@ -163,7 +240,9 @@ def main(argv=None):
         return 2
     jit = {"off": (False,), "on": (True,), "both": (False, True)}[args.jit]
     log = functools.partial(print, flush=True)
-    if args.validation:
+    if args.update:
+        run_update_benchmarks(args.models, args.size, args.batch_size, args.steps, args.optimizer, log)
+    elif args.validation:
         run_validation_benchmarks(args.models, args.size, args.validation_images, jit, log)
     else:
         run_training_benchmarks(args.models, args.size, args.batch_size, args.steps, jit, log)
@@ -173,4 +252,5 @@ def main(argv=None):
 if __name__ == "__main__":
     from refinenet_tf import _processes
 
-    _processes.run_script(main, {"measure_training": measure_training, "measure_validation": measure_validation})
+    _processes.run_script(main, {"measure_training": measure_training, "measure_update": measure_update,
+                                 "measure_validation": measure_validation})

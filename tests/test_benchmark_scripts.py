@@ -32,6 +32,22 @@ def test_training_step_measures_one_configuration(tiny_presets):
     assert row["peak_rss_mib"] >= row["built_rss_mib"] - 16 and row["built_rss_mib"] > 0
 
 
+def test_update_table_times_the_fused_and_keras_updates(monkeypatch, capsys, tiny_presets):
+    # every measurement in this process (the script gives each a fresh one)
+    monkeypatch.setattr(training, "in_fresh_process", lambda name, *args: getattr(training, name)(*args))
+    assert training.main(["--update", "--optimizer", "sgd", "--models", "lw_mobilenetv2", "--size", "32",
+                          "--batch-size", "2", "--steps", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == ("| model | input | batch | optimizer | update | first step (s) | s/step | "
+                        "update alone: first call (s) | update (ms) |")
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[3:5]]
+    assert [row[:5] for row in rows] == [["lw_mobilenetv2", "32x32", "2", "sgd", update]
+                                         for update in ("keras", "fused")]
+    assert all(float(cell) > 0 for row in rows for cell in row[5:])
+    with pytest.raises(ValueError, match="update='sparse'"):
+        training.measure_update("lw_mobilenetv2", 32, update="sparse")
+
+
 def test_unknown_model_fails_with_one_line(capsys):
     assert training.main(["--models", "lw_vgg"]) == 2
     assert input_pipeline.main(["--models", "lw_vgg"]) == 2
