@@ -272,7 +272,9 @@ class SGDWithMultipliers(RecipeOptimizerMixin, keras.optimizers.SGD):
 
 def _adam_dense_update(optimizer, gradient, variable):
     """Keras' Adam step (``adaptive_epsilon=False``: ``w -= alpha * m / (sqrt(v) + epsilon)``, ``alpha = lr *
-    sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t)``) as TensorFlow's one op for it; ``amsgrad`` takes Keras' own."""
+    sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t)``) as TensorFlow's one op for it; ``amsgrad`` takes Keras' own. It
+    reads the moments where Keras' Adam keeps them (``_momentums``, ``_velocities``), as Keras' own ``update_step``
+    does: a tf-keras release that moved them fails here at the first step, and tests/test_optimizers.py with it."""
     if optimizer.amsgrad or getattr(optimizer, "adaptive_epsilon", False):
         keras.optimizers.Adam.update_step(optimizer, gradient, variable)
         return
