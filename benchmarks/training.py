@@ -24,6 +24,14 @@ import time
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _random_batch(rng, batch_size, size):
+    """Random float32 images in [0, 255] and int32 masks of 21 classes, ``[batch_size, size, size(, 3)]``."""
+    import numpy as np
+
+    return (rng.uniform(0, 255, (batch_size, size, size, 3)).astype(np.float32),
+            rng.integers(0, 21, (batch_size, size, size)).astype(np.int32))
+
+
 def measure_training(model_name, size, batch_size=1, steps=3, jit_compile=False, warmup=1):
     """Trains ``model_name`` (random weights) on random data and measures one configuration, in this process.
 
@@ -43,8 +51,7 @@ def measure_training(model_name, size, batch_size=1, steps=3, jit_compile=False,
     training.compile_model(model, recipe, 21, jit_compile=jit_compile)
     built_rss = rss_mib()
     rng = np.random.default_rng(0)
-    images = rng.uniform(0, 255, (batch_size, size, size, 3)).astype(np.float32)
-    masks = rng.integers(0, 21, (batch_size, size, size)).astype(np.int32)
+    images, masks = _random_batch(rng, batch_size, size)
     for _ in range(warmup):
         model.train_on_batch(images, masks)
     start = time.perf_counter()
@@ -86,8 +93,7 @@ def measure_update(model_name, size, batch_size=1, steps=3, optimizer="adam", up
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255))
     model.optimizer.build(model.trainable_variables)
     rng = np.random.default_rng(0)
-    images = rng.uniform(0, 255, (batch_size, size, size, 3)).astype(np.float32)
-    masks = rng.integers(0, 21, (batch_size, size, size)).astype(np.int32)
+    images, masks = _random_batch(rng, batch_size, size)
     start = time.perf_counter()
     model.train_on_batch(images, masks)
     first = time.perf_counter() - start
@@ -223,11 +229,12 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3, help="timed steps")
     parser.add_argument("--jit", choices=["off", "on", "both"], default="both", help="XLA off, on or both")
-    parser.add_argument("--validation", action="store_true",
-                        help="time validation instead: images of mixed sizes, XLA test step off / on")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--validation", action="store_true",
+                      help="time validation instead: images of mixed sizes, XLA test step off / on")
     parser.add_argument("--validation-images", type=int, default=50, help="images per --validation run")
-    parser.add_argument("--update", action="store_true",
-                        help="time the first and later steps with the recipes' fused optimizer update and with Keras'")
+    mode.add_argument("--update", action="store_true",
+                      help="time the first and later steps with the recipes' fused optimizer update and with Keras'")
     parser.add_argument("--optimizer", choices=["adam", "sgd"], default="adam", help="the optimizer of --update")
     args = parser.parse_args(argv)
     from refinenet_tf import models

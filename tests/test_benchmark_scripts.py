@@ -46,6 +46,9 @@ def test_update_table_times_the_fused_and_keras_updates(monkeypatch, capsys, tin
     assert all(float(cell) > 0 for row in rows for cell in row[5:])
     with pytest.raises(ValueError, match="update='sparse'"):
         training.measure_update("lw_mobilenetv2", 32, update="sparse")
+    with pytest.raises(SystemExit) as exit_info:  # two modes at once: argparse's usage error, not one silently
+        training.main(["--update", "--validation"])
+    assert exit_info.value.code == 2
 
 
 def test_unknown_model_fails_with_one_line(capsys):
