@@ -49,16 +49,19 @@ def trainer_config(run_dir, spec):
 # A training run in its own process (the config of trainer_config). It announces the moment named by argv[3] by
 # creating the file argv[4] and then waits there, so that the test kills it with SIGKILL at exactly that point:
 #   "batch"  -- mid-epoch: the second batch of the second epoch (index 1) of this process's run;
-#   "write"  -- halfway through writing last.weights.h5 at the end of that epoch (half the bytes are on disk).
+#   "write"  -- halfway through writing last.weights.h5 at the end of that epoch (half the bytes are on disk),
+#               whether the weights are saved there or copied from best.weights.h5 (SafeCheckpoint's same_as).
 _TRAINER = r"""
-import os, sys, time
+import contextlib, os, sys, time
 sys.path.insert(0, sys.argv[1])
 import tests.conftest  # registers the tiny test backbone
 import tf_keras as keras
 from refinenet_tf import training
+from refinenet_tf.training import callbacks
 from tests.test_reliability import trainer_config
 
 run_dir, spec, pause, announce = sys.argv[2], sys.argv[5], sys.argv[3], sys.argv[4]
+current = {"epoch": None}
 
 def wait_for_the_kill():
     open(announce, "w").close()
@@ -66,24 +69,22 @@ def wait_for_the_kill():
 
 class PauseMidEpoch(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
+        current["epoch"] = epoch
     def on_train_batch_begin(self, batch, logs=None):
-        if pause == "batch" and self.epoch == 1 and batch == 1:
+        if pause == "batch" and current["epoch"] == 1 and batch == 1:
             wait_for_the_kill()
 
 if pause == "write":
-    original = training.SafeCheckpoint.on_epoch_end
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == 1 and self.path.endswith("last.weights.h5"):
-            save = self.model.save_weights
-            def half_written(path, *args, **kwargs):
-                save(path, *args, **kwargs)
-                with open(path, "r+b") as stream:
-                    stream.truncate(os.path.getsize(path) // 2)
+    atomic_path = callbacks.atomic_path
+    @contextlib.contextmanager
+    def half_written(path, *args, **kwargs):
+        with atomic_path(path, *args, **kwargs) as temporary:
+            yield temporary
+            if current["epoch"] == 1 and path.endswith("last.weights.h5"):
+                with open(temporary, "r+b") as stream:
+                    stream.truncate(os.path.getsize(temporary) // 2)
                 wait_for_the_kill()
-            self.model.save_weights = half_written
-        return original(self, epoch, logs)
-    training.SafeCheckpoint.on_epoch_end = on_epoch_end
+    callbacks.atomic_path = half_written
 
 training.train(trainer_config(run_dir, spec), callbacks=[PauseMidEpoch()])
 """

@@ -164,6 +164,32 @@ def test_best_weights_of_another_run_are_never_compared_against_or_kept(tmp_path
     assert runs.read_weights_record(path)["epoch"] == 1, "a worse epoch replaced the best weights"
 
 
+def test_the_last_weights_copy_the_best_ones_saved_in_the_same_epoch(tmp_path, monkeypatch):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    best = training.SafeCheckpoint(str(tmp_path / "best.weights.h5"), monitor="val_mean_iou", mode="max")
+    last = training.SafeCheckpoint(str(tmp_path / "last.weights.h5"), same_as=best)
+    saves = []
+    save_weights = model.save_weights
+    monkeypatch.setattr(model, "save_weights", lambda path: saves.append(path) or save_weights(path))
+    for checkpoint in (best, last):
+        checkpoint.set_model(model)
+        checkpoint.on_train_begin()
+    for epoch, (iou, weight) in enumerate([(0.5, 1.0), (0.4, 2.0), (0.6, 3.0)]):
+        model.set_weights([np.full((2, 1), weight, np.float32), np.zeros(1, np.float32)])
+        best.on_epoch_end(epoch, {"val_mean_iou": iou})
+        last.on_epoch_end(epoch, {"val_mean_iou": iou})
+        # one save per epoch: the best weights when they improve (the last weights are then their copy), else the
+        # last weights
+        assert len(saves) == epoch + 1
+        restored = keras.models.clone_model(model)
+        restored.load_weights(str(tmp_path / "last.weights.h5"))
+        assert restored.get_weights()[0][0, 0] == weight, "the last weights are not this epoch's"
+        restored.load_weights(str(tmp_path / "best.weights.h5"))
+        assert restored.get_weights()[0][0, 0] == (1.0 if epoch == 1 else weight)
+    assert runs.read_weights_record(str(tmp_path / "last.weights.h5"))["epoch"] == 3
+    assert runs.read_weights_record(str(tmp_path / "best.weights.h5"))["best"] == 0.6
+
+
 def test_a_run_folder_refuses_weights_another_run_wrote(shapes_spec, finished_run, tmp_path, tiny_backbone):
     training.train(_config(shapes_spec, tmp_path / "b", tiny_backbone, learning_rate=1e-3))
     for name in ("best.weights.h5", "best.weights.h5.json"):  # the weights of another run (finished_run)

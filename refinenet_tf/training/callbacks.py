@@ -3,6 +3,7 @@ skip NaN epochs, prediction images for TensorBoard."""
 
 import contextlib
 import os
+import shutil
 
 import numpy as np
 import tensorflow as tf
@@ -81,11 +82,17 @@ class SafeCheckpoint(keras.callbacks.Callback):
     value(s), so that a resumed run keeps comparing to them. A weights file there whose record carries another
     fingerprint (or none) is not this run's: it is removed when training begins, never compared against.
     Keras' ``ModelCheckpoint`` writes in place and also after ``TerminateOnNaN`` stopped a NaN epoch.
+
+    ``same_as``, another ``SafeCheckpoint`` of the same model that runs before this one in the callback list: in
+    an epoch where it saved, this one copies its file instead of saving the same weights again (a save walks every
+    layer of the model: 1.0-1.3 s for the demo's model, against 0.02-0.03 s for a copy of its 17 MB file). A
+    run's last weights copy its best ones so.
     """
 
-    def __init__(self, path, monitor=None, mode="max", fingerprint=None):
+    def __init__(self, path, monitor=None, mode="max", fingerprint=None, same_as=None):
         super().__init__()
         self.path, self.monitor, self.mode, self.fingerprint = path, monitor, mode, fingerprint
+        self.same_as, self.saved_epoch = same_as, None
         self._modes = dict(monitor) if isinstance(monitor, dict) else ({monitor: mode} if monitor else {})
         bad = {name: m for name, m in self._modes.items() if m not in ("max", "min")}
         if bad:
@@ -122,8 +129,13 @@ class SafeCheckpoint(keras.callbacks.Callback):
             if not self._improved(logs):
                 return
             self._bests.update({name: float(logs[name]) for name in self._modes})
-        with averaged_weights(self.model), atomic_path(self.path, suffix=".weights.h5") as temporary:
-            self.model.save_weights(temporary)
+        with atomic_path(self.path, suffix=".weights.h5") as temporary:
+            if self.same_as is not None and self.same_as.saved_epoch == epoch:
+                shutil.copyfile(self.same_as.path, temporary)
+            else:
+                with averaged_weights(self.model):
+                    self.model.save_weights(temporary)
+        self.saved_epoch = epoch
         record = {"epoch": epoch + 1, "fingerprint": self.fingerprint}
         if self.monitor is not None:
             best = self.best

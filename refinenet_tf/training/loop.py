@@ -264,11 +264,12 @@ def _train(config, callbacks):
         print(f"removed {len(removed)} partial file(s) of an interrupted write from {run_dir}")
     # The backup comes last: an epoch counts as done (and is not redone on resume) only once its weights and
     # log line are written. The CSV log is appended to only when this run resumes.
+    best = SafeCheckpoint(os.path.join(run_dir, runs.BEST_WEIGHTS), monitor=monitor, mode=mode,
+                          fingerprint=resolved["fingerprint"])
     keras_callbacks = [
         AveragedWeights(),
-        SafeCheckpoint(os.path.join(run_dir, runs.BEST_WEIGHTS), monitor=monitor, mode=mode,
-                       fingerprint=resolved["fingerprint"]),
-        SafeCheckpoint(os.path.join(run_dir, runs.LAST_WEIGHTS), fingerprint=resolved["fingerprint"]),
+        best,
+        SafeCheckpoint(os.path.join(run_dir, runs.LAST_WEIGHTS), fingerprint=resolved["fingerprint"], same_as=best),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
         keras.callbacks.CSVLogger(os.path.join(run_dir, runs.LOG), append=resuming),
         keras.callbacks.TerminateOnNaN(),
