@@ -188,6 +188,15 @@ def test_the_last_weights_copy_the_best_ones_saved_in_the_same_epoch(tmp_path, m
         assert restored.get_weights()[0][0, 0] == (1.0 if epoch == 1 else weight)
     assert runs.read_weights_record(str(tmp_path / "last.weights.h5"))["epoch"] == 3
     assert runs.read_weights_record(str(tmp_path / "best.weights.h5"))["best"] == 0.6
+    # The same callbacks in a second fit (initial_epoch=2): the best weights of the first fit's epoch 2 are not this
+    # epoch 2's.
+    for checkpoint in (best, last):
+        checkpoint.on_train_begin()
+    model.set_weights([np.full((2, 1), 4.0, np.float32), np.zeros(1, np.float32)])
+    best.on_epoch_end(2, {"val_mean_iou": 0.1})
+    last.on_epoch_end(2, {"val_mean_iou": 0.1})
+    restored.load_weights(str(tmp_path / "last.weights.h5"))
+    assert restored.get_weights()[0][0, 0] == 4.0 and len(saves) == 4
 
 
 def test_a_run_folder_refuses_weights_another_run_wrote(shapes_spec, finished_run, tmp_path, tiny_backbone):
