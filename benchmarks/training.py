@@ -72,7 +72,7 @@ def measure_update(model_name, size, batch_size=1, steps=3, optimizer="adam", up
     does), so that the first step is traced once.
 
     Returns:
-        A dict: ``first_step_seconds`` (tracing, graph optimisation and the step), ``seconds_per_step`` (the median
+        A dict: ``optimizer_class`` (the class that trained), ``first_step_seconds`` (tracing, graph optimisation and the step), ``seconds_per_step`` (the median
         of ``steps`` steps after it), ``update_first_seconds`` and ``update_ms``: the optimizer's update alone
         (``apply_gradients`` of random gradients in a ``tf.function``) traced and run once, then the median of 10.
     """
@@ -109,7 +109,7 @@ def measure_update(model_name, size, batch_size=1, steps=3, optimizer="adam", up
     update_first = time.perf_counter() - start
     _, update_median = _best_seconds(apply, 10)
     return {"model": model_name, "size": size, "batch_size": batch_size, "optimizer": optimizer, "update": update,
-            "first_step_seconds": first, "seconds_per_step": median, "update_first_seconds": update_first,
+            "optimizer_class": type(model.optimizer).__name__, "first_step_seconds": first, "seconds_per_step": median, "update_first_seconds": update_first,
             "update_ms": 1000 * update_median}
 
 

@@ -33,10 +33,14 @@ def test_training_step_measures_one_configuration(tiny_presets):
 
 
 def test_update_table_times_the_fused_and_keras_updates(monkeypatch, capsys, tiny_presets):
-    # every measurement in this process (the script gives each a fresh one)
-    monkeypatch.setattr(training, "in_fresh_process", lambda name, *args: getattr(training, name)(*args))
+    # every measurement in this process (the script gives each a fresh one), its rows kept
+    measured = []
+    monkeypatch.setattr(training, "in_fresh_process",
+                        lambda name, *args: measured.append(getattr(training, name)(*args)) or measured[-1])
     assert training.main(["--update", "--optimizer", "sgd", "--models", "lw_mobilenetv2", "--size", "32",
                           "--batch-size", "2", "--steps", "1"]) == 0
+    # the two rows train with Keras' SGD and with the recipes' (whose update is the fused one)
+    assert [row["optimizer_class"] for row in measured] == ["SGD", "SGDWithMultipliers"]
     lines = capsys.readouterr().out.splitlines()
     assert lines[1] == ("| model | input | batch | optimizer | update | first step (s) | s/step | "
                         "update alone: first call (s) | update (ms) |")

@@ -106,7 +106,7 @@ class SafeCheckpoint(keras.callbacks.Callback):
         return dict(self._bests) if isinstance(self.monitor, dict) else self._bests.get(self.monitor)
 
     def on_train_begin(self, logs=None):
-        self.saved_epoch = None  # a new fit: what was saved in an epoch of the same number before is not its
+        self.saved_epoch = None  # a new fit: an epoch an earlier fit saved is not one of this fit's
         record = runs.read_weights_record(self.path)
         if self.fingerprint is not None and (record is None or record.get("fingerprint") != self.fingerprint):
             for path in (self.path, self._record):  # another run's (or unknown) weights: never kept
